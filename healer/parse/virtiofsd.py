@@ -1,0 +1,167 @@
+"""virtiofsd, the Rust daemon (env_logger or syslog) and the C daemon from QEMU.
+
+Rust: ``[2024-12-23T04:50:24Z INFO  virtiofsd] msg`` (level padded to 5), or
+``virtiofsd[pid]: msg`` with ``--syslog``. C: ``func: msg`` at info level, with a
+``[time] [ID: tid] `` prefix (or ``[ID: tid] `` under syslog) at debug level.
+"""
+
+from __future__ import annotations
+
+import re
+
+from healer.events import (
+    VirtiofsdClientConnected,
+    VirtiofsdClientDisconnected,
+    VirtiofsdDaemonFailed,
+    VirtiofsdListening,
+    VirtiofsdPanicked,
+    VirtiofsdStartFailed,
+)
+from healer.eventtime import parse_iso
+from healer.parse.patterns import Built, Pattern, error_fields
+from healer.parse.record import Record
+
+__all__ = ["KEYWORDS", "PATTERNS", "match_c_debug", "match_env_logger"]
+
+# Literal needles for the prefilter (see cloud_hypervisor.KEYWORDS).
+KEYWORDS = (
+    "socket connection",
+    "Client ",
+    "daemon failed",
+    "Failed ",
+    "panicked",
+    "virtio_loop: Exit",
+    "fv_panic",
+    "does not exist",
+    "vhost socket",
+    "Error",
+)
+
+_ENV_LOGGER = re.compile(
+    r"\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) (ERROR|WARN|INFO|DEBUG|TRACE)\s+([\w:]+)\] (.*)"
+)
+_C_DEBUG = re.compile(
+    r"^\[(?:(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?)([+-]\d{4})?|\d+)\] \[ID: (\d+)\] (.*)"
+    r"|^\[ID: (\d+)\] (.*)"
+)
+
+
+def match_env_logger(rec: Record) -> bool:
+    """Read a Rust env_logger prefix (anywhere in the payload) into ``rec``."""
+    m = _ENV_LOGGER.search(rec.payload)
+    if m is None:
+        return False
+    stamp, level, target, msg = m.groups()
+    if not rec.precise:
+        rec.wall, rec.precise = parse_iso(stamp), True
+    rec.level = level
+    rec.location = target
+    prefix = rec.payload[: m.start()].strip(" `-[]")
+    rec.program = target.split("::", 1)[0]
+    if prefix and " " not in prefix:
+        rec.program = prefix  # a supervisor's program name in front of the line
+    rec.message = msg.rstrip("` ")
+    return True
+
+
+def match_c_debug(rec: Record) -> bool:
+    """Read the C daemon's debug prefix (``[time] [ID: tid]`` or ``[ID: tid]``)."""
+    m = _C_DEBUG.match(rec.payload)
+    if m is None:
+        return False
+    stamp, zone, tid, msg, tid2, msg2 = m.groups()
+    if stamp and not rec.precise:
+        rec.wall = parse_iso(stamp + (zone or ""))
+        rec.precise = rec.wall is not None
+    rec.program = rec.program or "virtiofsd"
+    rec.thread = tid or tid2
+    rec.message = msg if msg is not None else msg2
+    return True
+
+
+def _impl(rec: Record, m: re.Match[str]) -> str:
+    """The C daemon prefixes its function name; the Rust wording differs too."""
+    text = m.group(0)
+    return "c" if text.startswith(("virtio_", "Received", "fv_")) or "QEMU" in text else "rust"
+
+
+def _listening(rec: Record, m: re.Match[str]) -> Built:
+    return VirtiofsdListening, {"implementation": _impl(rec, m)}
+
+
+def _connected(rec: Record, m: re.Match[str]) -> Built:
+    return VirtiofsdClientConnected, {"implementation": _impl(rec, m)}
+
+
+def _disconnected(rec: Record, m: re.Match[str]) -> Built:
+    return VirtiofsdClientDisconnected, {"implementation": _impl(rec, m)}
+
+
+def _daemon_failed(rec: Record, m: re.Match[str]) -> Built:
+    return VirtiofsdDaemonFailed, error_fields(m.group(1))
+
+
+def _panicked(rec: Record, m: re.Match[str]) -> Built:
+    thread, location, inline = m.group(1), m.group(2), m.group(3) or ""
+    text = " ".join([inline, *rec.continuation]).strip()
+    return VirtiofsdPanicked, {
+        "thread": thread,
+        "location": location,
+        "implementation": "rust",
+        **error_fields(text),
+    }
+
+
+def _panicked_old(rec: Record, m: re.Match[str]) -> Built:
+    return VirtiofsdPanicked, {
+        "thread": m.group(1),
+        "location": m.group(3),
+        "implementation": "rust",
+        **error_fields(m.group(2)),
+    }
+
+
+def _fv_panic(rec: Record, m: re.Match[str]) -> Built:
+    return VirtiofsdPanicked, {"implementation": "c", **error_fields(m.group(1))}
+
+
+def _start_failed(rec: Record, m: re.Match[str]) -> Built:
+    path = m.groupdict().get("path")
+    return VirtiofsdStartFailed, {"path": path, **error_fields(m.group(0))}
+
+
+PATTERNS: list[Pattern] = [
+    (
+        re.compile(r"(?:virtio_session_mount: )?Waiting for (?:vhost-user|QEMU) socket connection"),
+        _listening,
+    ),
+    (
+        re.compile(
+            r"Client connected, servicing requests"
+            r"|(?:virtio_session_mount: )?Received vhost-user socket connection"
+        ),
+        _connected,
+    ),
+    (re.compile(r"Client disconnected, shutting down|virtio_loop: Exit\b"), _disconnected),
+    (re.compile(r"Waiting for daemon failed: (.*)"), _daemon_failed),
+    (re.compile(r"thread '([^']*)' panicked at ([^\s']+:\d+:\d+):?\s*(.*)"), _panicked),
+    (re.compile(r"thread '([^']*)' panicked at '(.*)', (\S+:\d+:\d+)"), _panicked_old),
+    (re.compile(r"fv_panic: (.*)"), _fv_panic),
+    (
+        re.compile(
+            r"Failed to start daemon: .*"
+            r"|Error creating pid file '(?P<path>[^']*)': .*"
+            r"|Error creating listener: .*"
+            r"|Error entering sandbox: .*"
+            r"|vhost socket (?:bind|accept): .*"
+            r"|Failed to create directory .*"
+        ),
+        _start_failed,
+    ),
+    (
+        re.compile(
+            r"^(?:shared directory )?(?P<path>\S+) does not exist(?: or is not a directory)?"
+        ),
+        _start_failed,
+    ),
+]
