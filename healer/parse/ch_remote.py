@@ -12,7 +12,10 @@ from healer.events import ApiError, ApiUnreachable, DeviceAdded
 from healer.parse.patterns import Built, Pattern, error_fields
 from healer.parse.record import Record
 
-__all__ = ["KEYWORDS", "PATTERNS"]
+__all__ = ["KEYWORDS", "PATTERNS", "PROGRAM"]
+
+PROGRAM: str | None = "ch-remote"
+"""Who prints the messages below when the line itself does not say."""
 
 # Literal needles for the prefilter (see cloud_hypervisor.KEYWORDS).
 KEYWORDS = ("Error", '{"id":"')

@@ -35,12 +35,15 @@ from healer.eventtime import duration_seconds
 from healer.parse.patterns import Built, Pattern, error_fields
 from healer.parse.record import Record
 
-__all__ = ["KEYWORDS", "PATTERNS", "match_logger", "parse_event_monitor"]
+__all__ = ["KEYWORDS", "PATTERNS", "PROGRAM", "match_logger", "parse_event_monitor"]
 
 LOGGER = re.compile(
     r"cloud-hypervisor:\s+(\d+(?:\.\d+)?)(ns|µs|us|ms|s):\s+(?:<([^>]*)>\s+)?"
     r"(ERROR|WARN|INFO|DEBUG|TRACE):(\S+?)(?::(\d+))?(?: --(?: (.*))?|\s*$)"
 )
+
+PROGRAM: str | None = "cloud-hypervisor"
+"""Who prints the messages below when the line itself does not say."""
 
 # Literal needles for the prefilter: every pattern below matches only text that
 # contains one of them (the golden tests check this on every corpus excerpt).

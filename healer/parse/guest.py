@@ -8,7 +8,10 @@ from healer.events import GuestMountFailed, GuestReboot, GuestTagNotFound
 from healer.parse.patterns import Built, Pattern
 from healer.parse.record import Record
 
-__all__ = ["KEYWORDS", "PATTERNS", "match_dmesg"]
+__all__ = ["KEYWORDS", "PATTERNS", "PROGRAM", "match_dmesg"]
+
+PROGRAM: str | None = "kernel"
+"""Who prints the messages below when the line itself does not say."""
 
 # Literal needles for the prefilter (see cloud_hypervisor.KEYWORDS).
 KEYWORDS = ("virtio-fs: tag", "reboot: ", "mount: ")

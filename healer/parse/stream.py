@@ -24,13 +24,12 @@ from healer.parse.record import Record, make_event
 
 __all__ = ["NEEDLES", "PATTERNS", "ParseStats", "SourceParser", "Unrecognized", "is_candidate"]
 
-PATTERNS: tuple[Pattern, ...] = (
-    *cloud_hypervisor.PATTERNS,
-    *ch_remote.PATTERNS,
-    *virtiofsd.PATTERNS,
-    *guest.PATTERNS,
-    *supervisor.PATTERNS,
+PATTERNS: tuple[tuple[Pattern, str | None], ...] = tuple(
+    (pattern, module.PROGRAM)
+    for module in (cloud_hypervisor, ch_remote, virtiofsd, guest, supervisor)
+    for pattern in module.PATTERNS
 )
+"""Every message pattern, in the order tried, with the program that prints it."""
 NEEDLES: tuple[bytes, ...] = tuple(
     dict.fromkeys(
         k.encode()
@@ -48,6 +47,7 @@ NEEDLES: tuple[bytes, ...] = tuple(
 
 _INDENT = (b" ", b"\t")
 _JSON_HEADS = (b"\n{\n", b"\n{\r\n")
+_JSON_LINES = (b"{", b"{\r")  # an event-monitor object opens with a lone brace
 # One pass of a multi-pattern automaton (SIMD-accelerated) finds every needle;
 # 32 separate bytes.find passes cost eight times as much on a 100 MB log.
 _AUTOMATON = BytesAhoCorasick([*NEEDLES, *_JSON_HEADS])
@@ -58,11 +58,12 @@ _CHAIN_LINE = re.compile(
 )
 _PAREN_CONTINUATION = re.compile(rb"^(?:\S+ )?\([A-Z]\w*\(")
 _MODE_PLAIN, _MODE_CHAIN, _MODE_JSON, _MODE_PANIC = range(4)
+_MAX_WALK = 1 << 20  # bytes an indented hit may look back for its head
 
 
 def is_candidate(line: bytes) -> bool:
     """Whether the prefilter keeps a line (the reference the fast path must equal)."""
-    return any(n in line for n in NEEDLES) or line.rstrip() == b"{"
+    return any(n in line for n in NEEDLES) or line in _JSON_LINES
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,10 +95,9 @@ class ParseStats:
 def _mode(head: bytes) -> int:
     if b"chain of errors" in head:
         return _MODE_CHAIN
-    stripped = head.strip()
-    if stripped == b"{":
+    if head in _JSON_LINES:
         return _MODE_JSON
-    if b"panicked at" in head and stripped.endswith(b":"):
+    if b"panicked at" in head and head.rstrip().endswith(b":"):
         return _MODE_PANIC
     return _MODE_PLAIN
 
@@ -208,19 +208,20 @@ class SourceParser:
     def _head_of(
         self, block: bytes, floor: int, start: int, number: int, offset: int
     ) -> tuple[int, int]:
-        """An indented candidate continues the record above it: find that head."""
+        """An indented candidate continues the record above it: find that head.
+
+        Returns -1 as the head when it lies in the tail kept from the last block.
+        """
         head, head_number = start, number + 1
-        steps = 0
-        while block[head : head + 1] in _INDENT and steps < self.max_record_lines:
+        while block[head : head + 1] in _INDENT and start - head < _MAX_WALK:
             if head <= floor:
+                if head == 0 and self._open:
+                    return -1, self._open_line
                 break
-            head = block.rfind(b"\n", 0, head - 1) + 1
-            head_number -= 1
-            steps += 1
-        if head < floor:
-            head, head_number = floor, number + 1
-        if head == floor == 0 and self._open and block[:1] in _INDENT:
-            return -1, self._open_line  # the head is the tail kept from the last block
+            previous = block.rfind(b"\n", 0, head - 1) + 1
+            if not block[previous : head - 1].strip():
+                break  # a blank line ends records
+            head, head_number = previous, head_number - 1
         return head, head_number
 
     def _begin_hit(
@@ -249,21 +250,22 @@ class SourceParser:
         return pos, number
 
     def _remember_tail(self, block: bytes, pos: int, number: int, offset: int) -> None:
-        """Keep the last record's lines: an indented line in the next block may hit."""
+        """Keep the block's last record: an indented line in the next block may hit."""
         self._open_hit = False
         self._open = []
         if pos >= len(block):
             return
-        last = block.rfind(b"\n", pos, len(block) - 1) + 1
-        last = max(last, pos)
-        total = number + block.count(b"\n", pos)
-        lines = block[last:-1].split(b"\n")
-        head_number = total - len(lines) + 1
+        last = max(block.rfind(b"\n", pos, len(block) - 1) + 1, pos)
+        lines = [block[last:-1]]
+        head_number = number + block.count(b"\n", pos)
         while last > pos and lines[0][:1] in _INDENT and len(lines) < self.max_record_lines:
-            last = block.rfind(b"\n", pos, last - 1) + 1
-            lines.insert(0, block[last : block.index(b"\n", last)])
-            head_number -= 1
-        if lines and lines[0] and not lines[0].isspace():
+            previous = block.rfind(b"\n", pos, last - 1) + 1
+            line = block[previous : last - 1]
+            if not line.strip():
+                break
+            lines.insert(0, line)
+            last, head_number = previous, head_number - 1
+        if lines[-1].strip() and lines[0].strip():
             self._open = lines
             self._open_at, self._open_line = offset + last, head_number
 
@@ -380,7 +382,7 @@ class SourceParser:
     @staticmethod
     def _classify(rec: Record, texts: list[str]) -> Built:
         payload = rec.payload
-        if payload.strip() == "{":
+        if payload in ("{", "{\r"):
             built, uptime, label = cloud_hypervisor.parse_event_monitor("\n".join(texts))
             if built is not None:
                 rec.program, rec.uptime, rec.domain = "cloud-hypervisor", uptime, "ch"
@@ -394,10 +396,11 @@ class SourceParser:
         ):
             rec.message = payload.strip()
         text = rec.full_message()
-        for pattern, build in PATTERNS:
+        for (pattern, build), program in PATTERNS:
             m = pattern.search(text)
             if m is not None:
                 built = build(rec, m)
                 if built is not None:
+                    rec.program = rec.program or program
                     return built
         return None

@@ -12,7 +12,10 @@ from healer.events import VirtiofsdExited
 from healer.parse.patterns import Built, Pattern
 from healer.parse.record import Record
 
-__all__ = ["KEYWORDS", "PATTERNS"]
+__all__ = ["KEYWORDS", "PATTERNS", "PROGRAM"]
+
+PROGRAM: str | None = None
+"""Who prints the messages below when the line itself does not say."""
 
 # Literal needles for the prefilter (see cloud_hypervisor.KEYWORDS).
 KEYWORDS = ("exited", "stopped", "quits", "restarting virtiofsd")

@@ -21,7 +21,10 @@ from healer.eventtime import parse_iso
 from healer.parse.patterns import Built, Pattern, error_fields
 from healer.parse.record import Record
 
-__all__ = ["KEYWORDS", "PATTERNS", "match_c_debug", "match_env_logger"]
+__all__ = ["KEYWORDS", "PATTERNS", "PROGRAM", "match_c_debug", "match_env_logger"]
+
+PROGRAM: str | None = "virtiofsd"
+"""Who prints the messages below when the line itself does not say."""
 
 # Literal needles for the prefilter (see cloud_hypervisor.KEYWORDS).
 KEYWORDS = (

@@ -1,0 +1,118 @@
+"""Property tests: the parser is total, block-split invariant, and lossless in JSON."""
+
+from __future__ import annotations
+
+import io
+
+from conftest import EXCERPTS
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from healer.events import Event, event_from_json, event_to_json
+from healer.parse import SourceParser, Unrecognized
+from healer.sources import read_batches
+
+REAL_LINES = sorted({line for e in EXCERPTS for line in e.body.split(b"\n")})
+NASTY = [
+    b"",
+    b"\x00" * 17,
+    b"\xff\xfe\xfd invalid utf-8 \xc3\x28",
+    b"{",
+    b"}",
+    b"  0: indented chain item",
+    b"Debug Info: Foo(Bar(Os { code: 111, kind: ConnectionRefused",
+    b"cloud-hypervisor: 1.5s: <vmm> ERROR:x.rs:1 -- Failed connecting the backend (((((",
+    b"thread 'x' panicked at src/main.rs:1:1:",
+    b"\r",
+    b"\t",
+]
+line_strategy = st.one_of(
+    st.sampled_from(REAL_LINES),
+    st.sampled_from(NASTY),
+    st.binary(max_size=200).map(lambda b: b.replace(b"\n", b" ")),
+)
+logs = st.lists(line_strategy, max_size=60).map(lambda ls: b"".join(x + b"\n" for x in ls))
+
+
+def _events(items: list[Event | Unrecognized]) -> list[bytes]:
+    return [event_to_json(i) for i in items if isinstance(i, Event)]
+
+
+def _feed_in_blocks(data: bytes, cuts: list[int], *, every: bool = False) -> list[bytes]:
+    """Feed ``data`` split at line boundaries chosen by ``cuts``."""
+    parser = SourceParser("prop", default_year=2024, keep_unrecognized=every)
+    starts = [0, *[i + 1 for i, b in enumerate(data) if b == 0x0A][:-1]]
+    chosen = sorted({starts[c % len(starts)] for c in cuts} | {0}) if starts else [0]
+    out: list[Event | Unrecognized] = []
+    for begin, end in zip(chosen, [*chosen[1:], len(data)], strict=True):
+        if end > begin:
+            out += parser.feed(data[begin:end], begin)
+    out += parser.close()
+    return _events(out)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(logs, st.lists(st.integers(min_value=0, max_value=10_000), max_size=8))
+def test_block_boundaries_do_not_change_events(data: bytes, cuts: list[int]) -> None:
+    """However a log is cut into blocks, the fast path yields the same events."""
+    assert _feed_in_blocks(data, cuts) == _feed_in_blocks(data, [])
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(logs, st.lists(st.integers(min_value=0, max_value=10_000), max_size=8))
+def test_fast_path_equals_line_path(data: bytes, cuts: list[int]) -> None:
+    """The prefilter never loses or invents an event the full walk would find."""
+    assert _feed_in_blocks(data, cuts) == _feed_in_blocks(data, cuts, every=True)
+
+
+@settings(max_examples=200)
+@given(logs)
+def test_events_round_trip_through_json(data: bytes) -> None:
+    """Every event the parser makes is rebuilt exactly from its JSON."""
+    for item in SourceParser("prop", default_year=2024).parse_all(data):
+        assert isinstance(item, Event)
+        assert event_from_json(event_to_json(item)) == item
+
+
+@given(st.binary(max_size=4000))
+def test_any_bytes_parse_without_error(data: bytes) -> None:
+    """Arbitrary bytes, NULs and broken UTF-8 included, never make a parser raise."""
+    for every in (False, True):
+        items = SourceParser("bytes", default_year=2024, keep_unrecognized=every).parse_all(data)
+        assert all(isinstance(i, Event | Unrecognized) for i in items)
+
+
+def test_one_mebibyte_line_is_parsed_and_bounded() -> None:
+    """A 1 MiB line costs no error; the event keeps bounded text."""
+    huge = b"[2024-12-23T04:50:24Z ERROR virtiofsd] Waiting for daemon failed: " + b"A(" * 524_288
+    (event,) = SourceParser("huge", default_year=2024).parse_all(huge + b"\n")
+    assert event.kind == "VirtiofsdDaemonFailed"
+    assert len(event.raw) <= 4096
+    assert len(event.message) <= 2048
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(st.binary(max_size=300).map(lambda b: b.replace(b"\n", b"")), max_size=40),
+    st.integers(min_value=1, max_value=700),
+    st.integers(min_value=1, max_value=200),
+    st.booleans(),
+)
+def test_reader_offsets_are_exact(
+    lines: list[bytes], chunk: int, limit: int, final_newline: bool
+) -> None:
+    """Each block line sits at its offset in the file, cut to the line limit."""
+    data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
+    seen: list[bytes] = []
+    for block, offset in read_batches(io.BytesIO(data), chunk_size=chunk, max_line_bytes=limit):
+        assert block.endswith(b"\n")
+        at = offset
+        for line in block[:-1].split(b"\n"):
+            original = data[at:].split(b"\n", 1)[0]
+            assert line == original[:limit]
+            seen.append(line)
+            at += len(original) + 1
+    expected = data.split(b"\n")
+    if expected and expected[-1] == b"":
+        expected.pop()
+    assert seen == [x[:limit] for x in expected]
