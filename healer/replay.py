@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import heapq
 import sys
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from healer.errors import InputError
 from healer.events import Event
 from healer.parse import ParseStats, SourceParser, Unrecognized
 from healer.sources import ReadStats, open_log, read_batches
@@ -22,6 +24,7 @@ from healer.sources import ReadStats, open_log, read_batches
 __all__ = ["Input", "ReplaySummary", "replay"]
 
 Item = Event | Unrecognized
+_READ_HINT = "is it a complete file? a cut .gz stream ends early"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +97,11 @@ def _keyed(
     parser: SourceParser,
     batches: Iterator[tuple[bytes, int]],
 ) -> Iterator[tuple[float, int, int, Item]]:
-    """Sort keys for the merge: event time, else the source's previous key."""
+    """Sort keys for the merge: event time, else the source's previous key.
+
+    A read error part-way (a cut gzip stream, an I/O error) becomes an InputError
+    that names the source; the events before it have been yielded already.
+    """
     key = float("-inf")
     seq = 0
 
@@ -107,6 +114,9 @@ def _keyed(
             seq += 1
             yield key, index, seq, item
 
-    for block, offset in batches:
-        yield from keyed(parser.feed(block, offset))
+    try:
+        for block, offset in batches:
+            yield from keyed(parser.feed(block, offset))
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(parser.source, f"unreadable: {exc}", _READ_HINT) from exc
     yield from keyed(parser.close())

@@ -40,14 +40,15 @@ def open_log(path: str) -> BinaryIO:
         raw = file.open("rb")
     except OSError as exc:
         raise InputError(path, f"cannot open: {exc.strerror}", "check its permissions") from exc
-    head = raw.read(2)
-    raw.seek(0)
-    # The caller closes the stream it gets back.
-    stream: BinaryIO = gzip.open(raw, "rb") if head == GZIP_MAGIC else raw  # type: ignore[assignment]  # noqa: SIM115
     try:
+        head = raw.read(2)
+        raw.seek(0)
+        # The caller closes the stream it gets back.
+        stream: BinaryIO = gzip.open(raw, "rb") if head == GZIP_MAGIC else raw  # type: ignore[assignment]  # noqa: SIM115
         sample = stream.read(_SNIFF)
     except (OSError, EOFError) as exc:
-        raise InputError(path, f"unreadable: {exc}", "is it a complete gzip file?") from exc
+        raw.close()
+        raise InputError(path, f"unreadable: {exc}", "is it a complete file?") from exc
     if sample and sample.count(b"\x00") > len(sample) // 10:
         raise InputError(path, "not a log: binary data", "pass text logs, plain or .gz")
     stream.seek(0)

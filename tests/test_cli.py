@@ -1,0 +1,181 @@
+"""The ``healer`` command line, run as a user would: a real process, real files."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+from conftest import CORPUS
+
+from healer.cli import EXIT_INPUT, EXIT_OK, EXIT_USAGE
+from healer.events import KINDS
+
+
+def healer(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "healer", *args],
+        input=stdin,
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def jsonl(output: bytes) -> list[dict[str, object]]:
+    return [orjson.loads(line) for line in output.splitlines()]
+
+
+def test_replay_without_files_runs_the_embedded_incident() -> None:
+    """The README's first command: the user's real incident, read from the package."""
+    result = healer("replay", "--format", "jsonl")
+    assert result.returncode == EXIT_OK
+    events = jsonl(result.stdout)
+    kinds = [e["kind"] for e in events]
+    assert kinds.count("BackendConnectTimeout") == 2
+    assert kinds.count("VmRebootFailed") == 2
+    assert b"embedded example incident" in result.stderr
+    timeout = next(e for e in events if e["kind"] == "BackendConnectTimeout")
+    assert timeout["fields"] == {
+        "chain": ["VhostUserProtocol", "SocketConnect"],
+        "error_kind": "ConnectionRefused",
+        "errno": 111,
+        "socket": None,
+    }
+
+
+def test_jsonl_has_the_documented_keys() -> None:
+    result = healer("replay", "--format", "jsonl", str(CORPUS / "virtiofsd-rust-real.log"))
+    keys = {"kind", "time", "source", "offset", "line", "share", "level", "fields", "raw"}
+    assert all(keys <= set(e) for e in jsonl(result.stdout))
+
+
+def test_replay_is_byte_for_byte_deterministic() -> None:
+    files = [str(p) for p in sorted(CORPUS.glob("*.log"))]
+    first = healer("replay", "--format", "jsonl", "--year", "2024", *files)
+    second = healer("replay", "--format", "jsonl", "--year", "2024", *files)
+    assert first.returncode == EXIT_OK
+    assert first.stdout == second.stdout
+    assert len(first.stdout) > 10_000
+
+
+def test_gzip_and_stdin_give_the_same_events(tmp_path: Path) -> None:
+    """A .gz file and standard input read like the plain file (source name aside)."""
+    plain = CORPUS / "guest-dmesg-real.log"
+    packed = tmp_path / "guest.log.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+
+    def kinds_and_lines(out: bytes) -> list[tuple[object, object, object]]:
+        return [(e["kind"], e["line"], e["offset"]) for e in jsonl(out)]
+
+    expected = kinds_and_lines(healer("replay", "--format", "jsonl", str(plain)).stdout)
+    assert expected
+    assert kinds_and_lines(healer("replay", "--format", "jsonl", str(packed)).stdout) == expected
+    piped = healer("replay", "--format", "jsonl", "-", stdin=plain.read_bytes())
+    assert kinds_and_lines(piped.stdout) == expected
+    assert {e["source"] for e in jsonl(piped.stdout)} == {"stdin"}
+
+
+def test_merge_orders_sources_by_event_time(tmp_path: Path) -> None:
+    early = tmp_path / "a.log"
+    late = tmp_path / "b.log"
+    late.write_text("[2024-01-01T00:00:09Z INFO  virtiofsd] Client connected, servicing requests\n")
+    early.write_text(
+        "[2024-01-01T00:00:01Z INFO  virtiofsd] Waiting for vhost-user socket connection...\n"
+        "[2024-01-01T00:00:20Z INFO  virtiofsd] Client disconnected, shutting down\n"
+    )
+    events = jsonl(healer("replay", "--format", "jsonl", str(early), str(late)).stdout)
+    assert [e["kind"] for e in events] == [
+        "VirtiofsdListening",
+        "VirtiofsdClientConnected",
+        "VirtiofsdClientDisconnected",
+    ]
+    unmerged = jsonl(
+        healer("replay", "--format", "jsonl", "--no-merge", str(early), str(late)).stdout
+    )
+    assert [e["source"] for e in unmerged] == [str(early), str(early), str(late)]
+
+
+def test_all_shows_unrecognised_records() -> None:
+    path = str(CORPUS / "virtiofsd-c-real.log")
+    plain = jsonl(healer("replay", "--format", "jsonl", path).stdout)
+    every = jsonl(healer("replay", "--format", "jsonl", "--all", path).stdout)
+    unknown = [e for e in every if e["kind"] is None]
+    assert unknown
+    assert [e for e in every if e["kind"] is not None] == plain
+    assert all(isinstance(e["raw"], str) and e["line"] for e in unknown)
+
+
+def test_counts_document() -> None:
+    result = healer("replay", "--format", "counts", str(CORPUS / "virtiofsd-rust-real.log"))
+    counts = orjson.loads(result.stdout)
+    assert counts["lines"] == 44
+    assert counts["events"] == sum(counts["kinds"].values()) == 13
+    assert counts["kinds"]["VirtiofsdDaemonFailed"] == 4
+    assert counts["unparsed"] == counts["lines"] - 13 - 7  # 7 empty lines
+
+
+def test_table_is_readable() -> None:
+    result = healer("replay", str(CORPUS / "virtiofsd-rust-real.log"))
+    lines = result.stdout.decode().splitlines()
+    assert lines[0].split() == ["TIME", "SOURCE:LINE", "LEVEL", "KIND", "DETAILS"]
+    assert any("VirtiofsdDaemonFailed" in row and "error_kind=NotSeekable" in row for row in lines)
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (lambda d: d / "missing.log", b"no such file"),
+        (lambda d: d, b"is a directory"),
+        (lambda d: _write(d / "core", b"\x7fELF" + b"\x00" * 4000), b"not a log"),
+        (lambda d: _write(d / "cut.gz", gzip.compress(b"x" * 100_000)[:50]), b"unreadable"),
+        (lambda d: Path("/proc/self/mem"), b"unreadable"),  # opens, then EIO on read
+    ],
+)
+def test_unusable_inputs_fail_with_a_hint(
+    tmp_path: Path, make: Callable[[Path], Path], problem: bytes
+) -> None:
+    """Exit 3, the file named, what is wrong, and what to do; no traceback."""
+    path = make(tmp_path)
+    result = healer("replay", str(path))
+    assert result.returncode == EXIT_INPUT
+    assert problem in result.stderr
+    assert b"hint:" in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+def test_usage_errors_exit_2() -> None:
+    assert healer("replay", "--format", "xml").returncode == EXIT_USAGE
+    assert healer().returncode == EXIT_USAGE
+
+
+def test_kinds_lists_every_kind() -> None:
+    out = healer("kinds").stdout.decode().splitlines()
+    assert [line.split()[0] for line in out] == list(KINDS)
+
+
+def test_long_lines_are_cut_and_counted(tmp_path: Path) -> None:
+    path = tmp_path / "long.log"
+    path.write_bytes(
+        b"x" * 5000
+        + b"\n[2024-01-01T00:00:01Z INFO  virtiofsd] Client connected, servicing requests\n"
+    )
+    counts = orjson.loads(
+        healer("replay", "--format", "counts", "--max-line-bytes", "1000", str(path)).stdout
+    )
+    assert counts["truncated_lines"] == 1
+    assert counts["kinds"] == {"VirtiofsdClientConnected": 1}
+    (event,) = jsonl(
+        healer("replay", "--format", "jsonl", "--max-line-bytes", "1000", str(path)).stdout
+    )
+    assert event["offset"] == 5001
+    assert event["line"] == 2
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
