@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import orjson
 import pytest
@@ -72,3 +73,13 @@ def test_golden_is_valid_json_lines() -> None:
     for path in GOLDEN.glob("*.jsonl"):
         for line in path.read_bytes().splitlines():
             assert set(orjson.loads(line)) >= {"kind", "time", "source", "offset", "line"}
+
+
+@pytest.mark.parametrize(
+    ("name", "excerpt_id"), [("incident-docker.log", "CH01"), ("incident-vm.sh.log", "CH02")]
+)
+def test_embedded_example_is_the_real_excerpt(name: str, excerpt_id: str) -> None:
+    """The README's first command replays the corpus excerpt, byte for byte."""
+    example = (Path(__file__).parent.parent / "healer" / "examples" / name).read_bytes()
+    (excerpt,) = [e for e in EXCERPTS if e.id == excerpt_id]
+    assert example == excerpt.body.replace(b"\n\n", b"\n")
