@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from ahocorasick_rs import BytesAhoCorasick
 
@@ -22,7 +23,15 @@ from healer.parse.envelope import peel
 from healer.parse.patterns import Built, Pattern
 from healer.parse.record import Record, make_event
 
-__all__ = ["NEEDLES", "PATTERNS", "ParseStats", "SourceParser", "Unrecognized", "is_candidate"]
+__all__ = [
+    "NEEDLES",
+    "PATTERNS",
+    "Checkpoint",
+    "ParseStats",
+    "SourceParser",
+    "Unrecognized",
+    "is_candidate",
+]
 
 PATTERNS: tuple[tuple[Pattern, str | None], ...] = tuple(
     (pattern, module.PROGRAM)
@@ -64,6 +73,27 @@ _MAX_WALK = 1 << 20  # bytes an indented hit may look back for its head
 def is_candidate(line: bytes) -> bool:
     """Whether the prefilter keeps a line (the reference the fast path must equal)."""
     return any(n in line for n in NEEDLES) or line in _JSON_LINES
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Where to resume a source: byte offset, lines before it, and its clock.
+
+    It always lies on a record boundary, before any record still open, so a
+    resumed parser re-reads that record whole.
+    """
+
+    offset: int
+    line: int
+    boot: dict[str, str]
+    last: str | None
+
+    def to_dict(self) -> dict[str, object]:
+        return {"offset": self.offset, "line": self.line, "boot": self.boot, "last": self.last}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Checkpoint:
+        return cls(int(data["offset"]), int(data["line"]), dict(data["boot"]), data["last"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,14 +152,19 @@ class SourceParser:
         default_year: int,
         keep_unrecognized: bool = False,
         max_record_lines: int = 256,
-        boot: dict[str, datetime] | None = None,
+        resume: Checkpoint | None = None,
     ) -> None:
         self.source = source
         self.stats = ParseStats()
-        self.clock = SourceClock(default_year=default_year, boot=boot)
+        self.clock = SourceClock(default_year=default_year)
         self.keep_unrecognized = keep_unrecognized
         self.max_record_lines = max_record_lines
         self._line = 0  # number of the last line seen
+        self._end = 0  # offset just past the last line fed
+        if resume is not None:
+            self._line, self._end = resume.line, resume.offset
+            self.clock.boot = {k: datetime.fromisoformat(v) for k, v in resume.boot.items()}
+            self.clock.last = datetime.fromisoformat(resume.last) if resume.last else None
         # The open record: its lines, offset, first line number, mode, and whether
         # the prefilter kept it. Open means a later line may still continue it.
         self._open: list[bytes] = []
@@ -154,7 +189,18 @@ class SourceParser:
             self._feed_fast(block, offset, ingest, out)
         self.stats.lines += lines_in_block
         self._line = base + lines_in_block
+        self._end = offset + len(block)
         return out
+
+    def checkpoint(self) -> Checkpoint:
+        """A safe place to resume: before the open record, else after the last line."""
+        if self._open:
+            offset, line = self._open_at, self._open_line - 1
+        else:
+            offset, line = self._end, self._line
+        boot = {k: v.isoformat() for k, v in self.clock.boot.items()}
+        last = self.clock.last.isoformat() if self.clock.last else None
+        return Checkpoint(offset, line, boot, last)
 
     def close(self, ingest: datetime | None = None) -> list[Event | Unrecognized]:
         """End of input: finish the open record."""

@@ -1,0 +1,255 @@
+"""The imperative shell around the engine: journal first, then act.
+
+For each batch of events from a source the runner steps the engine, appends the
+events, the decisions and the source checkpoint to the journal in one write (made
+durable), and only then hands decisions to the executor, journaling ``started``
+before and the result after each action. On start it folds the journal back into
+engine state and reconciles every decision that has no final outcome:
+
+- never started: it runs now (it was decided, durable, and never attempted);
+- started, no result: the checker looks at the world and the decision is closed
+  as done, run again, or closed as obsolete; it is never blindly repeated;
+- decided by the rules but missing from the journal (a torn write): journaled and
+  treated as never started.
+
+Replay uses the same runner with no executor: decisions are recorded ``would_run``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from healer.engine.core import (
+    Decision,
+    Engine,
+    EngineState,
+    Output,
+    Tick,
+    output_from_dict,
+    output_to_dict,
+    state_from_dict,
+    state_to_dict,
+)
+from healer.events import Event, from_dict, to_dict
+from healer.journal import Journal
+from healer.parse import Checkpoint
+
+__all__ = ["Checker", "Executor", "Runner", "RunnerStats"]
+
+FINAL = frozenset({"succeeded", "failed", "timed_out", "closed", "would_run"})
+
+
+class Executor(Protocol):
+    """Runs one decided action; returns ``succeeded``, ``failed`` or ``timed_out``."""
+
+    def run(self, decision: Decision) -> str: ...
+
+
+class Checker(Protocol):
+    """After a crash: was a started action done? ``done``, ``redo`` or ``obsolete``."""
+
+    def check(self, decision: Decision) -> str: ...
+
+
+@dataclass(slots=True)
+class RunnerStats:
+    events: int = 0
+    decisions: int = 0
+    executed: int = 0
+    reconciled: dict[str, int] = field(default_factory=dict)
+    torn_bytes: int = 0
+
+
+class Runner:
+    """Engine + journal + executor. Without a journal it keeps nothing (plain replay)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        journal: Journal | None = None,
+        executor: Executor | None = None,
+        *,
+        checker: Checker | None = None,
+        snapshot_every: int = 50_000,
+    ) -> None:
+        self.engine = engine
+        self.journal = journal
+        self.executor = executor
+        self.checker = checker
+        self.snapshot_every = snapshot_every
+        self.state: EngineState = engine.initial()
+        self.checkpoints: dict[str, Checkpoint] = {}
+        self.seen: dict[str, int] = {}  # source -> offset of the last journaled event
+        self.open: dict[str, Decision] = {}  # decided, no final outcome yet
+        self.started: set[str] = set()
+        self.stats = RunnerStats()
+        self._since_snapshot = 0
+
+    # --- start-up -----------------------------------------------------------------
+
+    def start(self) -> list[Decision]:
+        """Fold the journal, reconcile open decisions; returns the ones run now."""
+        if self.journal is None:
+            return []
+        recovered = self.journal.recover()
+        self.stats.torn_bytes = recovered.torn_bytes
+        if recovered.snapshot is not None:
+            self._load_snapshot(recovered.snapshot)
+        journaled: set[str] = set(self.open)
+        derived: dict[str, Decision] = {}
+        same_rules = True
+        for record in recovered.records:
+            kind = record["type"]
+            if kind == "start":
+                # Decisions are compared only where the journal was written with the
+                # rules in force now: other rules decided other things, on purpose.
+                same_rules = record.get("rules") == self.engine.rules.digest
+                if not same_rules:
+                    derived.clear()
+            elif kind in ("event", "tick"):
+                item: Event | Tick = (
+                    from_dict(record["event"]) if kind == "event" else Tick(record["time"])
+                )
+                self.state, outputs = self.engine.step(self.state, item)
+                if same_rules:
+                    for out in outputs:
+                        if isinstance(out, Decision) and out.suppressed is None:
+                            derived[out.key] = out
+                if isinstance(item, Event):
+                    self.seen[item.source] = item.offset
+            elif kind == "decision":
+                decision = output_from_dict(record)
+                assert isinstance(decision, Decision)
+                journaled.add(decision.key)
+                if decision.suppressed is None:
+                    self.open[decision.key] = decision
+            elif kind == "outcome":
+                if record["status"] == "started":
+                    self.started.add(record["key"])
+                elif record["status"] in FINAL:
+                    self.open.pop(record["key"], None)
+                    self.started.discard(record["key"])
+            elif kind == "offset":
+                self.checkpoints[record["source"]] = Checkpoint.from_dict(record["checkpoint"])
+        lost = [d for key, d in derived.items() if key not in journaled]
+        self._append([{"type": "start", "rules": self.engine.rules.digest}])
+        if lost:  # decided before the crash, but the write was torn: keep them now
+            self._append([output_to_dict(d) for d in lost])
+            for decision in lost:
+                self.open[decision.key] = decision
+        return self._reconcile()
+
+    def _reconcile(self) -> list[Decision]:
+        ran = []
+        for key in sorted(self.open):
+            decision = self.open[key]
+            if key in self.started and self.checker is not None:
+                verdict = self.checker.check(decision)
+                self.stats.reconciled[verdict] = self.stats.reconciled.get(verdict, 0) + 1
+                if verdict in ("done", "obsolete"):
+                    self._outcome(decision, "closed", verdict)
+                    continue
+            if self.executor is not None:
+                self._execute(decision)
+                ran.append(decision)
+        return ran
+
+    def _load_snapshot(self, snapshot: dict[str, Any]) -> None:
+        self.state = state_from_dict(snapshot["state"])
+        self.checkpoints = {
+            s: Checkpoint.from_dict(c) for s, c in snapshot.get("checkpoints", {}).items()
+        }
+        self.seen = dict(snapshot.get("seen", {}))
+        for data in snapshot.get("open", []):
+            decision = output_from_dict(data)
+            assert isinstance(decision, Decision)
+            self.open[decision.key] = decision
+        self.started = set(snapshot.get("started", []))
+
+    # --- running ------------------------------------------------------------------
+
+    def ingest(
+        self, events: Iterable[Event], checkpoint: tuple[str, Checkpoint] | None = None
+    ) -> list[Output]:
+        """Step, journal (durably), then act. Events already journaled are skipped."""
+        records: list[dict[str, Any]] = []
+        outputs: list[Output] = []
+        for event in events:
+            seen = self.seen.get(event.source)
+            if seen is not None and event.offset <= seen:
+                continue  # re-read after a restart: it is in the journal already
+            self.seen[event.source] = event.offset
+            self.state, outs = self.engine.step(self.state, event)
+            self.stats.events += 1
+            if self.journal is not None:
+                records.append({"type": "event", "event": to_dict(event)})
+                records += [output_to_dict(o) for o in outs]
+            outputs += outs
+        if checkpoint is not None:
+            source, point = checkpoint
+            self.checkpoints[source] = point
+            if self.journal is not None:
+                records.append({"type": "offset", "source": source, "checkpoint": point.to_dict()})
+        self._append(records)
+        self._act(outputs)
+        return outputs
+
+    def tick(self, time: float) -> list[Output]:
+        """Let time pass (live): due timers fire; journaled only when they do."""
+        self.state, outputs = self.engine.step(self.state, Tick(time))
+        if outputs:
+            self._append([{"type": "tick", "time": time}, *(output_to_dict(o) for o in outputs)])
+            self._act(outputs)
+        return outputs
+
+    def _act(self, outputs: list[Output]) -> None:
+        for out in outputs:
+            if not isinstance(out, Decision):
+                continue
+            self.stats.decisions += 1
+            if out.suppressed is not None:
+                continue
+            self.open[out.key] = out
+            if self.executor is None:
+                self._outcome(out, "would_run", "")
+            else:
+                self._execute(out)
+        self._maybe_snapshot()
+
+    def _execute(self, decision: Decision) -> None:
+        assert self.executor is not None
+        self._outcome(decision, "started", "")
+        self.started.add(decision.key)
+        status = self.executor.run(decision)
+        self.stats.executed += 1
+        self._outcome(decision, status, "")
+
+    def _outcome(self, decision: Decision, status: str, detail: str) -> None:
+        if status in FINAL:
+            self.open.pop(decision.key, None)
+            self.started.discard(decision.key)
+        if self.journal is not None:
+            self._append(
+                [{"type": "outcome", "key": decision.key, "status": status, "detail": detail}]
+            )
+
+    def _append(self, records: list[dict[str, Any]]) -> None:
+        if self.journal is not None and records:
+            self.journal.append(records)
+            self._since_snapshot += len(records)
+
+    def _maybe_snapshot(self) -> None:
+        if self.journal is None or self._since_snapshot < self.snapshot_every:
+            return
+        self.journal.snapshot(
+            {
+                "state": state_to_dict(self.state),
+                "checkpoints": {s: c.to_dict() for s, c in self.checkpoints.items()},
+                "seen": self.seen,
+                "open": [output_to_dict(d) for d in self.open.values()],
+                "started": sorted(self.started),
+            }
+        )
+        self._since_snapshot = 0
