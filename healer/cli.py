@@ -2,36 +2,44 @@
 
 ``main(argv) -> int`` parses arguments, wires files and the terminal to the core, and
 turns known errors into a message and an exit code:
-0 success, 2 usage error, 3 an input cannot be used, 130 interrupted.
+0 success, 2 usage error, 3 an input cannot be used, 4 the rules cannot be used,
+130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from healer import __version__
+from healer.engine.core import Engine
+from healer.engine.rules import RulesError, default_rules_dir, describe, load_rules
 from healer.errors import InputError
-from healer.events import KINDS
-from healer.output import jsonl_line, table_header, table_line
-from healer.replay import Input, ReplaySummary, replay
+from healer.events import KINDS, Event
+from healer.journal import Journal, JournalCorrupt
+from healer.output import Printable, jsonl_line, table_header, table_line
+from healer.parse import Unrecognized
+from healer.replay import Input, ReplaySummary, decide, journal_events, replay
+from healer.runner import Runner
 
-__all__ = ["EXIT_INPUT", "EXIT_OK", "EXIT_USAGE", "main"]
+__all__ = ["EXIT_CONFIG", "EXIT_INPUT", "EXIT_OK", "EXIT_USAGE", "main"]
 
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_INPUT = 3
+EXIT_CONFIG = 4
 EXIT_INTERRUPTED = 130
 PROGRESS_MIN_BYTES = 32 << 20
 
-EXAMPLES = ("incident-docker.log", "incident-vm.sh.log")
+EXAMPLES = ("incident-docker.log",)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,8 +77,32 @@ def _parser() -> argparse.ArgumentParser:
         default=1 << 16,
         help="cut longer lines to this many bytes (counted; default 65536)",
     )
-    kinds = commands.add_parser("kinds", help="list the event kinds healer emits")
-    kinds.set_defaults(command="kinds")
+    rules = rp.add_mutually_exclusive_group()
+    rules.add_argument(
+        "--rules", metavar="DIR", help="evaluate these rules (default: the shipped rules)"
+    )
+    rules.add_argument("--no-rules", action="store_true", help="print events only")
+    rp.add_argument(
+        "--journal",
+        metavar="PATH",
+        help="replay the events of a recorded journal (directory or segment) instead of logs",
+    )
+    rp.add_argument("--write-journal", metavar="DIR", help="record the replay in a journal")
+    rp.add_argument(
+        "--report", metavar="FILE", help="write a postmortem report (Markdown; HTML for .html)"
+    )
+    rp.add_argument(
+        "--what-if",
+        metavar="DIR",
+        help="also run these rules and report how their decisions differ (with --report)",
+    )
+    check = commands.add_parser(
+        "check",
+        help="validate rules and explain what they do",
+        description="Validate a rules directory (or one rules file); exit 4 on any problem.",
+    )
+    check.add_argument("path", nargs="?", metavar="RULES_DIR|FILE")
+    commands.add_parser("kinds", help="list the event kinds healer emits")
     return parser
 
 
@@ -83,9 +115,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 doc = (cls.__doc__ or "").strip().splitlines()[0]
                 print(f"{name:<28} {doc}")
             return EXIT_OK
+        if args.command == "check":
+            return _check(args.path)
         return _replay(args)
     except InputError as exc:
         print(f"healer: {exc.path}: {exc.problem}\n  hint: {exc.hint}", file=sys.stderr)
+        return EXIT_INPUT
+    except RulesError as exc:
+        print("healer: the rules cannot be used:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except JournalCorrupt as exc:
+        print(f"healer: {exc}", file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -108,35 +150,75 @@ def _inputs(files: list[str]) -> list[Input]:
     return [Input("stdin", None) if f == "-" else Input(f, f) for f in files]
 
 
+def _check(path: str | None) -> int:
+    """Validate rules; print what each rule does, or every problem located."""
+    root = Path(path) if path else default_rules_dir()
+    rules = load_rules(root)  # RulesError is reported by main()
+    print(f"{root}: {len(rules.rules)} rules, digest {rules.digest}")
+    for rule_id, text in describe(rules).items():
+        print(f"  {rule_id}: {text}")
+    policy = rules.policy
+    print(
+        f"  policy: respawn backoff {policy.backoff_initial_s:g} s doubling to "
+        f"{policy.backoff_max_s:g} s (+{policy.backoff_jitter:.0%} jitter), reset after "
+        f"{policy.healthy_after_s:g} s healthy; circuit retry every {policy.circuit_retry_s:g} s"
+    )
+    return EXIT_OK
+
+
 def _replay(args: argparse.Namespace) -> int:
     if args.max_line_bytes < 256:
         raise InputError("--max-line-bytes", "must be at least 256", "pass a larger limit")
-    inputs = _inputs(args.files)
+    if args.what_if and not args.report:
+        raise InputError("--what-if", "needs --report FILE", "add --report what-if.md")
+    if args.no_rules and (args.report or args.write_journal):
+        raise InputError("--no-rules", "reports and journals need rules", "drop --no-rules")
+    runner = None if args.no_rules else _runner(args.rules, args.write_journal)
+    other = _runner(args.what_if, None) if args.what_if else None
     summary = ReplaySummary()
     out = sys.stdout.buffer
-    total = sum(Path(i.path).stat().st_size for i in inputs if i.path and Path(i.path).exists())
+    source: Iterable[Event | Unrecognized]
+    if args.journal:
+        inputs: list[Input] = []
+        total = 0
+        source = journal_events(args.journal)
+    else:
+        inputs = _inputs(args.files)
+        total = sum(Path(i.path).stat().st_size for i in inputs if i.path and Path(i.path).exists())
     with _progress(total) as progress:
-        events = replay(
-            inputs,
-            default_year=args.year or datetime.now(UTC).year,
-            keep_unrecognized=args.all,
-            merge=bool(args.files) and not args.no_merge,
-            max_line_bytes=args.max_line_bytes,
-            summary=summary,
-            progress=progress,
-        )
+        if not args.journal:
+            source = replay(
+                inputs,
+                default_year=args.year or datetime.now(UTC).year,
+                keep_unrecognized=args.all,
+                merge=bool(args.files) and not args.no_merge,
+                max_line_bytes=args.max_line_bytes,
+                summary=summary,
+                progress=progress,
+            )
+        stream: Iterable[Printable] = source if runner is None else decide(source, runner)
+        collectors = _collectors(args.report, other)
         if args.format == "jsonl":
-            for item in events:
+            for item in stream:
+                collectors.add(item)
                 out.write(jsonl_line(item))
         elif args.format == "table":
             out.write(table_header().encode() + b"\n")
-            for item in events:
+            for item in stream:
+                collectors.add(item)
                 out.write(table_line(item).encode() + b"\n")
         else:
-            for _ in events:
-                pass
-            out.write(orjson.dumps(summary.as_counts()) + b"\n")
+            for item in stream:
+                collectors.add(item)
+            counts = summary.as_counts()
+            if runner is not None:
+                counts["decisions"] = runner.stats.decisions
+            out.write(orjson.dumps(counts) + b"\n")
     out.flush()
+    if runner is not None and runner.journal is not None:
+        runner.journal.close()
+    if args.report:
+        _write_report(args, runner, other, collectors, inputs)
     counts = summary.as_counts()
     if args.format != "counts" and sys.stderr.isatty():
         print(
@@ -145,6 +227,74 @@ def _replay(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return EXIT_OK
+
+
+def _runner(rules_dir: str | None, journal_dir: str | None) -> Runner:
+    rules = load_rules(rules_dir or default_rules_dir())
+    journal = Journal(journal_dir) if journal_dir else None
+    runner = Runner(Engine(rules), journal)
+    runner.start()
+    return runner
+
+
+class _Collectors:
+    """Feeds the report collector, and the what-if engine with its own collector."""
+
+    def __init__(self, main: Any, other: Runner | None, other_collector: Any) -> None:
+        self.main = main
+        self.other = other
+        self.other_collector = other_collector
+
+    def add(self, item: Printable) -> None:
+        if self.main is None:
+            return
+        self.main.add(item)
+        if self.other is not None and isinstance(item, Event):
+            self.other_collector.add(item)
+            for out in self.other.ingest((item,)):
+                self.other_collector.add(out)
+
+
+def _collectors(report: str | None, other: Runner | None) -> _Collectors:
+    if not report:
+        return _Collectors(None, None, None)
+    from healer.report import Collector  # noqa: PLC0415 - only when a report is asked for
+
+    return _Collectors(Collector(), other, Collector() if other else None)
+
+
+def _write_report(
+    args: argparse.Namespace,
+    runner: Runner | None,
+    other: Runner | None,
+    collectors: _Collectors,
+    inputs: list[Input],
+) -> None:
+    from healer.report import render_html, render_markdown, what_if  # noqa: PLC0415
+
+    postmortem = collectors.main.finish()
+    names = [i.name for i in inputs] or [args.journal]
+    digest = runner.engine.rules.digest if runner else ""
+    html = args.report.endswith((".html", ".htm"))
+    render = render_html if html else render_markdown
+    text = render(postmortem, rules_digest=digest, inputs=names)
+    if other is not None:
+        comparison = what_if(
+            postmortem,
+            collectors.other_collector.finish(),
+            a_label=args.rules or "shipped rules",
+            b_label=args.what_if,
+        )
+        text = text + "\n" + (_html_block(comparison) if html else comparison)
+    Path(args.report).write_text(text, encoding="utf-8")
+    print(f"healer: report written to {args.report}", file=sys.stderr)
+
+
+def _html_block(markdown: str) -> str:
+    """The what-if text inside an HTML report, kept readable as preformatted text."""
+    import html  # noqa: PLC0415
+
+    return f"<section><h2>What if</h2><pre>{html.escape(markdown)}</pre></section>\n"
 
 
 @contextmanager

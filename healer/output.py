@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from healer.engine.core import Decision, Output, Transition, output_to_dict
 from healer.events import Event, to_dict
 from healer.parse import Unrecognized
 
-__all__ = ["jsonl_line", "table_header", "table_line"]
+__all__ = ["Printable", "jsonl_line", "table_header", "table_line"]
+
+Printable = Event | Unrecognized | Output
 
 _SUMMARY_WIDTH = 110
 
 
-def jsonl_line(item: Event | Unrecognized) -> bytes:
-    """One JSON object and a newline; unknown records get ``"kind": null``."""
+def jsonl_line(item: Printable) -> bytes:
+    """One JSON object and a newline; unknown records get ``"kind": null``.
+
+    Decisions and transitions carry ``"type"``; a decision replay did not run has
+    ``"would_run": true`` (or false when suppressed).
+    """
     if isinstance(item, Event):
         return orjson.dumps(to_dict(item)) + b"\n"
+    if isinstance(item, Decision | Transition):
+        data = output_to_dict(item)
+        if isinstance(item, Decision):
+            data["would_run"] = item.suppressed is None
+        return orjson.dumps(data) + b"\n"
     record = {
         "kind": None,
         "source": item.source,
@@ -32,8 +45,23 @@ def table_header() -> str:
     return f"{'TIME':<27} {'SOURCE:LINE':<30} {'LEVEL':<5} {'KIND':<28} DETAILS"
 
 
-def table_line(item: Event | Unrecognized) -> str:
+def table_line(item: Printable) -> str:
     """A fixed-width timeline row; the details show the fields that are set."""
+    if isinstance(item, Decision):
+        what = f"-> {item.action}"
+        status = f"suppressed: {item.suppressed}" if item.suppressed else "would run"
+        delay = item.not_before - item.time
+        wait = f" after {delay:.3f} s" if delay > 0 else ""
+        where = _where(item.cause.source, item.cause.line) if item.cause else "(timer)"
+        details = f"{status}{wait} share={item.share} rule={item.rule} key={item.key}"
+        return f"{_epoch(item.time):<27} {where:<30} {'':<5} {what:<28} {details}"
+    if isinstance(item, Transition):
+        what = f"== {item.after}"
+        where = _where(item.cause.source, item.cause.line) if item.cause else "(timer)"
+        details = (
+            f"share={item.share} {item.incident}: {item.before} -> {item.after} ({item.reason})"
+        )
+        return f"{_epoch(item.time):<27} {where:<30} {'':<5} {what:<28} {details}"
     if not isinstance(item, Event):
         where = _where(item.source, item.line)
         text = item.text.splitlines()[0] if item.text else ""
@@ -45,6 +73,11 @@ def table_line(item: Event | Unrecognized) -> str:
         details = f"share={item.share} {details}".rstrip()
     where = _where(item.source, item.line)
     return f"{time:<27} {where:<30} {item.level:<5} {item.kind:<28} {details[:_SUMMARY_WIDTH]}"
+
+
+def _epoch(seconds: float) -> str:
+    stamp = datetime.fromtimestamp(seconds, UTC).isoformat()
+    return stamp.replace("+00:00", "Z")
 
 
 def _where(source: str, line: int) -> str:

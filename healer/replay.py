@@ -15,13 +15,18 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
+import orjson
+
+from healer.engine.core import Output
 from healer.errors import InputError
-from healer.events import Event
+from healer.events import Event, from_dict
 from healer.parse import ParseStats, SourceParser, Unrecognized
+from healer.runner import Runner
 from healer.sources import ReadStats, open_log, read_batches
 
-__all__ = ["Input", "ReplaySummary", "replay"]
+__all__ = ["Input", "ReplaySummary", "decide", "journal_events", "replay"]
 
 Item = Event | Unrecognized
 _READ_HINT = "is it a complete file? a cut .gz stream ends early"
@@ -120,3 +125,34 @@ def _keyed(
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(parser.source, f"unreadable: {exc}", _READ_HINT) from exc
     yield from keyed(parser.close())
+
+
+def decide(items: Iterable[Item], runner: Runner) -> Iterator[Item | Output]:
+    """Run the rules over a replayed stream: each event, then what it caused."""
+    for item in items:
+        yield item
+        if isinstance(item, Event):
+            yield from runner.ingest((item,))
+
+
+def journal_events(path: str) -> Iterator[Event]:
+    """The input events of a recorded journal (a directory or one segment file)."""
+    root = Path(path)
+    if not root.exists():
+        raise InputError(path, "no such journal", "name a journal directory or segment file")
+    files = sorted(root.glob("segment-*.jsonl")) if root.is_dir() else [root]
+    if not files:
+        raise InputError(path, "no journal segments in it", "name a healer journal directory")
+    for file in files:
+        with file.open("rb") as stream:
+            for number, line in enumerate(stream, 1):
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    if stream.peek(1):
+                        raise InputError(
+                            f"{file}:{number}", "not a journal record", "is this a healer journal?"
+                        ) from None
+                    break  # a torn last line
+                if isinstance(record, dict) and record.get("type") == "event":
+                    yield from_dict(record["event"])

@@ -27,7 +27,7 @@ from healer.engine.core import (
     EngineState,
     Output,
     Tick,
-    output_from_dict,
+    decision_from_dict,
     output_to_dict,
     state_from_dict,
     state_to_dict,
@@ -120,8 +120,7 @@ class Runner:
                 if isinstance(item, Event):
                     self.seen[item.source] = item.offset
             elif kind == "decision":
-                decision = output_from_dict(record)
-                assert isinstance(decision, Decision)
+                decision = decision_from_dict(record)
                 journaled.add(decision.key)
                 if decision.suppressed is None:
                     self.open[decision.key] = decision
@@ -152,7 +151,7 @@ class Runner:
                     self._outcome(decision, "closed", verdict)
                     continue
             if self.executor is not None:
-                self._execute(decision)
+                self._execute(self.executor, decision)
                 ran.append(decision)
         return ran
 
@@ -163,8 +162,7 @@ class Runner:
         }
         self.seen = dict(snapshot.get("seen", {}))
         for data in snapshot.get("open", []):
-            decision = output_from_dict(data)
-            assert isinstance(decision, Decision)
+            decision = decision_from_dict(data)
             self.open[decision.key] = decision
         self.started = set(snapshot.get("started", []))
 
@@ -215,14 +213,13 @@ class Runner:
             if self.executor is None:
                 self._outcome(out, "would_run", "")
             else:
-                self._execute(out)
+                self._execute(self.executor, out)
         self._maybe_snapshot()
 
-    def _execute(self, decision: Decision) -> None:
-        assert self.executor is not None
+    def _execute(self, executor: Executor, decision: Decision) -> None:
         self._outcome(decision, "started", "")
         self.started.add(decision.key)
-        status = self.executor.run(decision)
+        status = executor.run(decision)
         self.stats.executed += 1
         self._outcome(decision, status, "")
 

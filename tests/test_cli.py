@@ -31,33 +31,46 @@ def jsonl(output: bytes) -> list[dict[str, object]]:
 
 
 def test_replay_without_files_runs_the_embedded_incident() -> None:
-    """The README's first command: the user's real incident, read from the package."""
+    """The README's first command: the user's real incident, with the shipped rules."""
     result = healer("replay", "--format", "jsonl")
     assert result.returncode == EXIT_OK
-    events = jsonl(result.stdout)
-    kinds = [e["kind"] for e in events]
-    assert kinds.count("BackendConnectTimeout") == 2
-    assert kinds.count("VmRebootFailed") == 2
     assert b"embedded example incident" in result.stderr
-    timeout = next(e for e in events if e["kind"] == "BackendConnectTimeout")
+    items = jsonl(result.stdout)
+    events = [e for e in items if "kind" in e]
+    assert [e["kind"] for e in events] == [
+        "VmRebootFailed",
+        "ApiUnreachable",
+        "BackendConnectTimeout",
+        "ApiUnreachable",
+    ]
+    timeout = events[2]
     assert timeout["fields"] == {
         "chain": ["VhostUserProtocol", "SocketConnect"],
         "error_kind": "ConnectionRefused",
         "errno": 111,
         "socket": None,
     }
+    heal = [d for d in items if d.get("type") == "decision" and d["rule"] != "api-unreachable"]
+    assert [(d["action"], d["key"], d["would_run"]) for d in heal] == [
+        ("notify", "default#1/notify/1", True),
+        ("ensure_virtiofsd", "default#1/ensure_virtiofsd/1", True),
+        ("readd_fs", "default#1/readd_fs/1", True),
+        ("remount_guest", "default#1/remount_guest/1", True),
+    ]
+    assert heal[2]["after"] == heal[1]["key"]
+    assert heal[3]["after"] == heal[2]["key"]
 
 
 def test_jsonl_has_the_documented_keys() -> None:
-    result = healer("replay", "--format", "jsonl", str(CORPUS / "virtiofsd-rust-real.log"))
+    result = healer("replay", "--no-rules", "--format", "jsonl", str(CORPUS / "virtiofsd-rust-real.log"))
     keys = {"kind", "time", "source", "offset", "line", "share", "level", "fields", "raw"}
     assert all(keys <= set(e) for e in jsonl(result.stdout))
 
 
 def test_replay_is_byte_for_byte_deterministic() -> None:
     files = [str(p) for p in sorted(CORPUS.glob("*.log"))]
-    first = healer("replay", "--format", "jsonl", "--year", "2024", *files)
-    second = healer("replay", "--format", "jsonl", "--year", "2024", *files)
+    first = healer("replay", "--no-rules", "--format", "jsonl", "--year", "2024", *files)
+    second = healer("replay", "--no-rules", "--format", "jsonl", "--year", "2024", *files)
     assert first.returncode == EXIT_OK
     assert first.stdout == second.stdout
     assert len(first.stdout) > 10_000
@@ -72,10 +85,10 @@ def test_gzip_and_stdin_give_the_same_events(tmp_path: Path) -> None:
     def kinds_and_lines(out: bytes) -> list[tuple[object, object, object]]:
         return [(e["kind"], e["line"], e["offset"]) for e in jsonl(out)]
 
-    expected = kinds_and_lines(healer("replay", "--format", "jsonl", str(plain)).stdout)
+    expected = kinds_and_lines(healer("replay", "--no-rules", "--format", "jsonl", str(plain)).stdout)
     assert expected
-    assert kinds_and_lines(healer("replay", "--format", "jsonl", str(packed)).stdout) == expected
-    piped = healer("replay", "--format", "jsonl", "-", stdin=plain.read_bytes())
+    assert kinds_and_lines(healer("replay", "--no-rules", "--format", "jsonl", str(packed)).stdout) == expected
+    piped = healer("replay", "--no-rules", "--format", "jsonl", "-", stdin=plain.read_bytes())
     assert kinds_and_lines(piped.stdout) == expected
     assert {e["source"] for e in jsonl(piped.stdout)} == {"stdin"}
 
@@ -88,22 +101,22 @@ def test_merge_orders_sources_by_event_time(tmp_path: Path) -> None:
         "[2024-01-01T00:00:01Z INFO  virtiofsd] Waiting for vhost-user socket connection...\n"
         "[2024-01-01T00:00:20Z INFO  virtiofsd] Client disconnected, shutting down\n"
     )
-    events = jsonl(healer("replay", "--format", "jsonl", str(early), str(late)).stdout)
+    events = jsonl(healer("replay", "--no-rules", "--format", "jsonl", str(early), str(late)).stdout)
     assert [e["kind"] for e in events] == [
         "VirtiofsdListening",
         "VirtiofsdClientConnected",
         "VirtiofsdClientDisconnected",
     ]
     unmerged = jsonl(
-        healer("replay", "--format", "jsonl", "--no-merge", str(early), str(late)).stdout
+        healer("replay", "--no-rules", "--format", "jsonl", "--no-merge", str(early), str(late)).stdout
     )
     assert [e["source"] for e in unmerged] == [str(early), str(early), str(late)]
 
 
 def test_all_shows_unrecognised_records() -> None:
     path = str(CORPUS / "virtiofsd-c-real.log")
-    plain = jsonl(healer("replay", "--format", "jsonl", path).stdout)
-    every = jsonl(healer("replay", "--format", "jsonl", "--all", path).stdout)
+    plain = jsonl(healer("replay", "--no-rules", "--format", "jsonl", path).stdout)
+    every = jsonl(healer("replay", "--no-rules", "--format", "jsonl", "--all", path).stdout)
     unknown = [e for e in every if e["kind"] is None]
     assert unknown
     assert [e for e in every if e["kind"] is not None] == plain
@@ -170,7 +183,7 @@ def test_long_lines_are_cut_and_counted(tmp_path: Path) -> None:
     assert counts["truncated_lines"] == 1
     assert counts["kinds"] == {"VirtiofsdClientConnected": 1}
     (event,) = jsonl(
-        healer("replay", "--format", "jsonl", "--max-line-bytes", "1000", str(path)).stdout
+        healer("replay", "--no-rules", "--format", "jsonl", "--max-line-bytes", "1000", str(path)).stdout
     )
     assert event["offset"] == 5001
     assert event["line"] == 2

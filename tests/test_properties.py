@@ -116,3 +116,20 @@ def test_reader_offsets_are_exact(
     if expected and expected[-1] == b"":
         expected.pop()
     assert seen == [x[:limit] for x in expected]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(logs, st.integers(min_value=0, max_value=10_000))
+def test_resuming_from_a_checkpoint_loses_and_repeats_nothing(data: bytes, cut: int) -> None:
+    """Stop after any line, resume a new parser at its checkpoint: same events."""
+    whole = _events(SourceParser("prop", default_year=2024).parse_all(data))
+    starts = [0, *[i + 1 for i, b in enumerate(data) if b == 0x0A]]
+    split = starts[cut % len(starts)]
+    first = SourceParser("prop", default_year=2024)
+    before = first.feed(data[:split], 0) if split else []
+    point = first.checkpoint()
+    assert point.offset <= split
+    second = SourceParser("prop", default_year=2024, resume=point)
+    rest = data[point.offset :]
+    after = (second.feed(rest, point.offset) if rest else []) + second.close()
+    assert _events(before) + _events(after) == whole

@@ -37,6 +37,7 @@ __all__ = [
     "Tick",
     "Transition",
     "backoff_delay",
+    "decision_from_dict",
     "output_from_dict",
     "output_to_dict",
     "state_from_dict",
@@ -449,13 +450,21 @@ def output_to_dict(output: Output) -> dict[str, Any]:
     return data
 
 
-def output_from_dict(data: dict[str, Any]) -> Output:
-    """Inverse of :func:`output_to_dict`."""
-    values = {k: v for k, v in data.items() if k != "type"}
+def decision_from_dict(data: dict[str, Any]) -> Decision:
+    """A journaled decision record back as a Decision."""
+    values = {k: v for k, v in data.items() if k not in ("type", "v", "seq")}
     cause = values.get("cause")
     values["cause"] = Cause(**cause) if cause else None
+    return Decision(**values)
+
+
+def output_from_dict(data: dict[str, Any]) -> Output:
+    """Inverse of :func:`output_to_dict`."""
     if data["type"] == "decision":
-        return Decision(**values)
+        return decision_from_dict(data)
+    values = {k: v for k, v in data.items() if k not in ("type", "v", "seq")}
+    cause = values.get("cause")
+    values["cause"] = Cause(**cause) if cause else None
     return Transition(**values)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -28,6 +29,7 @@ __all__ = [
     "Rule",
     "RuleSet",
     "RulesError",
+    "default_rules_dir",
     "describe",
     "load_rules",
 ]
@@ -182,6 +184,14 @@ class RuleSet:
         for rule in self.rules:
             kinds |= rule.on | rule.then
         return frozenset(kinds)
+
+
+def default_rules_dir() -> Path:
+    """The shipped rules: ``rules/`` of a source checkout, else the installed copy."""
+    checkout = Path(__file__).resolve().parents[2] / "rules"
+    if any(checkout.glob("*.toml")):
+        return checkout
+    return Path(sys.prefix) / "share" / "healer" / "rules"
 
 
 def load_rules(path: Path | str) -> RuleSet:

@@ -265,8 +265,8 @@ class SourceParser:
                     return -1, self._open_line
                 break
             previous = block.rfind(b"\n", 0, head - 1) + 1
-            if not block[previous : head - 1].strip():
-                break  # a blank line ends records
+            if previous < floor or not block[previous : head - 1].strip():
+                break  # the line above ends an earlier record, or is blank
             head, head_number = previous, head_number - 1
         return head, head_number
 
@@ -296,7 +296,13 @@ class SourceParser:
         return pos, number
 
     def _remember_tail(self, block: bytes, pos: int, number: int, offset: int) -> None:
-        """Keep the block's last record: an indented line in the next block may hit."""
+        """Keep the block's last record: an indented line in the next block may hit.
+
+        When the whole block (from ``pos`` 0) continues the tail kept from the block
+        before, the two make one record.
+        """
+        earlier = self._open if pos == 0 and not self._open_hit else []
+        earlier_at, earlier_line = self._open_at, self._open_line
         self._open_hit = False
         self._open = []
         if pos >= len(block):
@@ -305,13 +311,18 @@ class SourceParser:
         lines = [block[last:-1]]
         head_number = number + block.count(b"\n", pos)
         while last > pos and lines[0][:1] in _INDENT and len(lines) < self.max_record_lines:
-            previous = block.rfind(b"\n", pos, last - 1) + 1
+            previous = max(block.rfind(b"\n", pos, last - 1) + 1, pos)
             line = block[previous : last - 1]
             if not line.strip():
                 break
             lines.insert(0, line)
             last, head_number = previous, head_number - 1
-        if lines[-1].strip() and lines[0].strip():
+        if not (lines[-1].strip() and lines[0].strip()):
+            return
+        if last == 0 and earlier and lines[0][:1] in _INDENT:
+            self._open = [*earlier, *lines]
+            self._open_at, self._open_line = earlier_at, earlier_line
+        else:
             self._open = lines
             self._open_at, self._open_line = offset + last, head_number
 

@@ -62,14 +62,16 @@ def read_batches(
     max_line_bytes: int = 1 << 16,
     stats: ReadStats | None = None,
     progress: Callable[[int], object] | None = None,
+    start: int = 0,
 ) -> Iterator[tuple[bytes, int]]:
     """Yield ``(block, offset)``: whole lines, each ending in a newline.
 
-    A final line without a newline gets one: replay treats the end of the file as
-    the end of the last line.
+    ``start`` is the offset the stream is positioned at (a resumed source). A final
+    line without a newline gets one: replay treats the end of the file as the end
+    of the last line.
     """
     stats = stats if stats is not None else ReadStats()
-    pos = 0  # absolute offset of the first byte of ``pending``
+    pos = start  # absolute offset of the first byte of ``pending``
     pending = b""
     skipping = False  # inside an over-long line, dropping bytes up to its newline
     while chunk := stream.read(chunk_size):
