@@ -115,6 +115,7 @@ class ShareState:
     phase: str = Phase.HEALTHY
     incident: str = ""
     incidents: int = 0
+    outside: int = 0  # decisions made while healthy (info rules), numbered apart
     attempt: int = 0
     healthy_since: float | None = None
     circuit_until: float | None = None
@@ -195,13 +196,20 @@ class Engine:
         return EngineState()
 
     def step(self, state: EngineState, item: Event | Tick) -> tuple[EngineState, list[Output]]:
-        """Decide on one input. Events of kinds no rule uses change nothing."""
+        """Decide on one input.
+
+        The engine's clock never runs backwards: an event older than one already seen
+        (another source lagging, a clock that jumped) counts at the latest time seen.
+        Events of kinds no rule uses only let due timers fire.
+        """
         if isinstance(item, Tick):
             return self._tick(state, item.time)
         if item.kind not in self.kinds and item.kind != "FsDeviceCreating":
-            return state, []
+            if item.time is None:
+                return state, []
+            return self._tick(state, item.time.timestamp())
         if item.time is not None:
-            now = item.time.timestamp()
+            now = max(item.time.timestamp(), state.clock)
         else:  # no time in the log: the last known time, as replay carries it
             now = state.clock if state.clock != float("-inf") else 0.0
         run = _Step(state, now)
@@ -216,9 +224,18 @@ class Engine:
             if pending is not None and now <= pending.deadline:
                 run.pairs = {k: v for k, v in run.pairs.items() if k != key}
                 self._act(run, share, rule, rule.then_actions, cause=cause)
-        for rule in self._by_kind.get(item.kind, ()):
-            if rule.matches(item) and self._correlate(run, rule, share, cause):
-                self._act(run, share, rule, rule.actions, cause=cause)
+        fired = [
+            rule
+            for rule in self._by_kind.get(item.kind, ())
+            if rule.matches(item) and self._correlate(run, rule, share, cause)
+        ]
+        # A storm opens the circuit before anything heals on the same event, and an
+        # open circuit is not opened (nor alerted) again.
+        fired.sort(key=lambda rule: "open_circuit" not in rule.actions)
+        for rule in fired:
+            if "open_circuit" in rule.actions and run.share(share).phase == Phase.CIRCUIT_OPEN:
+                continue
+            self._act(run, share, rule, rule.actions, cause=cause)
         return self._commit(state, run), run.out
 
     # --- inputs -----------------------------------------------------------------
@@ -235,7 +252,7 @@ class Engine:
         return run.aliases.get(name, name)
 
     def _tick(self, state: EngineState, now: float) -> tuple[EngineState, list[Output]]:
-        if now <= state.clock:
+        if now <= state.clock or not self._due(state, now):
             return state, []
         run = _Step(state, now)
         self._fire_due(run, now)
@@ -255,6 +272,18 @@ class Engine:
         )
 
     # --- timers -----------------------------------------------------------------
+
+    @staticmethod
+    def _due(state: EngineState, now: float) -> bool:
+        """Whether some pair deadline or circuit retry has come."""
+        if any(now > pending.deadline for pending in state.pairs.values()):
+            return True
+        return any(
+            share.phase == Phase.CIRCUIT_OPEN
+            and share.circuit_until is not None
+            and now >= share.circuit_until
+            for share in state.shares.values()
+        )
 
     def _fire_due(self, run: _Step, now: float) -> None:
         """Pairs past their deadline escalate; open circuits retry when due."""
@@ -318,9 +347,12 @@ class Engine:
         at: float | None = None,
     ) -> None:
         """A rule fired: open an incident if needed, then decide its actions in order."""
+        if not actions:
+            return
         when = run.now if at is None else at
         state = run.share(share)
-        if state.phase == Phase.HEALTHY and rule.severity != "info":
+        acts = rule.severity != "info" or any(a in HEALING or a == "open_circuit" for a in actions)
+        if state.phase == Phase.HEALTHY and acts:
             self._open_incident(run, share, rule, cause, when)
         after: str | None = None
         for action in actions:
@@ -381,8 +413,11 @@ class Engine:
             attempt = state.attempt
             delay = backoff_delay(self.policy, share, attempt)
             state = replace(state, attempt=attempt + 1)
-        ordinal = state.ordinals.get(action, 0) + 1
-        incident = state.incident or f"{share}#0"
+        if state.phase == Phase.HEALTHY:  # an info rule: no incident is open
+            incident, ordinal = f"{share}#0", state.outside + 1
+            state = replace(state, outside=ordinal)
+        else:
+            incident, ordinal = state.incident, state.ordinals.get(action, 0) + 1
         key = f"{incident}/{action}/{ordinal}"
         decision = Decision(
             key=key,
@@ -397,11 +432,9 @@ class Engine:
             attempt=attempt,
             suppressed=suppressed,
         )
-        state = replace(
-            state,
-            last={**state.last, dedupe: when},
-            ordinals={**state.ordinals, action: ordinal},
-        )
+        state = replace(state, last={**state.last, dedupe: when})
+        if state.phase != Phase.HEALTHY:
+            state = replace(state, ordinals={**state.ordinals, action: ordinal})
         if action == "open_circuit" and state.phase != Phase.CIRCUIT_OPEN:
             run.out.append(
                 Transition(when, share, incident, state.phase, Phase.CIRCUIT_OPEN, rule, cause)
@@ -437,6 +470,7 @@ class Engine:
             replace(
                 state,
                 phase=Phase.HEALTHY,
+                incident="",
                 healthy_since=cause.time,
                 circuit_until=None,
             ),

@@ -251,7 +251,8 @@ def _load_file(
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = int(m.group(1)) if (m := re.search(r"line (\d+)", str(exc))) else 0
+        m = re.search(r"line (\d+)", str(exc))
+        line = int(m.group(1)) if m else max(1, text.count("\n"))  # "at end of document"
         problems.append(Problem(name, line, f"not valid TOML: {exc}", "fix the syntax"))
         return None
     where = _Locator(name, text)
@@ -321,7 +322,10 @@ def _close(word: str, options: Iterable[str]) -> str:
     """A 'did you mean' hint."""
     import difflib  # noqa: PLC0415 - only on the error path
 
-    match = difflib.get_close_matches(word, list(options), n=1)
+    names = list(options)
+    match = [n for n in names if word and word in n][:1] or difflib.get_close_matches(
+        word, names, n=1
+    )
     return f"did you mean {match[0]!r}?" if match else "see the README's rule reference"
 
 
@@ -472,7 +476,7 @@ def _rule(raw: Any, index: int, where: _Locator, out: list[Problem]) -> Rule | N
                         index, key, f"{key} is only for pairs", 'drop it or set correlate = "pair"'
                     )
                 )
-    if not actions and not then_actions:
+    if not raw.get("actions") and not raw.get("then_actions"):
         out.append(
             where.problem(
                 index,
