@@ -238,7 +238,12 @@ class Runner:
             self._since_snapshot += len(records)
 
     def _maybe_snapshot(self) -> None:
-        if self.journal is None or self._since_snapshot < self.snapshot_every:
+        if self._since_snapshot >= self.snapshot_every:
+            self.snapshot()
+
+    def snapshot(self) -> None:
+        """Write the folded state as a snapshot, so start-up need not read it all."""
+        if self.journal is None:
             return
         self.journal.snapshot(
             {

@@ -1,0 +1,83 @@
+"""The runner: folding the journal rebuilds the live state; replays of journals match."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+from healing_loop import ROOT, World, drive, make_log
+
+from healer.engine import Engine, load_rules
+from healer.journal import Journal
+from healer.runner import Runner
+
+
+def test_folding_the_journal_gives_the_live_state(tmp_path: Path) -> None:
+    log = tmp_path / "virtiofsd.log"
+    make_log(log)
+    live = drive(log, tmp_path / "j", World(tmp_path / "w"))
+    folded = Runner(Engine(load_rules(ROOT / "rules")), Journal(tmp_path / "j"))
+    assert folded.start() == []  # nothing open, nothing to run
+    assert folded.state == live.state
+    assert folded.checkpoints == live.checkpoints
+    assert folded.journal is not None
+    folded.journal.close()
+
+
+def test_a_snapshot_start_equals_a_full_fold(tmp_path: Path) -> None:
+    log = tmp_path / "virtiofsd.log"
+    make_log(log)
+    live = drive(log, tmp_path / "j", World(tmp_path / "w"))
+    journal = Journal(tmp_path / "j")
+    runner = Runner(Engine(load_rules(ROOT / "rules")), journal, snapshot_every=1)
+    runner.start()
+    runner.snapshot()  # the state as folded, written as a snapshot
+    journal.close()
+    assert list((tmp_path / "j").glob("snapshot-*.json"))
+    again = Runner(Engine(load_rules(ROOT / "rules")), Journal(tmp_path / "j"))
+    again.start()
+    assert again.state == live.state
+    assert again.journal is not None
+    again.journal.close()
+
+
+def test_other_rules_do_not_back_fill_decisions(tmp_path: Path) -> None:
+    """A journal written under other rules is folded, but its events decide nothing anew."""
+    log = tmp_path / "virtiofsd.log"
+    make_log(log)
+    drive(log, tmp_path / "j", World(tmp_path / "w"))
+    other = tmp_path / "rules"
+    other.mkdir()
+    text = (ROOT / "rules" / "healing.toml").read_text().replace("dedupe = 5.0", "dedupe = 1.0")
+    (other / "healing.toml").write_text(text)
+    runner = Runner(Engine(load_rules(other)), Journal(tmp_path / "j"), World(tmp_path / "w"))
+    assert runner.start() == []
+    assert runner.journal is not None
+    runner.journal.close()
+    (segment,) = (tmp_path / "j").glob("segment-*")
+    last = orjson.loads(segment.read_bytes().splitlines()[-1])
+    assert last["type"] == "start"
+    assert last["rules"] == load_rules(other).digest
+
+
+def test_replaying_a_journal_decides_like_replaying_the_logs(tmp_path: Path) -> None:
+    log = tmp_path / "virtiofsd.log"
+    make_log(log)
+    healer = [sys.executable, "-m", "healer", "replay", "--format", "jsonl"]
+    from_logs = subprocess.run(
+        [*healer, "--write-journal", str(tmp_path / "j"), str(log)],
+        capture_output=True,
+        check=True,
+    ).stdout
+    from_journal = subprocess.run(
+        [*healer, "--journal", str(tmp_path / "j")], capture_output=True, check=True
+    ).stdout
+
+    def decisions(out: bytes) -> list[tuple[str, str]]:
+        items = [orjson.loads(line) for line in out.splitlines()]
+        return [(d["key"], d["action"]) for d in items if d.get("type") == "decision"]
+
+    assert decisions(from_logs)
+    assert decisions(from_journal) == decisions(from_logs)
