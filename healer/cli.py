@@ -231,7 +231,9 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _runner(rules_dir: str | None, journal_dir: str | None) -> Runner:
     rules = load_rules(rules_dir or default_rules_dir())
-    journal = Journal(journal_dir) if journal_dir else None
+    # A replay executes nothing, so nothing must be durable before an action:
+    # its journal is synced once, when it is closed.
+    journal = Journal(journal_dir, fsync="never") if journal_dir else None
     runner = Runner(Engine(rules), journal)
     runner.start()
     return runner
@@ -270,31 +272,30 @@ def _write_report(
     collectors: _Collectors,
     inputs: list[Input],
 ) -> None:
-    from healer.report import render_html, render_markdown, what_if  # noqa: PLC0415
+    from healer.report import (  # noqa: PLC0415 - only when a report is asked for
+        render_html,
+        render_markdown,
+        what_if,
+        what_if_html,
+    )
 
     postmortem = collectors.main.finish()
     names = [i.name for i in inputs] or [args.journal]
     digest = runner.engine.rules.digest if runner else ""
     html = args.report.endswith((".html", ".htm"))
-    render = render_html if html else render_markdown
-    text = render(postmortem, rules_digest=digest, inputs=names)
-    if other is not None:
-        comparison = what_if(
-            postmortem,
-            collectors.other_collector.finish(),
-            a_label=args.rules or "shipped rules",
-            b_label=args.what_if,
-        )
-        text = text + "\n" + (_html_block(comparison) if html else comparison)
+    if other is None:
+        comparison = ""
+    else:
+        labels = {"a_label": args.rules or "shipped rules", "b_label": args.what_if}
+        compare = what_if_html if html else what_if
+        comparison = compare(postmortem, collectors.other_collector.finish(), **labels)
+    if html:
+        text = render_html(postmortem, rules_digest=digest, inputs=names, appendix=comparison)
+    else:
+        text = render_markdown(postmortem, rules_digest=digest, inputs=names)
+        text += "\n" + comparison if comparison else ""
     Path(args.report).write_text(text, encoding="utf-8")
     print(f"healer: report written to {args.report}", file=sys.stderr)
-
-
-def _html_block(markdown: str) -> str:
-    """The what-if text inside an HTML report, kept readable as preformatted text."""
-    import html  # noqa: PLC0415
-
-    return f"<section><h2>What if</h2><pre>{html.escape(markdown)}</pre></section>\n"
 
 
 @contextmanager

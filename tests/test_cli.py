@@ -62,18 +62,27 @@ def test_replay_without_files_runs_the_embedded_incident() -> None:
 
 
 def test_jsonl_has_the_documented_keys() -> None:
-    result = healer("replay", "--no-rules", "--format", "jsonl", str(CORPUS / "virtiofsd-rust-real.log"))
+    result = healer(
+        "replay", "--no-rules", "--format", "jsonl", str(CORPUS / "virtiofsd-rust-real.log")
+    )
     keys = {"kind", "time", "source", "offset", "line", "share", "level", "fields", "raw"}
     assert all(keys <= set(e) for e in jsonl(result.stdout))
 
 
-def test_replay_is_byte_for_byte_deterministic() -> None:
+def test_replay_is_byte_for_byte_deterministic(tmp_path: Path) -> None:
+    """Events, decisions and reports: the same input gives the same bytes."""
     files = [str(p) for p in sorted(CORPUS.glob("*.log"))]
-    first = healer("replay", "--no-rules", "--format", "jsonl", "--year", "2024", *files)
-    second = healer("replay", "--no-rules", "--format", "jsonl", "--year", "2024", *files)
-    assert first.returncode == EXIT_OK
-    assert first.stdout == second.stdout
-    assert len(first.stdout) > 10_000
+    outputs = []
+    for n in (1, 2):
+        report = tmp_path / f"report{n}.html"
+        run = healer(
+            "replay", "--format", "jsonl", "--year", "2024", "--report", str(report), *files
+        )
+        assert run.returncode == EXIT_OK, run.stderr
+        outputs.append((run.stdout, report.read_bytes()))
+    assert outputs[0] == outputs[1]
+    assert len(outputs[0][0]) > 10_000
+    assert b'"type":"decision"' in outputs[0][0]
 
 
 def test_gzip_and_stdin_give_the_same_events(tmp_path: Path) -> None:
@@ -85,9 +94,14 @@ def test_gzip_and_stdin_give_the_same_events(tmp_path: Path) -> None:
     def kinds_and_lines(out: bytes) -> list[tuple[object, object, object]]:
         return [(e["kind"], e["line"], e["offset"]) for e in jsonl(out)]
 
-    expected = kinds_and_lines(healer("replay", "--no-rules", "--format", "jsonl", str(plain)).stdout)
+    expected = kinds_and_lines(
+        healer("replay", "--no-rules", "--format", "jsonl", str(plain)).stdout
+    )
     assert expected
-    assert kinds_and_lines(healer("replay", "--no-rules", "--format", "jsonl", str(packed)).stdout) == expected
+    assert (
+        kinds_and_lines(healer("replay", "--no-rules", "--format", "jsonl", str(packed)).stdout)
+        == expected
+    )
     piped = healer("replay", "--no-rules", "--format", "jsonl", "-", stdin=plain.read_bytes())
     assert kinds_and_lines(piped.stdout) == expected
     assert {e["source"] for e in jsonl(piped.stdout)} == {"stdin"}
@@ -101,14 +115,18 @@ def test_merge_orders_sources_by_event_time(tmp_path: Path) -> None:
         "[2024-01-01T00:00:01Z INFO  virtiofsd] Waiting for vhost-user socket connection...\n"
         "[2024-01-01T00:00:20Z INFO  virtiofsd] Client disconnected, shutting down\n"
     )
-    events = jsonl(healer("replay", "--no-rules", "--format", "jsonl", str(early), str(late)).stdout)
+    events = jsonl(
+        healer("replay", "--no-rules", "--format", "jsonl", str(early), str(late)).stdout
+    )
     assert [e["kind"] for e in events] == [
         "VirtiofsdListening",
         "VirtiofsdClientConnected",
         "VirtiofsdClientDisconnected",
     ]
     unmerged = jsonl(
-        healer("replay", "--no-rules", "--format", "jsonl", "--no-merge", str(early), str(late)).stdout
+        healer(
+            "replay", "--no-rules", "--format", "jsonl", "--no-merge", str(early), str(late)
+        ).stdout
     )
     assert [e["source"] for e in unmerged] == [str(early), str(early), str(late)]
 
@@ -183,7 +201,9 @@ def test_long_lines_are_cut_and_counted(tmp_path: Path) -> None:
     assert counts["truncated_lines"] == 1
     assert counts["kinds"] == {"VirtiofsdClientConnected": 1}
     (event,) = jsonl(
-        healer("replay", "--no-rules", "--format", "jsonl", "--max-line-bytes", "1000", str(path)).stdout
+        healer(
+            "replay", "--no-rules", "--format", "jsonl", "--max-line-bytes", "1000", str(path)
+        ).stdout
     )
     assert event["offset"] == 5001
     assert event["line"] == 2
