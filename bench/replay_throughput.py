@@ -102,14 +102,25 @@ def run_once(cmd: Sequence[str], workdir: Path) -> Run:
 
 
 def measure(
-    tool: str, cmd: Sequence[str], runs: int, parse: Callable[[str], Counts], workdir: Path = ROOT
+    tool: str,
+    cmd: Sequence[str],
+    runs: int,
+    parse: Callable[[str], Counts],
+    *,
+    workdir: Path = ROOT,
+    before: Callable[[], object] | None = None,
 ) -> Result:
-    """Warm up once, then time ``runs`` runs; stop early if the tool fails."""
+    """Warm up once, then time ``runs`` runs; stop early if the tool fails.
+
+    ``before`` runs untimed ahead of each run (e.g. removing last run's journal).
+    """
     print(f"  {tool}: {' '.join(cmd)}", file=sys.stderr, flush=True)
     walls: list[float] = []
     rss: list[int] = []
     last: Run | None = None
     for i in range(runs + 1):
+        if before is not None:
+            before()
         last = run_once(cmd, workdir)
         if last.returncode != 0:
             tail = last.stderr.strip().splitlines()[-5:]
@@ -246,7 +257,20 @@ def main(argv: list[str] | None = None) -> int:
         results: list[Result] = []
         print(f"Timing (1 warm-up + {args.runs} runs each):", file=sys.stderr)
         healer_cmd = [sys.executable, "-m", "healer", "replay", "--format", "counts", str(log)]
-        results.append(measure("healer", healer_cmd, args.runs, parse_healer))
+        results.append(measure("healer (default rules)", healer_cmd, args.runs, parse_healer))
+        journal = Path(tmp) / "journal"
+        journaled = [*healer_cmd[:-1], "--write-journal", str(journal), str(log)]
+        results.append(
+            measure(
+                "healer (rules + journal)",
+                journaled,
+                args.runs,
+                parse_healer,
+                before=lambda: shutil.rmtree(journal, ignore_errors=True),
+            )
+        )
+        events_only = [*healer_cmd[:-1], "--no-rules", str(log)]
+        results.append(measure("healer (events only)", events_only, args.runs, parse_healer))
         sec_path = shutil.which("sec")
         if sec_path is None:
             print(
@@ -290,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         if r.error is not None:
             print(f"- {r.tool}: FAILED ({r.error})")
-            status = 1 if r.tool == "healer" else max(status, 2)
+            status = 1 if r.tool.startswith("healer") else max(status, 2)
             continue
         assert r.counts is not None
         diffs = diff_counts(truth, r.counts)
@@ -300,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- {r.tool}: {len(diffs)} kind(s) differ")
         for kind, want, got in diffs:
             print(f"    {kind}: truth {want}, {r.tool} {got} ({got - want:+d})")
-        status = 1 if r.tool == "healer" else max(status, 2)
+        status = 1 if r.tool.startswith("healer") else max(status, 2)
     return status
 
 
