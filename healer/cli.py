@@ -233,6 +233,10 @@ def _runner(rules_dir: str | None, journal_dir: str | None) -> Runner:
     rules = load_rules(rules_dir or default_rules_dir())
     # A replay executes nothing, so nothing must be durable before an action:
     # its journal is synced once, when it is closed.
+    if journal_dir and any(Path(journal_dir).glob("segment-*")):
+        raise InputError(
+            journal_dir, "already holds a journal", "write a replay to a new directory"
+        )
     journal = Journal(journal_dir, fsync="never") if journal_dir else None
     runner = Runner(Engine(rules), journal)
     runner.start()

@@ -212,3 +212,12 @@ def test_long_lines_are_cut_and_counted(tmp_path: Path) -> None:
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def test_a_replay_journal_goes_to_a_new_directory(tmp_path: Path) -> None:
+    first = healer("replay", "--write-journal", str(tmp_path / "j"))
+    assert first.returncode == EXIT_OK
+    assert list((tmp_path / "j").glob("segment-*"))
+    again = healer("replay", "--write-journal", str(tmp_path / "j"))
+    assert again.returncode == EXIT_INPUT
+    assert b"already holds a journal" in again.stderr
