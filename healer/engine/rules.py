@@ -19,6 +19,7 @@ from typing import Any
 
 from healer.errors import HealerError
 from healer.events import KINDS, Event
+from healer.tomlspot import Spots
 
 __all__ = [
     "ACTIONS",
@@ -219,7 +220,7 @@ def load_rules(path: Path | str) -> RuleSet:
         rules += file_rules
         if file_policy is not None:
             if policy is not None:
-                line = _locate(text.decode("utf-8", "replace"), "[policy]")
+                line = Spots(text.decode("utf-8", "replace")).line("policy")
                 problems.append(Problem(str(file), line, "a second [policy]", "keep one"))
             policy = file_policy
     seen: dict[str, Rule] = {}
@@ -275,47 +276,23 @@ def _load_file(
 
 
 class _Locator:
-    """Line numbers for keys: tomllib gives values only, so scan the text once."""
+    """Problems placed at their file and line."""
 
     def __init__(self, name: str, text: str) -> None:
         self.name = name
-        self.rule_lines: list[int] = []
-        self.keys: list[dict[str, int]] = [{}]  # per rule; index 0 = outside rules
-        self.policy_keys: dict[str, int] = {}
-        section = "top"
-        for number, line in enumerate(text.splitlines(), 1):
-            stripped = line.strip()
-            if stripped.startswith("[[rule]]"):
-                self.rule_lines.append(number)
-                self.keys.append({})
-                section = "rule"
-            elif stripped.startswith("[policy]"):
-                section = "policy"
-                self.policy_keys["[policy]"] = number
-            elif stripped.startswith("[rule.where]"):
-                section = "where"
-                self.keys[-1].setdefault("where", number)
-            elif stripped.startswith("["):
-                section = "other"
-                self.keys[0].setdefault(stripped.strip("[]").split(".")[0], number)
-            elif (m := re.match(r"([A-Za-z0-9_-]+)\s*=", stripped)) is not None:
-                key = m.group(1)
-                if section == "policy":
-                    self.policy_keys.setdefault(key, number)
-                elif section == "where":
-                    self.keys[-1].setdefault(f"where.{key}", number)
-                else:
-                    self.keys[-1].setdefault(key, number)
+        self.spots = Spots(text)
 
     def line(self, rule: int | None, key: str | None) -> int:
         if rule is None:
-            return self.keys[0].get(key or "", 1)
-        keys = self.keys[rule + 1] if rule + 1 < len(self.keys) else {}
-        start = self.rule_lines[rule] if rule < len(self.rule_lines) else 0
-        return keys.get(key or "", start) if key else start
+            return self.spots.line(key or "")
+        path = key.split(".") if key else []
+        return self.spots.line("rule", rule, *path)
 
     def problem(self, rule: int | None, key: str | None, message: str, fix: str) -> Problem:
         return Problem(self.name, self.line(rule, key), message, fix)
+
+    def policy_line(self, key: str | None = None) -> int:
+        return self.spots.line("policy", key) if key else self.spots.line("policy")
 
 
 def _close(word: str, options: Iterable[str]) -> str:
@@ -568,7 +545,7 @@ def _policy(raw: Any, where: _Locator, out: list[Problem]) -> Policy | None:
         out.append(
             Problem(
                 where.name,
-                where.policy_keys.get("[policy]", 1),
+                where.policy_line(),
                 "policy must be a table",
                 "use [policy]",
             )
@@ -577,7 +554,7 @@ def _policy(raw: Any, where: _Locator, out: list[Problem]) -> Policy | None:
     values: dict[str, Any] = {}
     defaults = Policy()
     for key, value in raw.items():
-        line = where.policy_keys.get(key, where.policy_keys.get("[policy]", 1))
+        line = where.policy_line(key)
         name = _POLICY_KEYS.get(key)
         if name is None:
             out.append(
@@ -624,19 +601,12 @@ def _policy(raw: Any, where: _Locator, out: list[Problem]) -> Policy | None:
         out.append(
             Problem(
                 where.name,
-                where.policy_keys.get("backoff_max", 1),
+                where.policy_line("backoff_max"),
                 "backoff_max is below backoff_initial",
                 "raise backoff_max",
             )
         )
     return policy
-
-
-def _locate(text: str, needle: str) -> int:
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.strip().startswith(needle):
-            return number
-    return 1
 
 
 def describe(rules: RuleSet) -> Mapping[str, str]:

@@ -1,0 +1,54 @@
+"""Line numbers for TOML keys: tomllib gives values only, errors need a place.
+
+Paths are tuples: ``("policy", "seed")``, ``("rule", 2, "on")`` for the third
+``[[rule]]``, ``("rule", 2, "where", "error_kind")`` for its ``[rule.where]`` table.
+A path not written in the file falls back to its nearest written parent.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["Spots"]
+
+_KEY = re.compile(r"([A-Za-z0-9_.-]+)\s*=")
+_ARRAY = re.compile(r"\[\[\s*([A-Za-z0-9_.-]+)\s*\]\]")
+_TABLE = re.compile(r"\[\s*([A-Za-z0-9_.-]+)\s*\]")
+
+Path = tuple[str | int, ...]
+
+
+class Spots:
+    """Where each table and key of one TOML text starts."""
+
+    def __init__(self, text: str) -> None:
+        self.lines: dict[Path, int] = {}
+        arrays: dict[str, int] = {}
+        table: Path = ()
+        for number, raw in enumerate(text.splitlines(), 1):
+            line = raw.strip()
+            if m := _ARRAY.match(line):
+                name = m.group(1)
+                arrays[name] = arrays.get(name, -1) + 1
+                table = (name, arrays[name])
+            elif m := _TABLE.match(line):
+                first, *rest = m.group(1).split(".")
+                # [rule.where] belongs to the latest [[rule]]
+                table = (
+                    (first, arrays[first], *rest) if first in arrays and rest else (first, *rest)
+                )
+            elif m := _KEY.match(line):
+                self.lines.setdefault((*table, *m.group(1).split(".")), number)
+                continue
+            else:
+                continue
+            self.lines.setdefault(table, number)
+
+    def line(self, *path: str | int) -> int:
+        """The line of ``path``, else of its nearest parent, else 1."""
+        key: Path = tuple(path)
+        while key:
+            if key in self.lines:
+                return self.lines[key]
+            key = key[:-1]
+        return 1
