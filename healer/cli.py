@@ -9,6 +9,7 @@ turns known errors into a message and an exit code:
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,8 +21,9 @@ from typing import Any
 import orjson
 
 from healer import __version__
+from healer.config import ConfigError, is_loopback, load_config
 from healer.engine.core import Engine
-from healer.engine.rules import RulesError, default_rules_dir, describe, load_rules
+from healer.engine.rules import default_rules_dir, describe, load_rules
 from healer.errors import InputError
 from healer.events import KINDS, Event
 from healer.journal import Journal, JournalCorrupt
@@ -29,6 +31,7 @@ from healer.output import Printable, jsonl_line, table_header, table_line
 from healer.parse import Unrecognized
 from healer.replay import Input, ReplaySummary, decide, journal_events, replay
 from healer.runner import Runner
+from healer.tomlspot import LocatedError
 
 __all__ = ["EXIT_CONFIG", "EXIT_INPUT", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -99,9 +102,12 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check",
         help="validate rules and explain what they do",
-        description="Validate a rules directory (or one rules file); exit 4 on any problem.",
+        description=(
+            "Validate a rules directory or file, or a watchdog configuration and the rules "
+            "it names; exit 4 on any problem."
+        ),
     )
-    check.add_argument("path", nargs="?", metavar="RULES_DIR|FILE")
+    check.add_argument("path", nargs="?", metavar="RULES_DIR|RULES_FILE|CONFIG")
     commands.add_parser("kinds", help="list the event kinds healer emits")
     return parser
 
@@ -121,8 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         print(f"healer: {exc.path}: {exc.problem}\n  hint: {exc.hint}", file=sys.stderr)
         return EXIT_INPUT
-    except RulesError as exc:
-        print("healer: the rules cannot be used:", file=sys.stderr)
+    except LocatedError as exc:
+        what = "configuration" if isinstance(exc, ConfigError) else "rules"
+        print(f"healer: the {what} cannot be used:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_CONFIG
@@ -151,9 +158,17 @@ def _inputs(files: list[str]) -> list[Input]:
 
 
 def _check(path: str | None) -> int:
-    """Validate rules; print what each rule does, or every problem located."""
+    """Validate a configuration or rules; print what they do, or every problem located."""
     root = Path(path) if path else default_rules_dir()
-    rules = load_rules(root)  # RulesError is reported by main()
+    if root.is_file() and _is_config(root):
+        config = load_config(root)  # ConfigError is reported by main()
+        print(f"{root}: {len(config.shares)} shares, journal {config.journal}")
+        for share in config.shares:
+            print(f"  share {share.name}: tag {share.tag}, socket {share.socket}, {share.mode}")
+        if not is_loopback(config.metrics):
+            print(f"  note: metrics listen on {config.metrics}, beyond loopback")
+        root = Path(config.rules) if config.rules else default_rules_dir()
+    rules = load_rules(root)
     print(f"{root}: {len(rules.rules)} rules, digest {rules.digest}")
     for rule_id, text in describe(rules).items():
         print(f"  {rule_id}: {text}")
@@ -164,6 +179,12 @@ def _check(path: str | None) -> int:
         f"{policy.healthy_after_s:g} s healthy; circuit retry every {policy.circuit_retry_s:g} s"
     )
     return EXIT_OK
+
+
+def _is_config(path: Path) -> bool:
+    """A watchdog configuration names shares; a rules file names rules."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return re.search(r"^\s*\[\[share\]\]|^\s*\[healer\]", text, re.M) is not None
 
 
 def _replay(args: argparse.Namespace) -> int:

@@ -7,9 +7,14 @@ A path not written in the file falls back to its nearest written parent.
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
-__all__ = ["Spots"]
+from healer.errors import HealerError
+
+__all__ = ["LocatedError", "Problem", "Spots", "suggest"]
 
 _KEY = re.compile(r"([A-Za-z0-9_.-]+)\s*=")
 _ARRAY = re.compile(r"\[\[\s*([A-Za-z0-9_.-]+)\s*\]\]")
@@ -52,3 +57,33 @@ class Spots:
                 return self.lines[key]
             key = key[:-1]
         return 1
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One located problem: ``file:line: what is wrong (fix: what to do)``."""
+
+    file: str
+    line: int
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message} (fix: {self.fix})"
+
+
+class LocatedError(HealerError):
+    """A file cannot be used; ``problems`` says where and how to fix each."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def suggest(word: str, options: Iterable[str]) -> str:
+    """A 'did you mean' hint for a misspelt key, kind or action."""
+    names = list(options)
+    match = [n for n in names if word and word in n][:1] or difflib.get_close_matches(
+        word, names, n=1
+    )
+    return f"did you mean {match[0]!r}?" if match else "see the README's reference"

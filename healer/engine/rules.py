@@ -12,14 +12,13 @@ import hashlib
 import re
 import sys
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from healer.errors import HealerError
 from healer.events import KINDS, Event
-from healer.tomlspot import Spots
+from healer.tomlspot import LocatedError, Problem, Spots, suggest
 
 __all__ = [
     "ACTIONS",
@@ -68,25 +67,8 @@ _RULE_KEYS = {
 _ENVELOPE_FIELDS = {"share", "level", "source", "message", "program"}
 
 
-class RulesError(HealerError):
+class RulesError(LocatedError):
     """The rules cannot be used; ``problems`` says where and how to fix each."""
-
-    def __init__(self, problems: Sequence[Problem]) -> None:
-        self.problems = tuple(problems)
-        super().__init__("\n".join(str(p) for p in problems))
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One located problem: ``file:line: what is wrong (fix: what to do)``."""
-
-    file: str
-    line: int
-    message: str
-    fix: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message} (fix: {self.fix})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,17 +277,6 @@ class _Locator:
         return self.spots.line("policy", key) if key else self.spots.line("policy")
 
 
-def _close(word: str, options: Iterable[str]) -> str:
-    """A 'did you mean' hint."""
-    import difflib  # noqa: PLC0415 - only on the error path
-
-    names = list(options)
-    match = [n for n in names if word and word in n][:1] or difflib.get_close_matches(
-        word, names, n=1
-    )
-    return f"did you mean {match[0]!r}?" if match else "see the README's rule reference"
-
-
 def _strings(value: Any) -> list[str] | None:
     if isinstance(value, str):
         return [value]
@@ -324,7 +295,7 @@ def _kinds(raw: Any, index: int, key: str, where: _Locator, out: list[Problem]) 
     for kind in kinds:
         if kind not in KINDS:
             out.append(
-                where.problem(index, key, f"unknown event kind {kind!r}", _close(kind, KINDS))
+                where.problem(index, key, f"unknown event kind {kind!r}", suggest(kind, KINDS))
             )
     return frozenset(k for k in kinds if k in KINDS)
 
@@ -341,7 +312,7 @@ def _actions(
     for action in actions:
         if action not in ACTIONS:
             out.append(
-                where.problem(index, key, f"unknown action {action!r}", _close(action, ACTIONS))
+                where.problem(index, key, f"unknown action {action!r}", suggest(action, ACTIONS))
             )
     return tuple(a for a in actions if a in ACTIONS)
 
@@ -353,7 +324,7 @@ def _rule(raw: Any, index: int, where: _Locator, out: list[Problem]) -> Rule | N
     before = len(out)
     for key in raw:
         if key not in _RULE_KEYS:
-            out.append(where.problem(index, key, f"unknown key {key!r}", _close(key, _RULE_KEYS)))
+            out.append(where.problem(index, key, f"unknown key {key!r}", suggest(key, _RULE_KEYS)))
     rule_id = raw.get("id")
     if not isinstance(rule_id, str) or not _ID.match(rule_id):
         out.append(
@@ -377,7 +348,7 @@ def _rule(raw: Any, index: int, where: _Locator, out: list[Problem]) -> Rule | N
                 index,
                 "correlate",
                 f"unknown correlation {correlate!r}",
-                _close(str(correlate), CORRELATIONS),
+                suggest(str(correlate), CORRELATIONS),
             )
         )
         correlate = "single"
@@ -558,7 +529,7 @@ def _policy(raw: Any, where: _Locator, out: list[Problem]) -> Policy | None:
         name = _POLICY_KEYS.get(key)
         if name is None:
             out.append(
-                Problem(where.name, line, f"unknown policy key {key!r}", _close(key, _POLICY_KEYS))
+                Problem(where.name, line, f"unknown policy key {key!r}", suggest(key, _POLICY_KEYS))
             )
             continue
         expected = type(getattr(defaults, name))

@@ -1,0 +1,347 @@
+"""The watchdog's configuration: one TOML file, validated before anything starts.
+
+Every problem is reported with file, line and fix (:class:`ConfigError`), all at
+once. Values that reach a command line are checked here: share names and tags are
+identifiers, paths are absolute, argv templates are lists of strings whose only
+placeholders are the known ``{names}``. Text from logs never fills a placeholder.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from healer.tomlspot import LocatedError, Problem, Spots, suggest
+
+__all__ = [
+    "PLACEHOLDERS",
+    "Config",
+    "ConfigError",
+    "GuestConfig",
+    "ShareConfig",
+    "SourceConfig",
+    "VmmConfig",
+    "is_loopback",
+    "load_config",
+]
+
+PLACEHOLDERS = frozenset({"fd", "shared_dir", "socket", "tag", "mount_point", "api_socket", "id"})
+"""What an argv template may name; each is filled from the configuration."""
+
+_IDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_ADDRESS = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})$")
+_LOOPBACK = ("127.", "[::1]", "localhost")
+
+_TOP = {"healer", "share", "vmm", "guest", "source"}
+_HEALER = {"journal", "rules", "metrics", "fsync"}
+_SHARE = {"name", "tag", "socket", "shared_dir", "mode", "virtiofsd", "pid_file", "log"}
+_VMM = {"kind", "api_socket", "ch_remote"}
+_GUEST = {"remount", "mount_point", "rescan"}
+_SOURCE = {"path", "name"}
+
+
+class ConfigError(LocatedError):
+    """The configuration cannot be used; ``problems`` locates each."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShareConfig:
+    """One virtio-fs share: its virtiofsd, socket and tag."""
+
+    name: str
+    tag: str
+    socket: str
+    shared_dir: str
+    mode: str = "supervise"  # or "adopt": someone else starts virtiofsd
+    virtiofsd: tuple[str, ...] = ()  # empty: the installed virtiofsd, default flags
+    pid_file: str | None = None
+    log: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VmmConfig:
+    """How to reach the VMM: cloud-hypervisor's API socket, or a ch-remote argv."""
+
+    kind: str
+    api_socket: str
+    ch_remote: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GuestConfig:
+    """How to remount in the guest: an argv prefix (ssh ...) and the mount point."""
+
+    remount: tuple[str, ...]
+    mount_point: str
+    rescan: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    """A log healer tails."""
+
+    path: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration of one watchdog."""
+
+    file: str
+    journal: str
+    shares: tuple[ShareConfig, ...]
+    sources: tuple[SourceConfig, ...] = ()
+    vmm: VmmConfig | None = None
+    guest: GuestConfig | None = None
+    rules: str | None = None
+    metrics: str = "127.0.0.1:9464"
+    fsync: str = "decisions"
+
+
+class _Check:
+    """Collects located problems while reading one file."""
+
+    def __init__(self, name: str, text: str) -> None:
+        self.name = name
+        self.spots = Spots(text)
+        self.problems: list[Problem] = []
+
+    def bad(self, path: tuple[str | int, ...], message: str, fix: str) -> None:
+        self.problems.append(Problem(self.name, self.spots.line(*path), message, fix))
+
+    def keys(self, table: dict[str, Any], allowed: set[str], path: tuple[str | int, ...]) -> None:
+        for key in table:
+            if key not in allowed:
+                self.bad((*path, key), f"unknown key {key!r}", suggest(key, allowed))
+
+    def text(
+        self, table: dict[str, Any], key: str, path: tuple[str | int, ...], *, required: bool = True
+    ) -> str | None:
+        value = table.get(key)
+        if value is None:
+            if required:
+                self.bad(path, f"missing key {key!r}", f"add {key} = ...")
+            return None
+        if not isinstance(value, str) or not value:
+            self.bad((*path, key), f"{key} must be a non-empty string", f'e.g. {key} = "..."')
+            return None
+        return value
+
+    def absolute(
+        self, table: dict[str, Any], key: str, path: tuple[str | int, ...], *, required: bool = True
+    ) -> str | None:
+        value = self.text(table, key, path, required=required)
+        if value is not None and not Path(value).is_absolute():
+            self.bad(
+                (*path, key), f"{key} {value!r} is not an absolute path", "write the full path"
+            )
+            return None
+        return value
+
+    def ident(self, table: dict[str, Any], key: str, path: tuple[str | int, ...]) -> str | None:
+        value = self.text(table, key, path)
+        if value is not None and not _IDENT.match(value):
+            self.bad(
+                (*path, key),
+                f"{key} {value!r} is not an identifier",
+                "letters, digits, '.', '_' and '-', at most 64",
+            )
+            return None
+        return value
+
+    def argv(self, table: dict[str, Any], key: str, path: tuple[str | int, ...]) -> tuple[str, ...]:
+        value = table.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.bad(
+                (*path, key),
+                f"{key} must be a list of strings (an argv)",
+                f'e.g. {key} = ["ssh", "vm"]',
+            )
+            return ()
+        for arg in value:
+            for name in _PLACEHOLDER.findall(arg):
+                if name not in PLACEHOLDERS:
+                    self.bad(
+                        (*path, key),
+                        f"unknown placeholder {{{name}}} in {key}",
+                        f"use one of {sorted(PLACEHOLDERS)}",
+                    )
+        return tuple(value)
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate one configuration file; raise ConfigError with every problem."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            [Problem(str(file), 0, f"cannot read: {exc.strerror}", "check the path")]
+        ) from exc
+    check = _Check(str(file), text)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"line (\d+)", str(exc))
+        line = int(m.group(1)) if m else max(1, text.count("\n"))
+        raise ConfigError(
+            [Problem(str(file), line, f"not valid TOML: {exc}", "fix the syntax")]
+        ) from exc
+    check.keys(data, _TOP, ())
+    healer = _table(check, data, "healer")
+    check.keys(healer, _HEALER, ("healer",))
+    journal = check.absolute(healer, "journal", ("healer",)) or ""
+    rules = check.text(healer, "rules", ("healer",), required=False)
+    metrics = check.text(healer, "metrics", ("healer",), required=False) or "127.0.0.1:9464"
+    if not _ADDRESS.match(metrics):
+        check.bad(
+            ("healer", "metrics"), f"metrics {metrics!r} is not host:port", 'e.g. "127.0.0.1:9464"'
+        )
+    fsync = healer.get("fsync", "decisions")
+    if fsync not in ("decisions", "always", "never"):
+        check.bad(
+            ("healer", "fsync"),
+            f"fsync {fsync!r} is unknown",
+            'one of "decisions", "always", "never"',
+        )
+    shares = _shares(check, data.get("share", []))
+    sources = _sources(check, data.get("source", []))
+    vmm = _vmm(check, data["vmm"]) if "vmm" in data else None
+    guest = _guest(check, data["guest"]) if "guest" in data else None
+    if check.problems:
+        raise ConfigError(check.problems)
+    return Config(
+        file=str(file),
+        journal=journal,
+        shares=shares,
+        sources=sources,
+        vmm=vmm,
+        guest=guest,
+        rules=rules,
+        metrics=metrics,
+        fsync=str(fsync),
+    )
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a ``host:port`` listens on loopback only (the default)."""
+    return address.startswith(_LOOPBACK)
+
+
+def _table(check: _Check, data: dict[str, Any], name: str) -> dict[str, Any]:
+    table = data.get(name, {})
+    if not isinstance(table, dict):
+        check.bad((name,), f"{name} must be a table", f"write [{name}]")
+        return {}
+    return table
+
+
+def _shares(check: _Check, raw: Any) -> tuple[ShareConfig, ...]:
+    if not isinstance(raw, list) or not raw:
+        check.bad(
+            ("share",), "no [[share]] is configured", "add a [[share]] table per virtio-fs share"
+        )
+        return ()
+    shares = []
+    seen: dict[str, dict[str, int]] = {"name": {}, "tag": {}, "socket": {}}
+    for index, table in enumerate(raw):
+        path: tuple[str | int, ...] = ("share", index)
+        check.keys(table, _SHARE, path)
+        name = check.ident(table, "name", path)
+        tag = check.ident(table, "tag", path) if "tag" in table else name
+        socket = check.absolute(table, "socket", path)
+        shared_dir = check.absolute(table, "shared_dir", path)
+        mode = table.get("mode", "supervise")
+        if mode not in ("supervise", "adopt"):
+            check.bad(
+                (*path, "mode"),
+                f"mode {mode!r} is unknown",
+                '"supervise" (healer runs virtiofsd) or "adopt"',
+            )
+        argv = check.argv(table, "virtiofsd", path)
+        if argv and mode == "supervise" and not any("{fd}" in a for a in argv):
+            check.bad(
+                (*path, "virtiofsd"),
+                "the virtiofsd argv does not pass the held socket",
+                'add "--fd={fd}" (C) or "--fd", "{fd}" (Rust)',
+            )
+        pid_file = check.absolute(table, "pid_file", path, required=False)
+        log = check.absolute(table, "log", path, required=False)
+        for key, value in (("name", name), ("tag", tag), ("socket", socket)):
+            if value is None:
+                continue
+            if value in seen[key]:
+                check.bad(
+                    (*path, key),
+                    f"{key} {value!r} is already used by share {seen[key][value] + 1}",
+                    "give each share its own",
+                )
+            seen[key][value] = index
+        if None not in (name, tag, socket, shared_dir):
+            shares.append(
+                ShareConfig(
+                    name=str(name),
+                    tag=str(tag),
+                    socket=str(socket),
+                    shared_dir=str(shared_dir),
+                    mode=str(mode),
+                    virtiofsd=argv,
+                    pid_file=pid_file,
+                    log=log,
+                )
+            )
+    return tuple(shares)
+
+
+def _sources(check: _Check, raw: Any) -> tuple[SourceConfig, ...]:
+    if not isinstance(raw, list):
+        check.bad(("source",), "source must be [[source]] tables", "write [[source]]")
+        return ()
+    sources = []
+    for index, table in enumerate(raw):
+        path: tuple[str | int, ...] = ("source", index)
+        check.keys(table, _SOURCE, path)
+        file = check.absolute(table, "path", path)
+        name = check.text(table, "name", path, required=False)
+        if file is not None:
+            sources.append(SourceConfig(path=file, name=name or Path(file).name))
+    return tuple(sources)
+
+
+def _vmm(check: _Check, raw: Any) -> VmmConfig | None:
+    if not isinstance(raw, dict):
+        check.bad(("vmm",), "vmm must be a table", "write [vmm]")
+        return None
+    check.keys(raw, _VMM, ("vmm",))
+    kind = raw.get("kind", "cloud-hypervisor")
+    if kind != "cloud-hypervisor":
+        check.bad(
+            ("vmm", "kind"), f"vmm kind {kind!r} is not supported yet", 'kind = "cloud-hypervisor"'
+        )
+    api_socket = check.absolute(raw, "api_socket", ("vmm",))
+    ch_remote = check.argv(raw, "ch_remote", ("vmm",))
+    return VmmConfig(str(kind), api_socket or "", ch_remote) if api_socket else None
+
+
+def _guest(check: _Check, raw: Any) -> GuestConfig | None:
+    if not isinstance(raw, dict):
+        check.bad(("guest",), "guest must be a table", "write [guest]")
+        return None
+    check.keys(raw, _GUEST, ("guest",))
+    remount = check.argv(raw, "remount", ("guest",))
+    if not remount:
+        check.bad(
+            ("guest", "remount"),
+            "remount must name a transport",
+            'e.g. remount = ["ssh", "root@vm", "--"]',
+        )
+    mount_point = check.absolute(raw, "mount_point", ("guest",))
+    rescan = raw.get("rescan", False)
+    if not isinstance(rescan, bool):
+        check.bad(("guest", "rescan"), "rescan must be true or false", "rescan = true")
+    return GuestConfig(remount, mount_point or "", bool(rescan)) if mount_point else None

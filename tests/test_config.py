@@ -1,0 +1,131 @@
+"""The watchdog configuration: the README's example is valid; mistakes are located."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from healer.cli import EXIT_CONFIG, EXIT_OK
+from healer.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_example() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"<!-- config-example -->\n```toml\n(.*?)```", text, re.S)
+    assert m is not None
+    return m.group(1)
+
+
+def test_the_readme_example_is_valid(tmp_path: Path) -> None:
+    path = tmp_path / "healer.toml"
+    path.write_text(
+        readme_example().replace('rules = "/etc/healer/rules"', f'rules = "{ROOT / "rules"}"')
+    )
+    config = load_config(path)
+    (share,) = config.shares
+    assert (share.name, share.tag, share.mode) == ("rootextra_test", "rootextra_test", "supervise")
+    assert share.socket == "/work/run/rootextra_test.sock"
+    assert config.vmm is not None
+    assert config.vmm.api_socket == "/work/run/clh.sock"
+    assert config.guest is not None
+    assert config.guest.remount == ("ssh", "root@board", "--")
+    assert [s.name for s in config.sources] == ["boot.log"]
+    result = subprocess.run(
+        [sys.executable, "-m", "healer", "check", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == EXIT_OK, result.stderr
+    assert (
+        "share rootextra_test: tag rootextra_test, socket /work/run/rootextra_test.sock"
+        in result.stdout
+    )
+    assert "respawn-on-exit" in result.stdout
+
+
+BASE = """[healer]
+journal = "/var/lib/healer"
+
+[[share]]
+name = "fs0"
+socket = "/run/fs0.sock"
+shared_dir = "/srv/fs0"
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "line", "message"),
+    [
+        ("colour = 1\n", 8, "unknown key 'colour'"),
+        (
+            'virtiofsd = ["virtiofsd", "--socket-path={socket}"]\n',
+            8,
+            "does not pass the held socket",
+        ),
+        ('virtiofsd = ["virtiofsd", "--fd={fd}", "{cmd}"]\n', 8, "unknown placeholder {cmd}"),
+        ('virtiofsd = "virtiofsd --fd=3"\n', 8, "must be a list of strings"),
+        ('mode = "auto"\n', 8, "mode 'auto' is unknown"),
+        (
+            '\n[[share]]\nname = "fs0"\nsocket = "/run/fs1.sock"\nshared_dir = "/srv/x"\n',
+            10,
+            "name 'fs0' is already used by share 1",
+        ),
+        (
+            '\n[[share]]\nname = "fs1"\nsocket = "/run/fs0.sock"\nshared_dir = "/srv/x"\n',
+            11,
+            "socket '/run/fs0.sock' is already used",
+        ),
+        (
+            '\n[[share]]\nname = "x y"\nsocket = "/run/x.sock"\nshared_dir = "/srv/x"\n',
+            10,
+            "name 'x y' is not an identifier",
+        ),
+        ('\n[guest]\nremount = []\nmount_point = "mnt"\n', 10, "remount must name a transport"),
+        (
+            '\n[vmm]\nkind = "qemu"\napi_socket = "/run/q.sock"\n',
+            10,
+            "vmm kind 'qemu' is not supported yet",
+        ),
+        ('\n[[source]]\npath = "boot.log"\n', 10, "path 'boot.log' is not an absolute path"),
+    ],
+)
+def test_mistakes_are_located(tmp_path: Path, extra: str, line: int, message: str) -> None:
+    path = tmp_path / "healer.toml"
+    path.write_text(BASE + extra)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    problems = [p for p in caught.value.problems if message in p.message]
+    assert problems, caught.value.problems
+    assert (problems[0].file, problems[0].line) == (str(path), line)
+    assert problems[0].fix
+
+
+def test_shares_are_required_and_paths_absolute(tmp_path: Path) -> None:
+    path = tmp_path / "healer.toml"
+    path.write_text('[healer]\njournal = "relative"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    messages = [p.message for p in caught.value.problems]
+    assert "journal 'relative' is not an absolute path" in messages
+    assert "no [[share]] is configured" in messages
+
+
+def test_check_reports_a_bad_configuration_with_exit_4(tmp_path: Path) -> None:
+    path = tmp_path / "healer.toml"
+    path.write_text(BASE + "bogus = true\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "healer", "check", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == EXIT_CONFIG
+    assert "the configuration cannot be used" in result.stderr
+    assert f"{path}:8: unknown key 'bogus'" in result.stderr
