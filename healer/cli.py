@@ -9,8 +9,11 @@ turns known errors into a message and an exit code:
 from __future__ import annotations
 
 import argparse
+import logging
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -108,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     check.add_argument("path", nargs="?", metavar="RULES_DIR|RULES_FILE|CONFIG")
+    watch = commands.add_parser(
+        "watch",
+        help="supervise virtiofsd and heal the configured shares (live)",
+        description="Run the watchdog for the shares in CONFIG until SIGTERM or SIGINT.",
+    )
+    watch.add_argument("--config", required=True, metavar="CONFIG")
     commands.add_parser("kinds", help="list the event kinds healer emits")
     return parser
 
@@ -123,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "check":
             return _check(args.path)
+        if args.command == "watch":
+            return _watch(args.config)
         return _replay(args)
     except InputError as exc:
         print(f"healer: {exc.path}: {exc.problem}\n  hint: {exc.hint}", file=sys.stderr)
@@ -179,6 +190,19 @@ def _check(path: str | None) -> int:
         f"{policy.healthy_after_s:g} s healthy; circuit retry every {policy.circuit_retry_s:g} s"
     )
     return EXIT_OK
+
+
+def _watch(path: str) -> int:
+    """Load and check everything first; only a valid setup starts supervising."""
+    from healer.watch import Watchdog  # noqa: PLC0415 - the live loop is not needed to replay
+
+    config = load_config(path)
+    rules = load_rules(config.rules or default_rules_dir())
+    logging.basicConfig(level=logging.INFO, format="healer: %(levelname)s %(message)s")
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop.set())
+    return Watchdog(config, rules).serve(stop)
 
 
 def _is_config(path: Path) -> bool:

@@ -17,7 +17,8 @@ Replay uses the same runner with no executor: decisions are recorded ``would_run
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import heapq
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -38,6 +39,7 @@ from healer.parse import Checkpoint
 
 __all__ = ["Checker", "Executor", "Runner", "RunnerStats"]
 
+_FAILED_KEPT = 4096
 FINAL = frozenset({"succeeded", "failed", "timed_out", "closed", "would_run"})
 
 
@@ -73,8 +75,10 @@ class Runner:
         *,
         checker: Checker | None = None,
         snapshot_every: int = 50_000,
+        now: Callable[[], float] | None = None,
     ) -> None:
         self.engine = engine
+        self.now = now  # live: decisions wait for not_before on this clock
         self.journal = journal
         self.executor = executor
         self.checker = checker
@@ -85,6 +89,9 @@ class Runner:
         self.open: dict[str, Decision] = {}  # decided, no final outcome yet
         self.started: set[str] = set()
         self.stats = RunnerStats()
+        self.waiting: list[tuple[float, int, Decision]] = []
+        self.failed: dict[str, bool] = {}  # executed keys -> did not succeed
+        self._order = 0
         self._since_snapshot = 0
 
     # --- start-up -----------------------------------------------------------------
@@ -151,7 +158,7 @@ class Runner:
                     self._outcome(decision, "closed", verdict)
                     continue
             if self.executor is not None:
-                self._execute(self.executor, decision)
+                self._dispatch(decision)
                 ran.append(decision)
         return ran
 
@@ -213,14 +220,57 @@ class Runner:
             if self.executor is None:
                 self._outcome(out, "would_run", "")
             else:
-                self._execute(self.executor, out)
+                self._dispatch(out)
         self._maybe_snapshot()
 
-    def _execute(self, executor: Executor, decision: Decision) -> None:
+    def _dispatch(self, decision: Decision) -> None:
+        """Run now, or wait for ``not_before`` (backoff) and for the step it follows."""
+        if self.now is None:
+            self._execute(decision)
+            return
+        waits_for = decision.after if decision.after in self.open else None
+        if decision.not_before > self.now() or waits_for is not None or self.waiting:
+            heapq.heappush(self.waiting, (decision.not_before, self._order, decision))
+            self._order += 1
+            return
+        self._execute(decision)
+
+    def run_due(self) -> list[Decision]:
+        """Run the waiting decisions whose time has come, in order (live mode)."""
+        ran: list[Decision] = []
+        while self.waiting and self.now is not None and self.waiting[0][0] <= self.now():
+            _, _, decision = heapq.heappop(self.waiting)
+            if decision.key not in self.open:
+                continue  # closed meanwhile
+            before = decision.after
+            if before is not None and before in self.open:
+                heapq.heappush(self.waiting, (self.now(), self._order, decision))
+                self._order += 1
+                break  # its predecessor has not finished: keep the order
+            if before is not None and self.failed.get(before):
+                self._outcome(decision, "closed", f"skipped: {before} did not succeed")
+                continue
+            self._execute(decision)
+            ran.append(decision)
+        return ran
+
+    def next_due(self) -> float | None:
+        """When the earliest waiting decision may run (None: nothing waits)."""
+        return self.waiting[0][0] if self.waiting else None
+
+    def _execute(self, decision: Decision) -> None:
+        if self.executor is None:
+            return
+        if decision.after is not None and self.failed.get(decision.after):
+            self._outcome(decision, "closed", f"skipped: {decision.after} did not succeed")
+            return
         self._outcome(decision, "started", "")
         self.started.add(decision.key)
-        status = executor.run(decision)
+        status = self.executor.run(decision)
         self.stats.executed += 1
+        self.failed[decision.key] = status != "succeeded"
+        if len(self.failed) > _FAILED_KEPT:  # only recent keys can be an 'after'
+            del self.failed[next(iter(self.failed))]
         self._outcome(decision, status, "")
 
     def _outcome(self, decision: Decision, status: str, detail: str) -> None:

@@ -1,0 +1,249 @@
+"""``healer watch``: the live loop around the same engine, journal and runner.
+
+One thread decides; helper threads only feed a bounded queue: each supervised
+virtiofsd's stderr lines and its exit (seen the moment ``wait`` returns). Every
+input goes through the runner (journal first, then act); decisions whose backoff
+has not passed wait in the runner and run when due. SIGTERM/SIGINT stop the loop:
+children are stopped and the held sockets removed. A healer killed with -9 takes
+its virtiofsd along (parent-death signal) and resumes from the journal.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from healer.actions import GuestRemount, RemountFailed
+from healer.config import Config, ShareConfig
+from healer.engine import Decision, Engine, RuleSet
+from healer.events import Event, VirtiofsdExited
+from healer.journal import Journal
+from healer.parse import SourceParser
+from healer.runner import Runner
+from healer.supervise import (
+    ExitStatus,
+    HeldSocket,
+    SupervisedVirtiofsd,
+    find_virtiofsd,
+    virtiofsd_argv,
+)
+
+__all__ = ["Watchdog"]
+
+log = logging.getLogger(__name__)
+
+QUEUE_LIMIT = 10_000
+TICK_S = 1.0
+
+
+@dataclass(slots=True)
+class _Share:
+    """A supervised share at run time."""
+
+    config: ShareConfig
+    held: HeldSocket
+    daemon: SupervisedVirtiofsd
+    parser: SourceParser | None = None
+    offset: int = 0
+    exits: int = 0
+    sources: dict[int, str] = field(default_factory=dict)
+
+
+class Watchdog:
+    """Supervises the configured shares and heals them by the rules."""
+
+    def __init__(
+        self, config: Config, rules: RuleSet, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.inputs: queue.Queue[tuple[str, str, object]] = queue.Queue(QUEUE_LIMIT)
+        self.dropped = 0
+        self.journal = Journal(config.journal, fsync=config.fsync)
+        self.runner = Runner(Engine(rules), self.journal, self, checker=self, now=clock)
+        self.shares: dict[str, _Share] = {}
+
+    # --- life cycle ---------------------------------------------------------------
+
+    def serve(self, stop: threading.Event) -> int:
+        """Start, loop until ``stop`` is set, shut down cleanly; returns an exit code."""
+        for share in self.config.shares:
+            if share.mode == "supervise":
+                self.shares[share.name] = self._supervise(share)
+        for name in self.shares:
+            self._start(name)
+        self.runner.start()  # fold the journal, reconcile what a crash left open
+        try:
+            self._loop(stop)
+        finally:
+            self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        for share in self.shares.values():
+            share.daemon.stop()
+            share.held.close()
+        self.journal.close()
+
+    def _supervise(self, share: ShareConfig) -> _Share:
+        held = HeldSocket(share.socket)
+        argv = list(share.virtiofsd)
+        if not argv:
+            found = find_virtiofsd()
+            if found is None:
+                held.close()
+                msg = "no virtiofsd is installed; set share.virtiofsd or install it"
+                raise FileNotFoundError(msg)
+            argv = virtiofsd_argv(*found, shared_dir=share.shared_dir)
+        argv = [
+            a.replace("{shared_dir}", share.shared_dir).replace("{tag}", share.tag) for a in argv
+        ]
+        daemon = SupervisedVirtiofsd(
+            argv, held, on_line=lambda line: self._put("line", share.name, line)
+        )
+        return _Share(share, held, daemon)
+
+    def _start(self, name: str) -> None:
+        share = self.shares[name]
+        pid = share.daemon.start()
+        share.parser = SourceParser(f"virtiofsd:{name}:{pid}", default_year=self._now().year)
+        share.offset = 0
+        daemon = share.daemon
+        threading.Thread(target=self._await_exit, args=(name, daemon, pid), daemon=True).start()
+
+    def _await_exit(self, name: str, daemon: SupervisedVirtiofsd, pid: int) -> None:
+        proc = daemon.proc
+        if proc is None or proc.pid != pid:
+            return
+        returncode = proc.wait()
+        self._put("exit", name, (pid, ExitStatus.from_returncode(returncode)))
+
+    def _put(self, kind: str, name: str, payload: object) -> None:
+        try:
+            self.inputs.put_nowait((kind, name, payload))
+        except queue.Full:
+            self.dropped += 1  # counted; a line lost is better than a blocked daemon
+
+    # --- the loop -----------------------------------------------------------------
+
+    def _loop(self, stop: threading.Event) -> None:
+        next_tick = self.clock() + TICK_S
+        while not stop.is_set():
+            due = self.runner.next_due()
+            wait = min(next_tick, due if due is not None else next_tick) - self.clock()
+            try:
+                kind, name, payload = self.inputs.get(timeout=max(0.0, min(wait, TICK_S)))
+            except queue.Empty:
+                kind = ""
+            if kind == "line":
+                self._on_line(name, payload)  # type: ignore[arg-type]
+            elif kind == "exit":
+                self._on_exit(name, *payload)  # type: ignore[misc]
+            self.runner.run_due()
+            if self.clock() >= next_tick:
+                self.runner.tick(self.clock())
+                next_tick = self.clock() + TICK_S
+
+    def _on_line(self, name: str, line: bytes) -> None:
+        share = self.shares[name]
+        if share.parser is None:
+            return
+        data = line + b"\n"
+        items = share.parser.feed(data, share.offset, ingest=self._now())
+        share.offset += len(data)
+        events = [i for i in items if isinstance(i, Event)]
+        if events:
+            self.runner.ingest(events)
+
+    def _on_exit(self, name: str, pid: int, status: ExitStatus) -> None:
+        share = self.shares[name]
+        if share.parser is not None:  # lines still buffered in the parser
+            events = [i for i in share.parser.close() if isinstance(i, Event)]
+            if events:
+                self.runner.ingest(events)
+        share.exits += 1
+        detail = (
+            f"exit status {status.code}" if status.signal is None else f"killed by {status.signal}"
+        )
+        last = b"\n".join(share.daemon.last_lines).decode("utf-8", "replace")
+        event = VirtiofsdExited(
+            time=self._now(),
+            source=f"healer:{name}",
+            offset=time.time_ns(),  # increasing across healer restarts too
+            line=share.exits,
+            share=share.config.tag,
+            level="WARN",
+            message=f"virtiofsd {pid} for share {name} exited ({detail})",
+            raw=last[-4096:],
+            name="virtiofsd",
+            status=status.code,
+            signal=status.signal,
+            reporter="healer",
+        )
+        log.warning("%s", event.message)
+        self.runner.ingest([event])
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    # --- actions (the runner's executor and checker) -------------------------------
+
+    def _share_for(self, decision: Decision) -> _Share | None:
+        for share in self.shares.values():
+            if decision.share in (share.config.name, share.config.tag, share.config.socket):
+                return share
+        if decision.share == "default" and len(self.shares) == 1:
+            return next(iter(self.shares.values()))
+        return None
+
+    def run(self, decision: Decision) -> str:
+        """Executor: carry out one decision; returns succeeded, failed or timed_out."""
+        share = self._share_for(decision)
+        action = decision.action
+        if action in ("notify", "open_circuit"):
+            log.warning("%s for share %s (rule %s)", action, decision.share, decision.rule)
+            return "succeeded"
+        if share is None:
+            log.error("no supervised share %r for %s", decision.share, action)
+            return "failed"
+        if action in ("respawn_virtiofsd", "ensure_virtiofsd"):
+            running = share.daemon.proc is not None and share.daemon.poll() is None
+            # A daemon that lost its client exits by itself: give it a moment.
+            if running and (action == "ensure_virtiofsd" or share.daemon.wait(1.0) is None):
+                return "succeeded"
+            self._start(share.config.name)
+            return "succeeded"
+        if action == "remount_guest":
+            return self._remount(share)
+        log.error("action %s is not available in this version", action)
+        return "failed"
+
+    def _remount(self, share: _Share) -> str:
+        if self.config.guest is None:
+            log.info("no [guest] transport configured: remount of %s skipped", share.config.name)
+            return "closed"
+        remount = GuestRemount(self.config.guest, share.config.tag)
+        try:
+            remount.run()
+        except RemountFailed as exc:
+            log.error(
+                "remount of %s failed after %d attempts: %s",
+                share.config.name,
+                remount.attempts,
+                exc,
+            )
+            return "failed"
+        return "succeeded"
+
+    def check(self, decision: Decision) -> str:
+        """Checker: after a crash, was a started action done?"""
+        share = self._share_for(decision)
+        if decision.action in ("respawn_virtiofsd", "ensure_virtiofsd"):
+            running = share is not None and share.daemon.poll() is None and share.daemon.proc
+            return "done" if running else "redo"
+        return "done" if decision.action in ("notify", "open_circuit") else "redo"

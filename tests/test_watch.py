@@ -1,0 +1,147 @@
+"""`healer watch` end to end with the real virtiofsd: kill it, see it healed, stop cleanly.
+
+The guest is a recording transport (an argv that appends its arguments to a file):
+the real guest rig with QEMU is a later issue. Waits are bounded; no timing is asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from healer.sim import VhostUserFrontend
+from healer.supervise import find_virtiofsd, is_listening
+from healer.supervise.process import exists
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(condition: Callable[[], object], limit_s: float = 20.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not reached within the bound")
+        time.sleep(0.01)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found += [int(p) for p in text]
+    return found
+
+
+def records(journal: Path) -> list[dict[str, object]]:
+    out = []
+    for segment in sorted(journal.glob("segment-*")):
+        out += [
+            orjson.loads(line) for line in segment.read_bytes().splitlines() if line.endswith(b"}")
+        ]
+    return out
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Path:
+    if find_virtiofsd() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("virtiofsd is required in CI: apt-get install qemu-system-common")
+        pytest.skip("virtiofsd is not installed")
+    (tmp_path / "shared").mkdir()
+    guest = tmp_path / "guest.py"
+    guest.write_text(
+        "import sys\n"
+        f"with open({str(tmp_path / 'guest.log')!r}, 'a') as f:\n"
+        "    f.write(' '.join(sys.argv[1:]) + '\\n')\n"
+    )
+    (tmp_path / "healer.toml").write_text(
+        f'[healer]\njournal = "{tmp_path / "journal"}"\nrules = "{ROOT / "rules"}"\n\n'
+        f'[[share]]\nname = "fs0"\nsocket = "{tmp_path / "fs0.sock"}"\n'
+        f'shared_dir = "{tmp_path / "shared"}"\n\n'
+        f'[guest]\nremount = ["{sys.executable}", "{guest}"]\nmount_point = "/mnt/fs0"\n'
+    )
+    return tmp_path
+
+
+@pytest.fixture
+def watchdog(setup: Path) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "healer", "watch", "--config", str(setup / "healer.toml")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate(timeout=30)
+
+
+def test_a_killed_virtiofsd_is_respawned_and_the_guest_remounted(
+    setup: Path, watchdog: subprocess.Popen[bytes]
+) -> None:
+    sock = setup / "fs0.sock"
+    wait_for(lambda: sock.exists() and is_listening(sock) and children(watchdog.pid))
+    (first,) = children(watchdog.pid)
+    client = VhostUserFrontend(str(sock), timeout_s=10)
+    assert client.get_features()
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: not exists(first))
+    client.close()
+    # Connect right away: healer's held socket queues us until the respawn serves.
+    with VhostUserFrontend(str(sock), timeout_s=15) as again:
+        assert again.get_features()
+    wait_for(
+        lambda: (
+            "ls /mnt/fs0" in (setup / "guest.log").read_text()
+            if (setup / "guest.log").exists()
+            else False
+        )
+    )
+    assert (setup / "guest.log").read_text().splitlines()[:3] == [
+        "umount /mnt/fs0",
+        "mount -t virtiofs fs0 /mnt/fs0",
+        "ls /mnt/fs0",
+    ]
+    watchdog.send_signal(signal.SIGTERM)
+    assert watchdog.wait(timeout=30) == 0
+    assert not sock.exists()
+    assert not [p for p in (first,) if exists(p)]
+    journal = records(setup / "journal")
+    exits = [r for r in journal if r["type"] == "event" and r["event"]["kind"] == "VirtiofsdExited"]  # type: ignore[index]
+    assert any(r["event"]["fields"]["signal"] == "SIGKILL" for r in exits)  # type: ignore[index]
+    decided = {r["key"]: r["action"] for r in journal if r["type"] == "decision"}
+    outcomes = {(r["key"], r["status"]) for r in journal if r["type"] == "outcome"}
+    respawns = [k for k, a in decided.items() if a == "respawn_virtiofsd"]
+    assert respawns
+    assert all((k, "succeeded") in outcomes for k in respawns)
+
+
+def test_sigterm_stops_everything_cleanly(setup: Path, watchdog: subprocess.Popen[bytes]) -> None:
+    sock = setup / "fs0.sock"
+    wait_for(lambda: sock.exists() and children(watchdog.pid))
+    (daemon,) = children(watchdog.pid)
+    watchdog.send_signal(signal.SIGTERM)
+    assert watchdog.wait(timeout=30) == 0
+    assert not exists(daemon)
+    assert not sock.exists()
+
+
+def test_a_bad_configuration_starts_nothing(tmp_path: Path) -> None:
+    (tmp_path / "healer.toml").write_text('[healer]\njournal = "relative"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "healer", "watch", "--config", str(tmp_path / "healer.toml")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 4
+    assert "journal 'relative' is not an absolute path" in result.stderr
