@@ -35,8 +35,10 @@ def wait_for(condition: Callable[[], object], limit_s: float = 20.0) -> None:
 def children(pid: int) -> list[int]:
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
-        found += [int(p) for p in text]
+        try:
+            found += [int(p) for p in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue  # a thread ended while we looked
     return found
 
 

@@ -1,0 +1,173 @@
+"""virtiofsd killed -> served again: healer watch (held socket) vs the while-true loop.
+
+For each of ``--kills`` rounds: a vhost-user client is served, virtiofsd is SIGKILLed,
+and a new client connects at once and asks GET_FEATURES; the latency is kill -> answer.
+A connect that is refused (the loop's window with no listener) is retried every
+millisecond and counted. Both peers run in the same invocation on the same machine.
+
+healer runs with the shipped rules made latency-only (no backoff, no storm circuit),
+because 200 kills in a row is exactly the restart storm the shipped rules stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from healer.sim import VhostUserFrontend  # noqa: E402
+from healer.supervise import find_virtiofsd, virtiofsd_argv  # noqa: E402
+
+LIMIT_S = 30.0
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(p) for p in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue  # a thread ended while we looked
+    return found
+
+
+def served(sock: Path) -> tuple[float, int]:
+    """Connect and get features; returns (time answered, refused connects)."""
+    refused = 0
+    deadline = time.monotonic() + LIMIT_S
+    while True:
+        try:
+            with VhostUserFrontend(str(sock), timeout_s=LIMIT_S) as client:
+                client.get_features()
+                return time.perf_counter(), refused
+        except (ConnectionRefusedError, FileNotFoundError):
+            refused += 1
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.001)
+
+
+def measure(parent: subprocess.Popen[bytes], sock: Path, kills: int) -> tuple[list[float], int]:
+    latencies: list[float] = []
+    refused_total = 0
+    served(sock)
+    for _ in range(kills):
+        pids = children(parent.pid)
+        deadline = time.monotonic() + LIMIT_S
+        while not pids:  # between rounds the old daemon may still be exiting
+            if time.monotonic() > deadline:
+                raise RuntimeError("no virtiofsd child appeared")
+            time.sleep(0.001)
+            pids = children(parent.pid)
+        start = time.perf_counter()
+        os.kill(pids[-1], signal.SIGKILL)
+        answered, refused = served(sock)
+        latencies.append(answered - start)
+        refused_total += refused
+    return latencies, refused_total
+
+
+def healer_peer(work: Path, shared: Path, kills: int) -> tuple[list[float], int]:
+    rules = work / "rules"
+    rules.mkdir()
+    text = (ROOT / "rules" / "healing.toml").read_text()
+    text = text.replace("backoff_initial = 1.0", "backoff_initial = 0.0")
+    text = text.replace('id = "restart-storm"', 'id = "restart-storm"\nenabled = false')
+    text = text.replace('id = "daemon-storm"', 'id = "daemon-storm"\nenabled = false')
+    (rules / "healing.toml").write_text(text)
+    config = work / "healer.toml"
+    sock = work / "healer.sock"
+    config.write_text(
+        f'[healer]\njournal = "{work / "journal"}"\nrules = "{rules}"\n\n'
+        f'[[share]]\nname = "bench"\nsocket = "{sock}"\nshared_dir = "{shared}"\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "healer", "watch", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + LIMIT_S
+        while not sock.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("healer watch did not create its socket")
+            time.sleep(0.01)
+        return measure(proc, sock, kills)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=LIMIT_S)
+
+
+def loop_peer(
+    work: Path, shared: Path, kills: int, binary: str, impl: str
+) -> tuple[list[float], int]:
+    sock = work / "loop.sock"
+    argv = virtiofsd_argv(binary, impl, shared_dir=str(shared))
+    flags = [a for a in argv[1:] if "{fd}" not in a and a != "--fd"]
+    socket_flag = f"--socket-path={sock}" if impl == "c" else f"--socket-path {sock}"
+    command = (
+        f"while true; do {binary} {socket_flag} {' '.join(flags)} 2>/dev/null; sleep 0.5; done"
+    )
+    bash = shutil.which("bash") or "/bin/bash"
+    proc = subprocess.Popen([bash, "-c", command], start_new_session=True)
+    try:
+        return measure(proc, sock, kills)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=LIMIT_S)
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--kills", type=int, default=200)
+    args = parser.parse_args()
+    found = find_virtiofsd()
+    if found is None:
+        print("virtiofsd is not installed (apt-get install qemu-system-common)", file=sys.stderr)
+        return 2
+    binary, impl = found
+    with tempfile.TemporaryDirectory(prefix="healer-respawn-") as tmp:
+        work = Path(tmp)
+        shared = work / "shared"
+        shared.mkdir()
+        (work / "h").mkdir()
+        (work / "l").mkdir()
+        results = {
+            "healer watch (held socket)": healer_peer(work / "h", shared, args.kills),
+            "while true; virtiofsd; sleep 0.5": loop_peer(
+                work / "l", shared, args.kills, binary, impl
+            ),
+        }
+    print(f"virtiofsd SIGKILL -> next client served, {args.kills} kills each, {binary}")
+    print()
+    print("| peer | p50 ms | p99 ms | max ms | refused connects |")
+    print("|---|---|---|---|---|")
+    for name, (latencies, refused) in results.items():
+        ms = [v * 1000 for v in latencies]
+        print(
+            f"| {name} | {statistics.median(ms):.1f} | {quantile(ms, 0.99):.1f} | "
+            f"{max(ms):.1f} | {refused} |"
+        )
+    (healer_ms, _), (loop_ms, _) = results.values()
+    ratio = statistics.median(loop_ms) / statistics.median(healer_ms)
+    print(f"\nloop p50 / healer p50: {ratio:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
