@@ -147,3 +147,26 @@ def test_a_bad_configuration_starts_nothing(tmp_path: Path) -> None:
     )
     assert result.returncode == 4
     assert "journal 'relative' is not an absolute path" in result.stderr
+
+
+def test_the_systemd_unit_and_vm_sh_snippet_use_real_commands() -> None:
+    """Every healer command line in deploy/ parses with today's CLI."""
+    unit = (ROOT / "deploy" / "healer.service").read_text()
+    snippet = (ROOT / "deploy" / "vm.sh-snippet.sh").read_text()
+    commands = [
+        line.split("=", 1)[1].split()[1:]
+        for line in unit.splitlines()
+        if line.startswith("ExecStart")
+    ]
+    commands += [
+        line.split()[1:4] for line in snippet.splitlines() if line.strip().startswith("healer ")
+    ]
+    assert len(commands) == 3
+    for args in commands:
+        help_args = [*[a for a in args if not a.startswith(("/", '"'))][:1], "--help"]
+        result = subprocess.run(
+            [sys.executable, "-m", "healer", *help_args], capture_output=True, check=False
+        )
+        assert result.returncode == 0, (args, result.stderr)
+    assert "KillMode=mixed" in unit
+    assert "--config" in snippet
