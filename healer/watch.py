@@ -15,13 +15,13 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from healer.actions import GuestRemount, RemountFailed
 from healer.config import Config, ShareConfig
 from healer.engine import Decision, Engine, RuleSet
-from healer.events import Event, VirtiofsdExited
+from healer.events import Event, Origin, VirtiofsdExited
 from healer.journal import Journal
 from healer.parse import SourceParser
 from healer.runner import Runner
@@ -121,6 +121,7 @@ class Watchdog:
         if proc is None or proc.pid != pid:
             return
         returncode = proc.wait()
+        daemon.drain(timeout_s=0.5)  # its last stderr lines are queued before its exit
         self._put("exit", name, (pid, ExitStatus.from_returncode(returncode)))
 
     def _put(self, kind: str, name: str, payload: object) -> None:
@@ -156,9 +157,15 @@ class Watchdog:
         data = line + b"\n"
         items = share.parser.feed(data, share.offset, ingest=self._now())
         share.offset += len(data)
-        events = [i for i in items if isinstance(i, Event)]
+        pid = share.daemon.pid
+        events = [self._with_pid(i, pid) for i in items if isinstance(i, Event)]
         if events:
             self.runner.ingest(events)
+
+    @staticmethod
+    def _with_pid(event: Event, pid: int | None) -> Event:
+        """Lines read from a daemon's stderr are about that process: say which."""
+        return replace(event, origin=replace(event.origin, program="virtiofsd", pid=pid))
 
     def _on_exit(self, name: str, pid: int, status: ExitStatus) -> None:
         share = self.shares[name]
@@ -184,6 +191,7 @@ class Watchdog:
             status=status.code,
             signal=status.signal,
             reporter="healer",
+            origin=Origin(program="virtiofsd", pid=pid),
         )
         log.warning("%s", event.message)
         self.runner.ingest([event])

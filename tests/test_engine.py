@@ -23,6 +23,7 @@ from healer.events import (
     BackendConnectTimeout,
     Event,
     FsDeviceCreating,
+    Origin,
     VirtiofsdClientConnected,
     VirtiofsdExited,
     VirtiofsdListening,
@@ -367,3 +368,16 @@ def test_the_engine_clock_never_runs_backwards() -> None:
     """A lagging source's older event counts at the latest time seen."""
     fired = decisions(run(shipped(), [exited(100, 1), connected(101, 2), exited(50, 3)]))
     assert [d.time for d in fired if d.cause and d.cause.line == 3] == [at(101).timestamp()] * 2
+
+
+def test_a_second_death_of_another_process_is_respawned_at_once() -> None:
+    """Deduplication merges reports of one process; a new pid is a new death."""
+    first = replace(exited(0, 1), origin=Origin(program="virtiofsd", pid=100))
+    same = replace(exited(0.1, 2), origin=Origin(program="virtiofsd", pid=100))
+    second = replace(exited(2, 3), origin=Origin(program="virtiofsd", pid=101))
+    respawns = [
+        d
+        for d in decisions(run(shipped(), [first, same, second]))
+        if d.action == "respawn_virtiofsd"
+    ]
+    assert [d.cause.line for d in respawns if d.cause] == [1, 3]

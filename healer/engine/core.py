@@ -73,6 +73,7 @@ class Cause:
     line: int
     offset: int
     time: float
+    pid: int | None = None  # the process the line is about, when known
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +121,7 @@ class ShareState:
     healthy_since: float | None = None
     circuit_until: float | None = None
     last: dict[str, float] = field(default_factory=dict)  # dedupe key -> decided at
+    last_pid: dict[str, int] = field(default_factory=dict)  # dedupe key -> pid it answered
     ordinals: dict[str, int] = field(default_factory=dict)  # action -> n in incident
 
 
@@ -213,7 +215,9 @@ class Engine:
         else:  # no time in the log: the last known time, as replay carries it
             now = state.clock if state.clock != float("-inf") else 0.0
         run = _Step(state, now)
-        cause = Cause(item.kind, item.source, item.line, item.offset, now)
+        # Only virtiofsd's own pid tells two deaths apart (a supervisor's pid does not).
+        pid = item.origin.pid if item.origin.program == "virtiofsd" else None
+        cause = Cause(item.kind, item.source, item.line, item.offset, now, pid)
         share = self._share_of(run, item)
         self._fire_due(run, now)
         if item.kind in self._recovery:
@@ -378,6 +382,7 @@ class Engine:
                 incidents=number,
                 attempt=0 if healthy_long else state.attempt,
                 last={},  # a new incident: nothing to merge with
+                last_pid={},
                 ordinals={},
             ),
         )
@@ -401,7 +406,10 @@ class Engine:
         state = run.share(share)
         dedupe = action if action in HEALING or action == "open_circuit" else f"{action}:{rule}"
         last = state.last.get(dedupe)
-        if not retry and last is not None and when - last < self.policy.dedupe_s:
+        pid = cause.pid if cause is not None else None
+        known = state.last_pid.get(dedupe)
+        same_process = pid is None or known is None or pid == known
+        if not retry and last is not None and when - last < self.policy.dedupe_s and same_process:
             return None  # the same request, seen again within the dedupe window
         suppressed = None
         if state.phase == Phase.CIRCUIT_OPEN and action in HEALING and not retry:
@@ -433,6 +441,8 @@ class Engine:
             suppressed=suppressed,
         )
         state = replace(state, last={**state.last, dedupe: when})
+        if pid is not None:
+            state = replace(state, last_pid={**state.last_pid, dedupe: pid})
         if state.phase != Phase.HEALTHY:
             state = replace(state, ordinals={**state.ordinals, action: ordinal})
         if action == "open_circuit" and state.phase != Phase.CIRCUIT_OPEN:

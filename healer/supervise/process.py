@@ -129,6 +129,11 @@ class SupervisedVirtiofsd:
                 if self.on_line is not None:
                     self.on_line(line)
 
+    def drain(self, *, timeout_s: float) -> None:
+        """Wait (bounded) until the stderr reader has passed on every line."""
+        if self._reader is not None:
+            self._reader.join(timeout=timeout_s)
+
     def poll(self) -> ExitStatus | None:
         """The exit status if it has exited, else None; never blocks."""
         if self.proc is None or self.proc.poll() is None:
