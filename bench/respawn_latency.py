@@ -41,39 +41,44 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def served(sock: Path) -> tuple[float, int]:
-    """Connect and get features; returns (time answered, refused connects)."""
+def served(sock: Path) -> tuple[VhostUserFrontend, float, int]:
+    """Connect and get features; returns (open client, time answered, refused connects)."""
     refused = 0
     deadline = time.monotonic() + LIMIT_S
     while True:
         try:
-            with VhostUserFrontend(str(sock), timeout_s=LIMIT_S) as client:
-                client.get_features()
-                return time.perf_counter(), refused
+            client = VhostUserFrontend(str(sock), timeout_s=LIMIT_S)
         except (ConnectionRefusedError, FileNotFoundError):
             refused += 1
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.001)
+            continue
+        client.get_features()
+        return client, time.perf_counter(), refused
 
 
 def measure(parent: subprocess.Popen[bytes], sock: Path, kills: int) -> tuple[list[float], int]:
+    """Kill the daemon serving a connected client; time until a new client is served."""
     latencies: list[float] = []
     refused_total = 0
-    served(sock)
-    for _ in range(kills):
+    client, _, _ = served(sock)
+    while len(latencies) < kills:
         pids = children(parent.pid)
-        deadline = time.monotonic() + LIMIT_S
-        while not pids:  # between rounds the old daemon may still be exiting
-            if time.monotonic() > deadline:
-                raise RuntimeError("no virtiofsd child appeared")
+        if not pids:
             time.sleep(0.001)
-            pids = children(parent.pid)
+            continue
         start = time.perf_counter()
-        os.kill(pids[-1], signal.SIGKILL)
-        answered, refused = served(sock)
+        try:
+            os.kill(pids[-1], signal.SIGKILL)
+        except ProcessLookupError:
+            continue  # it was just replaced; look again
+        fresh, answered, refused = served(sock)
+        client.close()
+        client = fresh
         latencies.append(answered - start)
         refused_total += refused
+    client.close()
     return latencies, refused_total
 
 
