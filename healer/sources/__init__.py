@@ -1,5 +1,23 @@
-"""Where lines come from: files read start to end (replay); tailers come later."""
+"""Where lines come from: files read start to end (replay), and tailed live."""
 
 from healer.sources.reader import ReadStats, open_log, read_batches
+from healer.sources.tail import (
+    FileIdentity,
+    FileTailer,
+    TailBatch,
+    TailPosition,
+    TailStats,
+    watch_files,
+)
 
-__all__ = ["ReadStats", "open_log", "read_batches"]
+__all__ = [
+    "FileIdentity",
+    "FileTailer",
+    "ReadStats",
+    "TailBatch",
+    "TailPosition",
+    "TailStats",
+    "open_log",
+    "read_batches",
+    "watch_files",
+]
