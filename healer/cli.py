@@ -199,6 +199,7 @@ def _watch(path: str) -> int:
     config = load_config(path)
     rules = load_rules(config.rules or default_rules_dir())
     logging.basicConfig(level=logging.INFO, format="healer: %(levelname)s %(message)s")
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # one line per change otherwise
     stop = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda *_: stop.set())

@@ -85,6 +85,7 @@ class Runner:
         self.snapshot_every = snapshot_every
         self.state: EngineState = engine.initial()
         self.checkpoints: dict[str, Checkpoint] = {}
+        self.tails: dict[str, dict[str, Any]] = {}  # source -> tailer position
         self.seen: dict[str, int] = {}  # source -> offset of the last journaled event
         self.open: dict[str, Decision] = {}  # decided, no final outcome yet
         self.started: set[str] = set()
@@ -125,7 +126,7 @@ class Runner:
                         if isinstance(out, Decision) and out.suppressed is None:
                             derived[out.key] = out
                 if isinstance(item, Event):
-                    self.seen[item.source] = item.offset
+                    self.seen[record.get("stream") or item.source] = item.offset
             elif kind == "decision":
                 decision = decision_from_dict(record)
                 journaled.add(decision.key)
@@ -139,6 +140,8 @@ class Runner:
                     self.started.discard(record["key"])
             elif kind == "offset":
                 self.checkpoints[record["source"]] = Checkpoint.from_dict(record["checkpoint"])
+                if "tail" in record:
+                    self.tails[record["source"]] = record["tail"]
         lost = [d for key, d in derived.items() if key not in journaled]
         self._append([{"type": "start", "rules": self.engine.rules.digest}])
         if lost:  # decided before the crash, but the write was torn: keep them now
@@ -168,6 +171,7 @@ class Runner:
             s: Checkpoint.from_dict(c) for s, c in snapshot.get("checkpoints", {}).items()
         }
         self.seen = dict(snapshot.get("seen", {}))
+        self.tails = dict(snapshot.get("tails", {}))
         for data in snapshot.get("open", []):
             decision = decision_from_dict(data)
             self.open[decision.key] = decision
@@ -176,27 +180,50 @@ class Runner:
     # --- running ------------------------------------------------------------------
 
     def ingest(
-        self, events: Iterable[Event], checkpoint: tuple[str, Checkpoint] | None = None
+        self,
+        events: Iterable[Event],
+        checkpoint: tuple[str, Checkpoint] | None = None,
+        *,
+        stream: str | None = None,
+        tail: dict[str, Any] | None = None,
     ) -> list[Output]:
-        """Step, journal (durably), then act. Events already journaled are skipped."""
+        """Step, journal (durably), then act. Events already journaled are skipped.
+
+        ``stream`` names what offsets count in (default: the event's source); a tailed
+        log gives each file its own stream, since a rotated file starts again at 0.
+        ``tail`` is the tailer's position, journaled with the checkpoint.
+        """
         records: list[dict[str, Any]] = []
         outputs: list[Output] = []
         for event in events:
-            seen = self.seen.get(event.source)
+            key = stream or event.source
+            seen = self.seen.get(key)
             if seen is not None and event.offset <= seen:
                 continue  # re-read after a restart: it is in the journal already
-            self.seen[event.source] = event.offset
+            self.seen[key] = event.offset
             self.state, outs = self.engine.step(self.state, event)
             self.stats.events += 1
             if self.journal is not None:
-                records.append({"type": "event", "event": to_dict(event)})
+                record: dict[str, Any] = {"type": "event", "event": to_dict(event)}
+                if stream is not None:
+                    record["stream"] = stream
+                records.append(record)
                 records += [output_to_dict(o) for o in outs]
             outputs += outs
         if checkpoint is not None:
             source, point = checkpoint
             self.checkpoints[source] = point
+            if tail is not None:
+                self.tails[source] = tail
             if self.journal is not None:
-                records.append({"type": "offset", "source": source, "checkpoint": point.to_dict()})
+                offset: dict[str, Any] = {
+                    "type": "offset",
+                    "source": source,
+                    "checkpoint": point.to_dict(),
+                }
+                if tail is not None:
+                    offset["tail"] = tail
+                records.append(offset)
         self._append(records)
         self._act(outputs)
         return outputs
@@ -299,6 +326,7 @@ class Runner:
             {
                 "state": state_to_dict(self.state),
                 "checkpoints": {s: c.to_dict() for s, c in self.checkpoints.items()},
+                "tails": self.tails,
                 "seen": self.seen,
                 "open": [output_to_dict(d) for d in self.open.values()],
                 "started": sorted(self.started),

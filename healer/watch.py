@@ -19,12 +19,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from healer.actions import GuestRemount, RemountFailed
-from healer.config import Config, ShareConfig
+from healer.config import Config, ShareConfig, SourceConfig
 from healer.engine import Decision, Engine, RuleSet
 from healer.events import Event, Origin, VirtiofsdExited
 from healer.journal import Journal
-from healer.parse import SourceParser
+from healer.parse import Checkpoint, SourceParser
 from healer.runner import Runner
+from healer.sources.tail import FileTailer, TailBatch, TailPosition, watch_files
 from healer.supervise import (
     ExitStatus,
     HeldSocket,
@@ -39,6 +40,17 @@ log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 10_000
 TICK_S = 1.0
+
+
+@dataclass(slots=True)
+class _Tailed:
+    """A configured log at run time: its tailer and the parser of its current file."""
+
+    config: SourceConfig
+    tailer: FileTailer
+    resume: Checkpoint | None = None
+    parser: SourceParser | None = None
+    stream: str = ""
 
 
 @dataclass(slots=True)
@@ -67,6 +79,7 @@ class Watchdog:
         self.journal = Journal(config.journal, fsync=config.fsync)
         self.runner = Runner(Engine(rules), self.journal, self, checker=self, now=clock)
         self.shares: dict[str, _Share] = {}
+        self.tailed: list[_Tailed] = []
 
     # --- life cycle ---------------------------------------------------------------
 
@@ -78,13 +91,33 @@ class Watchdog:
         for name in self.shares:
             self._start(name)
         self.runner.start()  # fold the journal, reconcile what a crash left open
+        self._tail_sources()
+        if self.tailed:
+            paths = [t.config.path for t in self.tailed]
+            threading.Thread(target=self._notify, args=(paths, stop), daemon=True).start()
         try:
             self._loop(stop)
         finally:
             self.shutdown()
         return 0
 
+    def _tail_sources(self) -> None:
+        """Tailers resume where the journal says each log was read up to."""
+        for source in self.config.sources:
+            position = self.runner.tails.get(source.name)
+            start = TailPosition.from_dict(position) if position else None
+            tailed = _Tailed(source, FileTailer(source.path, start=start))
+            tailed.resume = self.runner.checkpoints.get(source.name) if start else None
+            self.tailed.append(tailed)
+
+    def _notify(self, paths: list[str], stop: threading.Event) -> None:
+        for _changed in watch_files(paths, stop=stop):
+            if self.inputs.empty():  # one pending poll is enough
+                self._put("poll", "", None)
+
     def shutdown(self) -> None:
+        for tailed in self.tailed:
+            tailed.tailer.close()
         for share in self.shares.values():
             share.daemon.stop()
             share.held.close()
@@ -145,10 +178,58 @@ class Watchdog:
                 self._on_line(name, payload)  # type: ignore[arg-type]
             elif kind == "exit":
                 self._on_exit(name, *payload)  # type: ignore[misc]
+            if kind in ("poll", "") and self.tailed:
+                self._read_sources()
             self.runner.run_due()
             if self.clock() >= next_tick:
                 self.runner.tick(self.clock())
                 next_tick = self.clock() + TICK_S
+
+    def _read_sources(self) -> None:
+        for tailed in self.tailed:
+            read = False
+            for _ in range(64):  # bounded: a huge backlog is read over several turns
+                for batch in tailed.tailer.poll():
+                    self._on_batch(tailed, batch)
+                    read = True
+                if tailed.tailer.at_eof:
+                    break
+            if read and tailed.tailer.at_eof and tailed.parser is not None:
+                self._flush(tailed)
+
+    def _flush(self, tailed: _Tailed) -> None:
+        """Live, the last record is complete when the writer stopped: decide on it now.
+
+        (Replay waits for the next line to see whether it continues the record; a
+        live writer puts a record's lines in one write, so they arrive together.)
+        """
+        assert tailed.parser is not None  # noqa: S101 - checked by the caller
+        events = [i for i in tailed.parser.close() if isinstance(i, Event)]
+        point = tailed.parser.checkpoint()
+        identity = tailed.tailer.position.identity
+        tail = TailPosition(identity, point.offset).to_dict()
+        self.runner.ingest(events, (tailed.config.name, point), stream=tailed.stream, tail=tail)
+
+    def _on_batch(self, tailed: _Tailed, batch: TailBatch) -> None:
+        name = tailed.config.name
+        if batch.kind == "lines" and tailed.parser is None:
+            tailed.parser = SourceParser(name, default_year=self._now().year, resume=tailed.resume)
+            tailed.resume = None
+        if batch.identity is not None and batch.kind != "end":
+            tailed.stream = f"{name}@{batch.identity.device}:{batch.identity.inode}"
+        if batch.kind == "lines" and tailed.parser is not None:
+            items = tailed.parser.feed(batch.block, batch.offset, ingest=self._now())
+            point = tailed.parser.checkpoint()
+            tail = TailPosition(batch.identity, point.offset).to_dict()
+            events = [i for i in items if isinstance(i, Event)]
+            self.runner.ingest(events, (name, point), stream=tailed.stream, tail=tail)
+            return
+        if tailed.parser is not None:  # a file ends or a new one starts
+            events = [i for i in tailed.parser.close() if isinstance(i, Event)]
+            self.runner.ingest(events, stream=tailed.stream)
+        tailed.parser = None
+        if batch.kind == "start":
+            tailed.parser = SourceParser(name, default_year=self._now().year)
 
     def _on_line(self, name: str, line: bytes) -> None:
         share = self.shares[name]
@@ -157,6 +238,8 @@ class Watchdog:
         data = line + b"\n"
         items = share.parser.feed(data, share.offset, ingest=self._now())
         share.offset += len(data)
+        if self.inputs.empty():  # no more lines waiting: the last record is complete
+            items += share.parser.close()
         pid = share.daemon.pid
         events = [self._with_pid(i, pid) for i in items if isinstance(i, Event)]
         if events:

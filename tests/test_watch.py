@@ -170,3 +170,45 @@ def test_the_systemd_unit_and_vm_sh_snippet_use_real_commands() -> None:
         assert result.returncode == 0, (args, result.stderr)
     assert "KillMode=mixed" in unit
     assert "--config" in snippet
+
+
+def test_a_tailed_log_line_is_decided_on_and_not_read_twice(setup: Path) -> None:
+    """A cloud-hypervisor line appended to a tailed log reaches the rules, once."""
+    log = setup / "ch.log"
+    log.write_text("cloud-hypervisor:   1.000000s: <vmm> INFO:vmm/src/lib.rs:1 -- booted\r\n")
+    config = setup / "healer.toml"
+    config.write_text(config.read_text() + f'\n[[source]]\npath = "{log}"\nname = "ch"\n')
+    line = (
+        "2026-01-01T00:00:00.000000000Z cloud-hypervisor:  70.500000s: <vmm> ERROR:"
+        "virtio-devices/src/vhost_user/vu_common_ctrl.rs:462 -- Failed connecting the backend "
+        f"after trying for 1 minute for socket {setup / 'fs0.sock'}: VhostUserProtocol(SocketConnect("
+        'Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }))\r\n'
+    )
+
+    def timeouts() -> list[dict[str, object]]:
+        return [
+            r
+            for r in records(setup / "journal")
+            if r["type"] == "event" and r["event"]["kind"] == "BackendConnectTimeout"  # type: ignore[index]
+        ]
+
+    for round_ in (1, 2):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "healer", "watch", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for((setup / "fs0.sock").exists)
+            if round_ == 1:
+                with log.open("a") as f:
+                    f.write(line)
+            wait_for(lambda: len(timeouts()) >= 1)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+    (event,) = timeouts()  # the restart resumed after it: not journaled twice
+    assert event["stream"].startswith("ch@")  # type: ignore[union-attr]
+    journal = records(setup / "journal")
+    actions = [r["action"] for r in journal if r["type"] == "decision"]
+    assert actions[:3] == ["ensure_virtiofsd", "readd_fs", "remount_guest"]
