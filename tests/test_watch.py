@@ -112,13 +112,23 @@ def test_a_killed_virtiofsd_is_respawned_and_the_guest_remounted(
         "mount -t virtiofs fs0 /mnt/fs0",
         "ls /mnt/fs0",
     ]
+
+    def killed() -> list[dict[str, object]]:
+        return [
+            r
+            for r in records(setup / "journal")
+            if r["type"] == "event"
+            and r["event"]["kind"] == "VirtiofsdExited"  # type: ignore[index]
+            and r["event"]["fields"]["signal"] == "SIGKILL"  # type: ignore[index]
+        ]
+
+    # The exit is journaled once the daemon's last stderr lines are (bounded wait).
+    wait_for(killed)
     watchdog.send_signal(signal.SIGTERM)
     assert watchdog.wait(timeout=30) == 0
     assert not sock.exists()
     assert not [p for p in (first,) if exists(p)]
     journal = records(setup / "journal")
-    exits = [r for r in journal if r["type"] == "event" and r["event"]["kind"] == "VirtiofsdExited"]  # type: ignore[index]
-    assert any(r["event"]["fields"]["signal"] == "SIGKILL" for r in exits)  # type: ignore[index]
     decided = {r["key"]: r["action"] for r in journal if r["type"] == "decision"}
     outcomes = {(r["key"], r["status"]) for r in journal if r["type"] == "outcome"}
     respawns = [k for k, a in decided.items() if a == "respawn_virtiofsd"]
