@@ -80,9 +80,8 @@ def main() -> int:
     print("| idle CPU % (one core) | RSS MiB | threads |")
     print("|---|---|---|")
     print(f"| {share:.2f} | {rss:.1f} | {threads} |")
-    print(
-        f"\n(CPU from /proc/PID/stat ticks at {CLK_TCK} Hz: resolution {100 / CLK_TCK / (t1 - t0):.3f} %)"
-    )
+    resolution = 100 / CLK_TCK / (t1 - t0)
+    print(f"\n(CPU from /proc/PID/stat ticks at {CLK_TCK} Hz: resolution {resolution:.3f} %)")
     return 0
 
 
