@@ -466,11 +466,6 @@ def test_v53_lines_become_the_expected_events(
     assert stand_in.stats.refused > 0  # no held socket here: CH meets ECONNREFUSED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="healer.parse.cloud_hypervisor tries 'failed to reconnect vhost-user backend' "
-    "before 'Corrupted request detected', and CH v52+ embeds the first in the second",
-)
 def test_a_v53_needs_reset_line_is_read_as_device_needs_reset(
     make_ch: Callable[..., ChStandIn], backend: FakeBackend
 ) -> None:
@@ -513,11 +508,6 @@ def test_v28_a_failed_reconnect_takes_the_vmm_down(
     assert "\r" not in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="healer.parse.cloud_hypervisor._device takes a thread name as device id only "
-    "when it starts with '_' (_fs2); a worker of a user-given id is named after that id",
-)
 def test_a_worker_line_names_a_user_given_device(
     make_ch: Callable[..., ChStandIn], backend: FakeBackend
 ) -> None:

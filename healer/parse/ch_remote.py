@@ -70,7 +70,8 @@ def _device_added(rec: Record, m: re.Match[str]) -> Built:
 
 
 PATTERNS: list[Pattern] = [
-    (re.compile(r"^Error running command: Error opening HTTP socket: (.*)"), _unreachable),
+    # ch-remote <= v46, and newer ones logging through env_logger ([... ERROR ch_remote] ...)
+    (re.compile(r"^(?:Error running command: )?Error opening HTTP socket: (.*)"), _unreachable),
     (
         re.compile(r"^Error running command: Server responded with an error: (\w+)(?::\s*(.*))?"),
         _server_error,

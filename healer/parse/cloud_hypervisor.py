@@ -201,8 +201,8 @@ def _api_error_logged(rec: Record, m: re.Match[str]) -> Built:
 
 
 def _worker_stopped(rec: Record, m: re.Match[str]) -> Built:
-    thread = rec.thread or ""
-    return (DeviceWorkerStopped, {"device_id": thread}) if thread.startswith("_") else None
+    device = _device(rec)
+    return (DeviceWorkerStopped, {"device_id": device}) if device else None
 
 
 def _monitor_line(rec: Record, m: re.Match[str]) -> Built:
@@ -219,9 +219,16 @@ def monitor_event(source: str, event: str, properties: dict[str, str]) -> Built:
     return VmmLifecycle, {"event_source": source, "event": event, "properties": properties}
 
 
+_VMM_THREADS = re.compile(
+    r"^(?:vmm|main|anonymous|http-server|serial-manager|payload_loader|signal_handler"
+    r"|event-monitor|dbus-api|vcpu\d+)$"
+)
+
+
 def _device(rec: Record) -> str | None:
-    """Worker threads are named after their device id (``_fs2``)."""
-    return rec.thread if rec.thread and rec.thread.startswith("_") else None
+    """Worker threads are named after their device id (``_fs2``, or a user's ``myfs0``)."""
+    thread = rec.thread
+    return thread if thread and not _VMM_THREADS.match(thread) else None
 
 
 PATTERNS: list[Pattern] = [
@@ -248,11 +255,11 @@ PATTERNS: list[Pattern] = [
         re.compile(r"vhost-user backend for socket (\S+) disconnected, attempting reconnection"),
         _disconnected,
     ),
-    (re.compile(r"failed to reconnect vhost-user backend: (.*)"), _reconnect_failed),
     (
         re.compile(r"Corrupted request detected \((.*)\)\. Setting device status to 'NEEDS_RESET'"),
         _needs_reset,
     ),
+    (re.compile(r"failed to reconnect vhost-user backend: (.*)"), _reconnect_failed),
     (re.compile(r"Error when adding new fs to the VM: (.*)"), _add_fs_failed),
     (re.compile(r"Error when removing (?:new )?device (?:to|from) the VM: (.*)"), _remove_failed),
     (re.compile(r"Creating virtio-fs device: (FsConfig.*)"), _fs_creating),
