@@ -255,9 +255,11 @@ class Runner:
         if self.now is None:
             self._execute(decision)
             return
+        # The backoff is relative to the decision; logs may run on another clock.
+        delay = max(0.0, decision.not_before - decision.time)
         waits_for = decision.after if decision.after in self.open else None
-        if decision.not_before > self.now() or waits_for is not None or self.waiting:
-            heapq.heappush(self.waiting, (decision.not_before, self._order, decision))
+        if delay > 0 or waits_for is not None or self.waiting:
+            heapq.heappush(self.waiting, (self.now() + delay, self._order, decision))
             self._order += 1
             return
         self._execute(decision)

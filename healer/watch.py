@@ -33,6 +33,15 @@ from healer.supervise import (
     find_virtiofsd,
     virtiofsd_argv,
 )
+from healer.vmm import (
+    ChApiClient,
+    ChError,
+    ChRemote,
+    ChTimeout,
+    FsShare,
+    ReaddError,
+    readd_fs,
+)
 
 __all__ = ["Watchdog"]
 
@@ -240,15 +249,16 @@ class Watchdog:
         share.offset += len(data)
         if self.inputs.empty():  # no more lines waiting: the last record is complete
             items += share.parser.close()
-        pid = share.daemon.pid
-        events = [self._with_pid(i, pid) for i in items if isinstance(i, Event)]
+        pid, tag = share.daemon.pid, share.config.tag
+        events = [self._about(i, pid, tag) for i in items if isinstance(i, Event)]
         if events:
             self.runner.ingest(events)
 
     @staticmethod
-    def _with_pid(event: Event, pid: int | None) -> Event:
-        """Lines read from a daemon's stderr are about that process: say which."""
-        return replace(event, origin=replace(event.origin, program="virtiofsd", pid=pid))
+    def _about(event: Event, pid: int | None, tag: str) -> Event:
+        """Lines read from a daemon's stderr are about that process and its share."""
+        origin = replace(event.origin, program="virtiofsd", pid=pid)
+        return replace(event, share=event.share or tag, origin=origin)
 
     def _on_exit(self, name: str, pid: int, status: ExitStatus) -> None:
         share = self.shares[name]
@@ -311,8 +321,41 @@ class Watchdog:
             return "succeeded"
         if action == "remount_guest":
             return self._remount(share)
+        if action == "readd_fs":
+            return self._readd(share)
         log.error("action %s is not available in this version", action)
         return "failed"
+
+    def _readd(self, share: _Share) -> str:
+        """Remove the fs device, wait until it is gone and virtiofsd runs, add it again."""
+        vmm = self.config.vmm
+        if vmm is None:
+            log.info("no [vmm] configured: re-add of %s skipped", share.config.name)
+            return "closed"
+        api: ChApiClient | ChRemote
+        if vmm.ch_remote:
+            api = ChRemote([a.replace("{api_socket}", vmm.api_socket) for a in vmm.ch_remote])
+        else:
+            api = ChApiClient(vmm.api_socket)
+        fs = FsShare(tag=share.config.tag, socket=share.config.socket, device_id=share.config.name)
+
+        def ready() -> bool:
+            # Removing the device ended virtiofsd's one client, so it exits: start a
+            # fresh one here (the loop waits for this action). Never connect to check.
+            if share.daemon.proc is None or share.daemon.poll() is not None:
+                self._start(share.config.name)
+            return share.daemon.poll() is None
+
+        try:
+            done = readd_fs(api, fs, is_ready=ready)
+        except ChTimeout as exc:
+            log.error("re-add of %s timed out: %s", share.config.name, exc)
+            return "timed_out"
+        except (ChError, ReaddError) as exc:
+            log.error("re-add of %s failed: %s", share.config.name, exc)
+            return "failed"
+        log.warning("re-added %s as %s", share.config.name, done.device_id)
+        return "succeeded"
 
     def _remount(self, share: _Share) -> str:
         if self.config.guest is None:

@@ -12,14 +12,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
 
-from healer.sim import VhostUserFrontend
+from healer.sim import ChStandIn, VhostUserFrontend
 from healer.supervise import find_virtiofsd, is_listening
 from healer.supervise.process import exists
+from healer.vmm import ChApiClient
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,9 +93,9 @@ def test_a_killed_virtiofsd_is_respawned_and_the_guest_remounted(
 ) -> None:
     sock = setup / "fs0.sock"
     wait_for(lambda: sock.exists() and is_listening(sock) and children(watchdog.pid))
-    (first,) = children(watchdog.pid)
     client = VhostUserFrontend(str(sock), timeout_s=10)
     assert client.get_features()
+    (first,) = children(watchdog.pid)  # the daemon serving our client
     os.kill(first, signal.SIGKILL)
     wait_for(lambda: not exists(first))
     client.close()
@@ -133,7 +135,9 @@ def test_a_killed_virtiofsd_is_respawned_and_the_guest_remounted(
     outcomes = {(r["key"], r["status"]) for r in journal if r["type"] == "outcome"}
     respawns = [k for k, a in decided.items() if a == "respawn_virtiofsd"]
     assert respawns
-    assert all((k, "succeeded") in outcomes for k in respawns)
+    # The respawn for the kill ran; a later one may still wait out its backoff at stop.
+    assert (respawns[0], "succeeded") in outcomes
+    assert not [k for k in respawns if (k, "failed") in outcomes]
 
 
 def test_sigterm_stops_everything_cleanly(setup: Path, watchdog: subprocess.Popen[bytes]) -> None:
@@ -222,3 +226,56 @@ def test_a_tailed_log_line_is_decided_on_and_not_read_twice(setup: Path) -> None
     journal = records(setup / "journal")
     actions = [r["action"] for r in journal if r["type"] == "decision"]
     assert actions[:3] == ["ensure_virtiofsd", "readd_fs", "remount_guest"]
+
+
+def test_a_connect_timeout_re_adds_the_device_through_the_vmm_api(setup: Path) -> None:
+    """The stand-in cloud-hypervisor holds the device; healer removes and adds it again."""
+    ch = ChStandIn(setup / "api.sock", setup / "ch.log", version="v53").start()
+    try:
+        config = setup / "healer.toml"
+        config.write_text(
+            config.read_text()
+            + f'\n[vmm]\napi_socket = "{setup / "api.sock"}"\n'
+            + f'\n[[source]]\npath = "{setup / "ch.log"}"\nname = "ch"\n'
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "healer", "watch", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for((setup / "fs0.sock").exists)
+            api = ChApiClient(str(setup / "api.sock"), timeout_s=20)
+            api.add_fs(tag="fs0", socket=str(setup / "fs0.sock"), device_id="fs0")
+            stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+            line = (
+                f"{stamp} cloud-hypervisor:  70.500000s: <vmm> ERROR:virtio-devices/src/vhost_user/"
+                "vu_common_ctrl.rs:462 -- Failed connecting the backend after trying for 1 "
+                f"minute for socket {setup / 'fs0.sock'}: VhostUserProtocol(SocketConnect(Os "
+                '{ code: 111, kind: ConnectionRefused, message: "Connection refused" }))\r\n'
+            )
+            with (setup / "ch.log").open("a") as log:
+                log.write(line)
+
+            def readd_outcome() -> list[str]:
+                journal = records(setup / "journal")
+                keys = {
+                    r["key"]
+                    for r in journal
+                    if r["type"] == "decision" and r["action"] == "readd_fs"
+                }
+                return [
+                    str(r["status"]) for r in journal if r["type"] == "outcome" and r["key"] in keys
+                ]
+
+            wait_for(lambda: set(readd_outcome()) & {"succeeded", "failed", "timed_out"}, 60)
+            assert "succeeded" in readd_outcome()
+            devices = [
+                d for d in api.info().get("config", {}).get("fs", []) if d.get("tag") == "fs0"
+            ]
+            assert [d.get("id") for d in devices] == ["fs0"]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+    finally:
+        ch.stop()
