@@ -44,6 +44,20 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def kill_serving_daemon(parent: int) -> int:
+    """SIGKILL healer's virtiofsd child; a pid that vanished meanwhile is looked up again."""
+    for _ in range(100):
+        pids = children(parent)
+        if len(pids) == 1:
+            try:
+                os.kill(pids[0], signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            return pids[0]
+        time.sleep(0.01)
+    pytest.fail("no single virtiofsd child to kill")
+
+
 def records(journal: Path) -> list[dict[str, object]]:
     out = []
     for segment in sorted(journal.glob("segment-*")):
@@ -95,8 +109,7 @@ def test_a_killed_virtiofsd_is_respawned_and_the_guest_remounted(
     wait_for(lambda: sock.exists() and is_listening(sock) and children(watchdog.pid))
     client = VhostUserFrontend(str(sock), timeout_s=10)
     assert client.get_features()
-    (first,) = children(watchdog.pid)  # the daemon serving our client
-    os.kill(first, signal.SIGKILL)
+    first = kill_serving_daemon(watchdog.pid)
     wait_for(lambda: not exists(first))
     client.close()
     # Connect right away: healer's held socket queues us until the respawn serves.
@@ -279,3 +292,51 @@ def test_a_connect_timeout_re_adds_the_device_through_the_vmm_api(setup: Path) -
             assert proc.wait(timeout=30) == 0
     finally:
         ch.stop()
+
+
+def test_a_virtiofsd_that_cannot_start_backs_off_opens_the_circuit_and_retries_slowly(
+    setup: Path,
+) -> None:
+    """Missing shared dir: immediate exits. No busy loop: backoff, circuit, slow retries."""
+    rules = setup / "rules"
+    rules.mkdir()
+    text = (ROOT / "rules" / "healing.toml").read_text()
+    text = text.replace("backoff_initial = 1.0", "backoff_initial = 0.2")
+    text = text.replace("circuit_retry = 300.0", "circuit_retry = 2.0")
+    (rules / "healing.toml").write_text(text)
+    config = setup / "healer.toml"
+    config.write_text(
+        config.read_text()
+        .replace(str(ROOT / "rules"), str(rules))
+        .replace(f'shared_dir = "{setup / "shared"}"', f'shared_dir = "{setup / "missing"}"')
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "healer", "watch", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    started = time.monotonic()
+
+    def journal_of(kind: str) -> list[dict[str, object]]:
+        return [r for r in records(setup / "journal") if r["type"] == kind]
+
+    def opened() -> bool:
+        return any(r["after"] == "circuit-open" for r in journal_of("transition"))
+
+    try:
+        wait_for(opened, 60)
+        wait_for(lambda: any(r["rule"] == "circuit-retry" for r in journal_of("decision")), 60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    elapsed = time.monotonic() - started
+    events = [r["event"] for r in journal_of("event")]
+    exits = [e for e in events if e["kind"] == "VirtiofsdExited"]  # type: ignore[index]
+    assert any(e["kind"] == "VirtiofsdStartFailed" for e in events)  # type: ignore[index]
+    # Five quick exits open the circuit; after that one try per circuit_retry (2 s).
+    assert len(exits) <= 5 + int(elapsed / 2.0) + 2
+    respawns = [d for d in journal_of("decision") if d["action"] == "respawn_virtiofsd"]
+    waits = [float(d["not_before"]) - float(d["time"]) for d in respawns]  # type: ignore[arg-type]
+    assert waits[0] == 0.0
+    assert max(waits) >= 0.2  # later respawns backed off
+    assert any(d["suppressed"] == "circuit open" for d in respawns)

@@ -37,6 +37,7 @@ KEYWORDS = (
     "fv_panic",
     "does not exist",
     "vhost socket",
+    "failed to stat source",
     "Error",
 )
 
@@ -129,7 +130,7 @@ def _fv_panic(rec: Record, m: re.Match[str]) -> Built:
 
 
 def _start_failed(rec: Record, m: re.Match[str]) -> Built:
-    path = m.groupdict().get("path")
+    path = m.groupdict().get("path") or m.groupdict().get("source")
     return VirtiofsdStartFailed, {"path": path, **error_fields(m.group(0))}
 
 
@@ -158,6 +159,7 @@ PATTERNS: list[Pattern] = [
             r"|Error entering sandbox: .*"
             r"|vhost socket (?:bind|accept): .*"
             r"|Failed to create directory .*"
+            r"|failed to stat source \(\"(?P<source>[^\"]*)\"\): .*"
         ),
         _start_failed,
     ),
