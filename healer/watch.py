@@ -120,7 +120,9 @@ class Watchdog:
             self.tailed.append(tailed)
 
     def _notify(self, paths: list[str], stop: threading.Event) -> None:
-        for _changed in watch_files(paths, stop=stop):
+        # The loop itself polls the logs every TICK_S: the watcher only has to say
+        # "now" between ticks, so its own safety-net poll can be rare.
+        for _changed in watch_files(paths, stop=stop, poll_interval_s=60.0):
             if self.inputs.empty():  # one pending poll is enough
                 self._put("poll", "", None)
 
