@@ -27,18 +27,9 @@ sys.path.insert(0, str(ROOT))
 
 from healer.sim import VhostUserFrontend  # noqa: E402
 from healer.supervise import find_virtiofsd, virtiofsd_argv  # noqa: E402
+from healer.supervise.process import children  # noqa: E402
 
 LIMIT_S = 30.0
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found += [int(p) for p in (task / "children").read_text().split()]
-        except FileNotFoundError:
-            continue  # a thread ended while we looked
-    return found
 
 
 def served(sock: Path) -> tuple[VhostUserFrontend, float, int]:

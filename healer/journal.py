@@ -24,7 +24,7 @@ import orjson
 
 from healer.errors import HealerError
 
-__all__ = ["SCHEMA", "Journal", "JournalCorrupt", "Recovered"]
+__all__ = ["SCHEMA", "Journal", "JournalCorrupt", "Recovered", "read_records", "read_segment"]
 
 SCHEMA = 1
 FSYNC_POLICIES = ("decisions", "always", "never")
@@ -109,28 +109,10 @@ class Journal:
     def _read_segment(
         self, path: Path, *, last: bool, result: Recovered
     ) -> Iterator[dict[str, Any]]:
-        data = path.read_bytes()
-        lines = data.split(b"\n")
-        tail = lines.pop()  # bytes after the last newline: empty unless torn
-        good_end = len(data) - len(tail)
-        for number, line in enumerate(lines, 1):
-            try:
-                record = orjson.loads(line)
-                if not isinstance(record, dict) or "seq" not in record:
-                    raise ValueError("not a journal record")
-            except ValueError as exc:
-                if last and number == len(lines) and not tail:
-                    good_end -= len(line) + 1  # a torn write that happened to end in "\n"
-                    tail = line
-                    break
-                raise JournalCorrupt(path, number, f"unreadable record: {exc}") from exc
-            if record.get("v") != SCHEMA:
-                raise JournalCorrupt(path, number, f"schema {record.get('v')} is not {SCHEMA}")
-            yield record
-        if tail:
-            if not last:
-                raise JournalCorrupt(path, len(lines) + 1, "a segment ends in a partial record")
-            result.torn_bytes = len(data) - good_end
+        records, good_end, size = read_segment(path, last=last)
+        yield from records
+        if good_end < size:
+            result.torn_bytes = size - good_end
             with path.open("r+b") as file:  # cut it so appends start on a clean line
                 file.truncate(good_end)
                 os.fsync(file.fileno())
@@ -215,3 +197,40 @@ def _sync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def read_segment(path: Path, *, last: bool) -> tuple[list[dict[str, Any]], int, int]:
+    """The records of one segment, read only: (records, end of the last good one, size).
+
+    A torn record is allowed only at the end of the ``last`` segment; anything else
+    that cannot be read raises :class:`JournalCorrupt` with its line.
+    """
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    tail = lines.pop()  # bytes after the last newline: empty unless torn
+    good_end = len(data) - len(tail)
+    records: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = orjson.loads(line)
+            if not isinstance(record, dict) or "seq" not in record:
+                raise ValueError("not a journal record")
+        except ValueError as exc:
+            if last and number == len(lines) and not tail:
+                good_end -= len(line) + 1  # a torn write that happened to end in "\n"
+                tail = line
+                break
+            raise JournalCorrupt(path, number, f"unreadable record: {exc}") from exc
+        if record.get("v") != SCHEMA:
+            raise JournalCorrupt(path, number, f"schema {record.get('v')} is not {SCHEMA}")
+        records.append(record)
+    if tail and not last:
+        raise JournalCorrupt(path, len(lines) + 1, "a segment ends in a partial record")
+    return records, good_end, len(data)
+
+
+def read_records(path: Path) -> Iterator[dict[str, Any]]:
+    """Every record of a journal directory (or one segment file), changing nothing."""
+    segments = sorted(path.glob("segment-*.jsonl")) if path.is_dir() else [path]
+    for index, segment in enumerate(segments):
+        yield from read_segment(segment, last=index == len(segments) - 1)[0]

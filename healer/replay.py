@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import orjson
-
 from healer.engine.core import Output
 from healer.errors import InputError
 from healer.events import Event, from_dict
+from healer.journal import read_records
 from healer.parse import ParseStats, SourceParser, Unrecognized
 from healer.runner import Runner
 from healer.sources import ReadStats, open_log, read_batches
@@ -140,19 +139,8 @@ def journal_events(path: str) -> Iterator[Event]:
     root = Path(path)
     if not root.exists():
         raise InputError(path, "no such journal", "name a journal directory or segment file")
-    files = sorted(root.glob("segment-*.jsonl")) if root.is_dir() else [root]
-    if not files:
+    if root.is_dir() and not any(root.glob("segment-*.jsonl")):
         raise InputError(path, "no journal segments in it", "name a healer journal directory")
-    for file in files:
-        with file.open("rb") as stream:
-            for number, line in enumerate(stream, 1):
-                try:
-                    record = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    if stream.peek(1):
-                        raise InputError(
-                            f"{file}:{number}", "not a journal record", "is this a healer journal?"
-                        ) from None
-                    break  # a torn last line
-                if isinstance(record, dict) and record.get("type") == "event":
-                    yield from_dict(record["event"])
+    for record in read_records(root):
+        if record.get("type") == "event":
+            yield from_dict(record["event"])

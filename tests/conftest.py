@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import pytest
 
 from healer.events import Event
 from healer.parse import SourceParser
+from healer.supervise import find_virtiofsd
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CORPUS = FIXTURES / "corpus"
@@ -55,3 +59,25 @@ def parse_excerpt(excerpt: Excerpt) -> list[Event]:
 @pytest.fixture
 def excerpts() -> dict[str, Excerpt]:
     return {e.id: e for e in EXCERPTS}
+
+
+def wait_for(condition: Callable[[], object], limit_s: float = 20.0) -> None:
+    """Poll a condition with a bounded wait (no timing is asserted)."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not reached within the bound")
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def virtiofsd() -> tuple[str, str]:
+    """The installed virtiofsd; missing it skips, or fails under CI=true (no silent skips)."""
+    found = find_virtiofsd()
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(
+                "virtiofsd is required in CI: apt-get install qemu-system-common (Debian 12)"
+            )
+        pytest.skip("virtiofsd is not installed (apt-get install qemu-system-common)")
+    return found

@@ -20,13 +20,13 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from conftest import wait_for
 
 from healer.events import (
     ApiError,
@@ -48,7 +48,6 @@ from healer.supervise import (
     ExitStatus,
     HeldSocket,
     SupervisedVirtiofsd,
-    find_virtiofsd,
     is_listening,
     virtiofsd_argv,
 )
@@ -70,17 +69,7 @@ from healer.vmm.chformat import rust_duration
 
 CONTRACT = Path(__file__).parent / "contract"
 SPEC_FILE = CONTRACT / "cloud-hypervisor-openapi-v53.yaml"
-FOUND = find_virtiofsd()
 VERSIONS = ("v28", "v46", "v53")
-
-
-def wait_for(condition: Callable[[], object], limit_s: float = 15.0) -> None:
-    """Poll a condition with a bounded wait (no timing is asserted)."""
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not reached within the bound")
-        time.sleep(0.005)
 
 
 def events(path: Path) -> list[Event]:
@@ -890,17 +879,6 @@ def test_nothing_to_readd_is_an_error() -> None:
 
 
 # --- the stand-in against the real virtiofsd on a held socket -------------------------
-
-
-@pytest.fixture
-def virtiofsd() -> tuple[str, str]:
-    if FOUND is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(
-                "virtiofsd is required in CI: apt-get install qemu-system-common (Debian 12)"
-            )
-        pytest.skip("virtiofsd is not installed (apt-get install qemu-system-common)")
-    return FOUND
 
 
 class Respawner:

@@ -12,34 +12,20 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 from healer.sim import VhostUserError, VhostUserFrontend
 from healer.supervise import (
     HeldSocket,
     SupervisedVirtiofsd,
-    find_virtiofsd,
     is_listening,
     virtiofsd_argv,
 )
 from healer.supervise.process import exists
-
-FOUND = find_virtiofsd()
-
-
-@pytest.fixture
-def virtiofsd() -> tuple[str, str]:
-    if FOUND is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(
-                "virtiofsd is required in CI: apt-get install qemu-system-common (Debian 12)"
-            )
-        pytest.skip("virtiofsd is not installed (apt-get install qemu-system-common)")
-    return FOUND
 
 
 @pytest.fixture
@@ -62,15 +48,6 @@ def supervised(
     yield daemon
     daemon.stop()
     held.close()
-
-
-def wait_for(condition: object, limit_s: float = 10.0) -> None:
-    """Poll a condition with a bounded wait (no timing is asserted)."""
-    deadline = time.monotonic() + limit_s
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            pytest.fail("condition not reached within the bound")
-        time.sleep(0.005)
 
 
 def test_the_held_socket_is_private_and_listening(tmp_path: Path) -> None:

@@ -11,37 +11,21 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
+from conftest import wait_for
 
 from healer.sim import ChStandIn, VhostUserFrontend
-from healer.supervise import find_virtiofsd, is_listening
-from healer.supervise.process import exists
+from healer.supervise import is_listening
+from healer.supervise.process import children, exists
 from healer.vmm import ChApiClient
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def wait_for(condition: Callable[[], object], limit_s: float = 20.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not reached within the bound")
-        time.sleep(0.01)
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found += [int(p) for p in (task / "children").read_text().split()]
-        except FileNotFoundError:
-            continue  # a thread ended while we looked
-    return found
 
 
 def kill_serving_daemon(parent: int) -> int:
@@ -58,6 +42,21 @@ def kill_serving_daemon(parent: int) -> int:
     pytest.fail("no single virtiofsd child to kill")
 
 
+@contextmanager
+def running_watch(config: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``healer watch`` for the duration of a block; it must stop cleanly on SIGTERM."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "healer", "watch", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
 def records(journal: Path) -> list[dict[str, object]]:
     out = []
     for segment in sorted(journal.glob("segment-*")):
@@ -68,11 +67,7 @@ def records(journal: Path) -> list[dict[str, object]]:
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> Path:
-    if find_virtiofsd() is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("virtiofsd is required in CI: apt-get install qemu-system-common")
-        pytest.skip("virtiofsd is not installed")
+def setup(tmp_path: Path, virtiofsd: tuple[str, str]) -> Path:
     (tmp_path / "shared").mkdir()
     guest = tmp_path / "guest.py"
     guest.write_text(
@@ -220,20 +215,12 @@ def test_a_tailed_log_line_is_decided_on_and_not_read_twice(setup: Path) -> None
         ]
 
     for round_ in (1, 2):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "healer", "watch", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
+        with running_watch(config):
             wait_for((setup / "fs0.sock").exists)
             if round_ == 1:
                 with log.open("a") as f:
                     f.write(line)
             wait_for(lambda: len(timeouts()) >= 1)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=30) == 0
     (event,) = timeouts()  # the restart resumed after it: not journaled twice
     assert event["stream"].startswith("ch@")  # type: ignore[union-attr]
     journal = records(setup / "journal")
@@ -251,12 +238,7 @@ def test_a_connect_timeout_re_adds_the_device_through_the_vmm_api(setup: Path) -
             + f'\n[vmm]\napi_socket = "{setup / "api.sock"}"\n'
             + f'\n[[source]]\npath = "{setup / "ch.log"}"\nname = "ch"\n'
         )
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "healer", "watch", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
+        with running_watch(config):
             wait_for((setup / "fs0.sock").exists)
             api = ChApiClient(str(setup / "api.sock"), timeout_s=20)
             api.add_fs(tag="fs0", socket=str(setup / "fs0.sock"), device_id="fs0")
@@ -287,9 +269,6 @@ def test_a_connect_timeout_re_adds_the_device_through_the_vmm_api(setup: Path) -
                 d for d in api.info().get("config", {}).get("fs", []) if d.get("tag") == "fs0"
             ]
             assert [d.get("id") for d in devices] == ["fs0"]
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=30) == 0
     finally:
         ch.stop()
 
@@ -310,11 +289,6 @@ def test_a_virtiofsd_that_cannot_start_backs_off_opens_the_circuit_and_retries_s
         .replace(str(ROOT / "rules"), str(rules))
         .replace(f'shared_dir = "{setup / "shared"}"', f'shared_dir = "{setup / "missing"}"')
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "healer", "watch", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     started = time.monotonic()
 
     def journal_of(kind: str) -> list[dict[str, object]]:
@@ -323,12 +297,9 @@ def test_a_virtiofsd_that_cannot_start_backs_off_opens_the_circuit_and_retries_s
     def opened() -> bool:
         return any(r["after"] == "circuit-open" for r in journal_of("transition"))
 
-    try:
+    with running_watch(config):
         wait_for(opened, 60)
         wait_for(lambda: any(r["rule"] == "circuit-retry" for r in journal_of("decision")), 60)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
     elapsed = time.monotonic() - started
     events = [r["event"] for r in journal_of("event")]
     exits = [e for e in events if e["kind"] == "VirtiofsdExited"]  # type: ignore[index]

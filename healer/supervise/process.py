@@ -21,7 +21,14 @@ from pathlib import Path
 
 from healer.supervise.held import HeldSocket
 
-__all__ = ["ExitStatus", "SupervisedVirtiofsd", "exists", "find_virtiofsd", "virtiofsd_argv"]
+__all__ = [
+    "ExitStatus",
+    "SupervisedVirtiofsd",
+    "children",
+    "exists",
+    "find_virtiofsd",
+    "virtiofsd_argv",
+]
 
 _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -161,6 +168,21 @@ class SupervisedVirtiofsd:
             if self.wait(grace_s) is None:
                 self.proc.kill()
         return self.wait(grace_s)
+
+
+def children(pid: int) -> list[int]:
+    """The pids ``pid`` started that still run (its threads' ``children`` lists)."""
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:
+        return found
+    for task in tasks:
+        try:
+            found += [int(p) for p in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue  # a thread ended while we looked
+    return found
 
 
 def exists(pid: int) -> bool:
