@@ -44,9 +44,13 @@ FINAL = frozenset({"succeeded", "failed", "timed_out", "closed", "would_run"})
 
 
 class Executor(Protocol):
-    """Runs one decided action; returns ``succeeded``, ``failed`` or ``timed_out``."""
+    """Runs one decided action; returns ``succeeded``, ``failed``, ``timed_out``, ``closed``.
 
-    def run(self, decision: Decision) -> str: ...
+    ``None`` means the action goes on elsewhere (a worker thread): its outcome comes
+    back later through :meth:`Runner.complete`, and nothing waits for it meanwhile.
+    """
+
+    def run(self, decision: Decision) -> str | None: ...
 
 
 class Checker(Protocol):
@@ -91,6 +95,8 @@ class Runner:
         self.started: set[str] = set()
         self.stats = RunnerStats()
         self.waiting: list[tuple[float, int, Decision]] = []
+        self.running: dict[str, Decision] = {}  # handed to a worker, outcome pending
+        self.parked: dict[str, list[Decision]] = {}  # key -> decisions waiting for it
         self.failed: dict[str, bool] = {}  # executed keys -> did not succeed
         self._order = 0
         self._since_snapshot = 0
@@ -273,9 +279,10 @@ class Runner:
                 continue  # closed meanwhile
             before = decision.after
             if before is not None and before in self.open:
-                heapq.heappush(self.waiting, (self.now(), self._order, decision))
-                self._order += 1
-                break  # its predecessor has not finished: keep the order
+                # Its predecessor has not finished: it runs when that one completes.
+                # Other decisions (other shares) are not held up meanwhile.
+                self.parked.setdefault(before, []).append(decision)
+                continue
             if before is not None and self.failed.get(before):
                 self._outcome(decision, "closed", f"skipped: {before} did not succeed")
                 continue
@@ -296,16 +303,34 @@ class Runner:
         self._outcome(decision, "started", "")
         self.started.add(decision.key)
         status = self.executor.run(decision)
+        if status is None:
+            self.running[decision.key] = decision
+            return
+        self._finish(decision, status, "")
+
+    def complete(self, key: str, status: str, detail: str = "") -> bool:
+        """The outcome of an action that ran on elsewhere; False if none was pending."""
+        decision = self.running.pop(key, None)
+        if decision is None:
+            return False
+        self._finish(decision, status, detail)
+        return True
+
+    def _finish(self, decision: Decision, status: str, detail: str) -> None:
         self.stats.executed += 1
         self.failed[decision.key] = status != "succeeded"
         if len(self.failed) > _FAILED_KEPT:  # only recent keys can be an 'after'
             del self.failed[next(iter(self.failed))]
-        self._outcome(decision, status, "")
+        self._outcome(decision, status, detail)
 
     def _outcome(self, decision: Decision, status: str, detail: str) -> None:
         if status in FINAL:
             self.open.pop(decision.key, None)
             self.started.discard(decision.key)
+            for follower in self.parked.pop(decision.key, []):  # due now, in order
+                when = self.now() if self.now is not None else 0.0
+                heapq.heappush(self.waiting, (when, self._order, follower))
+                self._order += 1
         if self.journal is not None:
             self._append(
                 [{"type": "outcome", "key": decision.key, "status": status, "detail": detail}]

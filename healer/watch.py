@@ -1,11 +1,15 @@
 """``healer watch``: the live loop around the same engine, journal and runner.
 
-One thread decides; helper threads only feed a bounded queue: each supervised
-virtiofsd's stderr lines and its exit (seen the moment ``wait`` returns). Every
-input goes through the runner (journal first, then act); decisions whose backoff
-has not passed wait in the runner and run when due. SIGTERM/SIGINT stop the loop:
-children are stopped and the held sockets removed. A healer killed with -9 takes
-its virtiofsd along (parent-death signal) and resumes from the journal.
+One thread decides and writes the journal. Helper threads only feed it: each
+supervised virtiofsd's stderr lines and its exit (seen the moment ``wait`` returns)
+go into a bounded queue; an adopted virtiofsd's exit is seen through a pidfd; the
+outcomes of slow actions (run on per-share workers, see
+:mod:`healer.actions.live`) and their requests to start a daemon come back on a
+control channel the loop drains first. Every input goes through the runner
+(journal first, then act); decisions whose backoff has not passed wait in the
+runner and run when due. SIGTERM/SIGINT stop the loop: children are stopped and the
+held sockets removed. A healer killed with -9 takes its virtiofsd along
+(parent-death signal) and resumes from the journal.
 """
 
 from __future__ import annotations
@@ -17,30 +21,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO, cast
 
-from healer.actions import GuestRemount, RemountFailed
+from healer.actions.live import LiveActions
+from healer.actions.workers import ShareWorkers
 from healer.config import Config, ShareConfig, SourceConfig
-from healer.engine import Decision, Engine, RuleSet
+from healer.engine import Engine, RuleSet
 from healer.events import Event, Origin, VirtiofsdExited
 from healer.journal import Journal
 from healer.parse import Checkpoint, SourceParser
 from healer.runner import Runner
 from healer.sources.tail import FileTailer, TailBatch, TailPosition, watch_files
 from healer.supervise import (
+    AdoptedVirtiofsd,
     ExitStatus,
     HeldSocket,
     SupervisedVirtiofsd,
     find_virtiofsd,
     virtiofsd_argv,
-)
-from healer.vmm import (
-    ChApiClient,
-    ChError,
-    ChRemote,
-    ChTimeout,
-    FsShare,
-    ReaddError,
-    readd_fs,
 )
 
 __all__ = ["Watchdog"]
@@ -60,18 +59,21 @@ class _Tailed:
     resume: Checkpoint | None = None
     parser: SourceParser | None = None
     stream: str = ""
+    share: str | None = None  # the tag of the share whose virtiofsd writes this log
 
 
 @dataclass(slots=True)
 class _Share:
-    """A supervised share at run time."""
+    """A share at run time: supervised (held socket + daemon) or adopted."""
 
     config: ShareConfig
-    held: HeldSocket
-    daemon: SupervisedVirtiofsd
+    held: HeldSocket | None = None
+    daemon: SupervisedVirtiofsd | None = None
+    adopted: AdoptedVirtiofsd | None = None
     parser: SourceParser | None = None
     offset: int = 0
     exits: int = 0
+    copy: BinaryIO | None = None  # share.log: a copy of the daemon's stderr
     sources: dict[int, str] = field(default_factory=dict)
 
 
@@ -84,9 +86,16 @@ class Watchdog:
         self.config = config
         self.clock = clock
         self.inputs: queue.Queue[tuple[str, str, object]] = queue.Queue(QUEUE_LIMIT)
+        # Outcomes and start requests from action workers: never dropped, and bounded
+        # by the workers' own queues.
+        self.control: queue.SimpleQueue[tuple[str, str, object]] = queue.SimpleQueue()
         self.dropped = 0
         self.journal = Journal(config.journal, fsync=config.fsync)
-        self.runner = Runner(Engine(rules), self.journal, self, checker=self, now=clock)
+        self.workers = ShareWorkers(self._done)
+        self.actions = LiveActions(config, self, self.workers)
+        self.runner = Runner(
+            Engine(rules), self.journal, self.actions, checker=self.actions, now=clock
+        )
         self.shares: dict[str, _Share] = {}
         self.tailed: list[_Tailed] = []
 
@@ -97,9 +106,16 @@ class Watchdog:
         for share in self.config.shares:
             if share.mode == "supervise":
                 self.shares[share.name] = self._supervise(share)
-        for name in self.shares:
-            self._start(name)
+            else:
+                adopted = AdoptedVirtiofsd(share.socket, share.pid_file)
+                self.shares[share.name] = _Share(share, adopted=adopted)
+        for name, running in self.shares.items():
+            if running.daemon is not None:
+                self._start(name)
         self.runner.start()  # fold the journal, reconcile what a crash left open
+        for name, running in self.shares.items():
+            if running.adopted is not None:
+                self._adopt(name)
         self._tail_sources()
         if self.tailed:
             paths = [t.config.path for t in self.tailed]
@@ -112,10 +128,16 @@ class Watchdog:
 
     def _tail_sources(self) -> None:
         """Tailers resume where the journal says each log was read up to."""
-        for source in self.config.sources:
+        sources: list[tuple[SourceConfig, str | None]] = [(s, None) for s in self.config.sources]
+        sources += [  # an adopted virtiofsd's own log tells about its share
+            (SourceConfig(share.log, f"virtiofsd:{share.name}"), share.tag)
+            for share in self.config.shares
+            if share.mode == "adopt" and share.log
+        ]
+        for source, tag in sources:
             position = self.runner.tails.get(source.name)
             start = TailPosition.from_dict(position) if position else None
-            tailed = _Tailed(source, FileTailer(source.path, start=start))
+            tailed = _Tailed(source, FileTailer(source.path, start=start), share=tag)
             tailed.resume = self.runner.checkpoints.get(source.name) if start else None
             self.tailed.append(tailed)
 
@@ -127,11 +149,18 @@ class Watchdog:
                 self._put("poll", "", None)
 
     def shutdown(self) -> None:
+        self.workers.close()
+        while not self.control.empty():  # outcomes that came in: journal them
+            self._on_control(*self.control.get_nowait())
         for tailed in self.tailed:
             tailed.tailer.close()
         for share in self.shares.values():
-            share.daemon.stop()
-            share.held.close()
+            if share.daemon is not None:
+                share.daemon.stop()
+            if share.held is not None:
+                share.held.close()
+            if share.copy is not None:
+                share.copy.close()
         self.journal.close()
 
     def _supervise(self, share: ShareConfig) -> _Share:
@@ -150,15 +179,31 @@ class Watchdog:
         daemon = SupervisedVirtiofsd(
             argv, held, on_line=lambda line: self._put("line", share.name, line)
         )
-        return _Share(share, held, daemon)
+        copy = None
+        if share.log:
+            copy = Path(share.log).open("ab", buffering=0)  # noqa: SIM115 - closed at shutdown
+        return _Share(share, held, daemon, copy=copy)
 
     def _start(self, name: str) -> None:
         share = self.shares[name]
+        assert share.daemon is not None  # noqa: S101 - only supervised shares start
         pid = share.daemon.start()
         share.parser = SourceParser(f"virtiofsd:{name}:{pid}", default_year=self._now().year)
         share.offset = 0
         daemon = share.daemon
         threading.Thread(target=self._await_exit, args=(name, daemon, pid), daemon=True).start()
+
+    def _adopt(self, name: str) -> None:
+        """Find an adopted daemon and watch its exit; not found counts as exited."""
+        share = self.shares[name]
+        assert share.adopted is not None  # noqa: S101 - only adopted shares
+        pid = share.adopted.locate()
+        if pid is None:
+            if share.exits == 0:  # at start: say so once, and let the rules decide
+                self._on_exit(name, 0, None)
+            return
+        log.info("adopted virtiofsd %d for share %s", pid, name)
+        share.adopted.watch_exit(pid, lambda gone: self._put_control("exit", name, (gone, None)))
 
     def _await_exit(self, name: str, daemon: SupervisedVirtiofsd, pid: int) -> None:
         proc = daemon.proc
@@ -174,6 +219,33 @@ class Watchdog:
         except queue.Full:
             self.dropped += 1  # counted; a line lost is better than a blocked daemon
 
+    def _put_control(self, kind: str, name: str, payload: object) -> None:
+        self.control.put((kind, name, payload))
+        if self.inputs.empty():  # wake the loop; when inputs wait it wakes anyway
+            self._put("wake", "", None)
+
+    def _done(self, key: str, status: str, detail: str) -> None:
+        self._put_control("done", key, (status, detail))
+
+    # --- Daemons, for the live actions ------------------------------------------------
+
+    def running(self, name: str) -> bool:
+        share = self.shares[name]
+        if share.adopted is not None:
+            return share.adopted.running()
+        daemon = share.daemon
+        return daemon is not None and daemon.proc is not None and daemon.poll() is None
+
+    def start(self, name: str) -> None:
+        self._start(name)
+
+    def request_start(self, name: str) -> None:
+        self._put_control("start", name, None)
+
+    def wait_exit(self, name: str, timeout_s: float) -> bool:
+        daemon = self.shares[name].daemon
+        return daemon is not None and daemon.wait(timeout_s) is not None
+
     # --- the loop -----------------------------------------------------------------
 
     def _loop(self, stop: threading.Event) -> None:
@@ -185,6 +257,8 @@ class Watchdog:
                 kind, name, payload = self.inputs.get(timeout=max(0.0, min(wait, TICK_S)))
             except queue.Empty:
                 kind = ""
+            while not self.control.empty():
+                self._on_control(*self.control.get_nowait())
             if kind == "line":
                 self._on_line(name, payload)  # type: ignore[arg-type]
             elif kind == "exit":
@@ -193,8 +267,24 @@ class Watchdog:
                 self._read_sources()
             self.runner.run_due()
             if self.clock() >= next_tick:
+                self._look_for_adopted()
                 self.runner.tick(self.clock())
                 next_tick = self.clock() + TICK_S
+
+    def _on_control(self, kind: str, name: str, payload: object) -> None:
+        if kind == "done":
+            status, detail = cast(tuple[str, str], payload)
+            self.runner.complete(name, status, detail)
+        elif kind == "start" and not self.running(name):
+            self._start(name)
+        elif kind == "exit":
+            self._on_exit(name, *payload)  # type: ignore[misc]
+
+    def _look_for_adopted(self) -> None:
+        """Once a tick: an adopted share without a live daemon may have a new one."""
+        for name, share in self.shares.items():
+            if share.adopted is not None and not share.adopted.running():
+                self._adopt(name)
 
     def _read_sources(self) -> None:
         for tailed in self.tailed:
@@ -215,7 +305,7 @@ class Watchdog:
         live writer puts a record's lines in one write, so they arrive together.)
         """
         assert tailed.parser is not None  # noqa: S101 - checked by the caller
-        events = [i for i in tailed.parser.close() if isinstance(i, Event)]
+        events = [self._of(tailed, i) for i in tailed.parser.close() if isinstance(i, Event)]
         point = tailed.parser.checkpoint()
         identity = tailed.tailer.position.identity
         tail = TailPosition(identity, point.offset).to_dict()
@@ -232,26 +322,38 @@ class Watchdog:
             items = tailed.parser.feed(batch.block, batch.offset, ingest=self._now())
             point = tailed.parser.checkpoint()
             tail = TailPosition(batch.identity, point.offset).to_dict()
-            events = [i for i in items if isinstance(i, Event)]
+            events = [self._of(tailed, i) for i in items if isinstance(i, Event)]
             self.runner.ingest(events, (name, point), stream=tailed.stream, tail=tail)
             return
         if tailed.parser is not None:  # a file ends or a new one starts
-            events = [i for i in tailed.parser.close() if isinstance(i, Event)]
+            events = [self._of(tailed, i) for i in tailed.parser.close() if isinstance(i, Event)]
             self.runner.ingest(events, stream=tailed.stream)
         tailed.parser = None
         if batch.kind == "start":
             tailed.parser = SourceParser(name, default_year=self._now().year)
+
+    @staticmethod
+    def _of(tailed: _Tailed, event: Event) -> Event:
+        """Events from a share's own virtiofsd log are about that share."""
+        if tailed.share is None or event.share is not None:
+            return event
+        return replace(event, share=tailed.share)
 
     def _on_line(self, name: str, line: bytes) -> None:
         share = self.shares[name]
         if share.parser is None:
             return
         data = line + b"\n"
+        if share.copy is not None:
+            try:
+                share.copy.write(data)
+            except OSError as exc:  # a full disk must not stop the healing
+                log.error("cannot copy virtiofsd output to %s: %s", share.config.log, exc)
         items = share.parser.feed(data, share.offset, ingest=self._now())
         share.offset += len(data)
         if self.inputs.empty():  # no more lines waiting: the last record is complete
             items += share.parser.close()
-        pid, tag = share.daemon.pid, share.config.tag
+        pid, tag = share.daemon.pid if share.daemon else None, share.config.tag
         events = [self._about(i, pid, tag) for i in items if isinstance(i, Event)]
         if events:
             self.runner.ingest(events)
@@ -262,17 +364,23 @@ class Watchdog:
         origin = replace(event.origin, program="virtiofsd", pid=pid)
         return replace(event, share=event.share or tag, origin=origin)
 
-    def _on_exit(self, name: str, pid: int, status: ExitStatus) -> None:
+    def _on_exit(self, name: str, pid: int, status: ExitStatus | None) -> None:
+        """VirtiofsdExited; ``status`` None: an adopted daemon (not our child) or none."""
         share = self.shares[name]
         if share.parser is not None:  # lines still buffered in the parser
             events = [i for i in share.parser.close() if isinstance(i, Event)]
             if events:
                 self.runner.ingest(events)
         share.exits += 1
-        detail = (
-            f"exit status {status.code}" if status.signal is None else f"killed by {status.signal}"
-        )
-        last = b"\n".join(share.daemon.last_lines).decode("utf-8", "replace")
+        if status is None:
+            detail = "adopted: exit status unknown" if pid else "adopted: not running"
+            status = ExitStatus(None, None)
+        elif status.signal is None:
+            detail = f"exit status {status.code}"
+        else:
+            detail = f"killed by {status.signal}"
+        lines = share.daemon.last_lines if share.daemon is not None else ()
+        last = b"\n".join(lines).decode("utf-8", "replace")
         event = VirtiofsdExited(
             time=self._now(),
             source=f"healer:{name}",
@@ -280,106 +388,16 @@ class Watchdog:
             line=share.exits,
             share=share.config.tag,
             level="WARN",
-            message=f"virtiofsd {pid} for share {name} exited ({detail})",
+            message=f"virtiofsd {pid or '-'} for share {name} exited ({detail})",
             raw=last[-4096:],
             name="virtiofsd",
             status=status.code,
             signal=status.signal,
             reporter="healer",
-            origin=Origin(program="virtiofsd", pid=pid),
+            origin=Origin(program="virtiofsd", pid=pid or None),
         )
         log.warning("%s", event.message)
         self.runner.ingest([event])
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
-
-    # --- actions (the runner's executor and checker) -------------------------------
-
-    def _share_for(self, decision: Decision) -> _Share | None:
-        for share in self.shares.values():
-            if decision.share in (share.config.name, share.config.tag, share.config.socket):
-                return share
-        if decision.share == "default" and len(self.shares) == 1:
-            return next(iter(self.shares.values()))
-        return None
-
-    def run(self, decision: Decision) -> str:
-        """Executor: carry out one decision; returns succeeded, failed or timed_out."""
-        share = self._share_for(decision)
-        action = decision.action
-        if action in ("notify", "open_circuit"):
-            log.warning("%s for share %s (rule %s)", action, decision.share, decision.rule)
-            return "succeeded"
-        if share is None:
-            log.error("no supervised share %r for %s", decision.share, action)
-            return "failed"
-        if action in ("respawn_virtiofsd", "ensure_virtiofsd"):
-            running = share.daemon.proc is not None and share.daemon.poll() is None
-            # A daemon that lost its client exits by itself: give it a moment.
-            if running and (action == "ensure_virtiofsd" or share.daemon.wait(1.0) is None):
-                return "succeeded"
-            self._start(share.config.name)
-            return "succeeded"
-        if action == "remount_guest":
-            return self._remount(share)
-        if action == "readd_fs":
-            return self._readd(share)
-        log.error("action %s is not available in this version", action)
-        return "failed"
-
-    def _readd(self, share: _Share) -> str:
-        """Remove the fs device, wait until it is gone and virtiofsd runs, add it again."""
-        vmm = self.config.vmm
-        if vmm is None:
-            log.info("no [vmm] configured: re-add of %s skipped", share.config.name)
-            return "closed"
-        api: ChApiClient | ChRemote
-        if vmm.ch_remote:
-            api = ChRemote([a.replace("{api_socket}", vmm.api_socket) for a in vmm.ch_remote])
-        else:
-            api = ChApiClient(vmm.api_socket)
-        fs = FsShare(tag=share.config.tag, socket=share.config.socket, device_id=share.config.name)
-
-        def ready() -> bool:
-            # Removing the device ended virtiofsd's one client, so it exits: start a
-            # fresh one here (the loop waits for this action). Never connect to check.
-            if share.daemon.proc is None or share.daemon.poll() is not None:
-                self._start(share.config.name)
-            return share.daemon.poll() is None
-
-        try:
-            done = readd_fs(api, fs, is_ready=ready)
-        except ChTimeout as exc:
-            log.error("re-add of %s timed out: %s", share.config.name, exc)
-            return "timed_out"
-        except (ChError, ReaddError) as exc:
-            log.error("re-add of %s failed: %s", share.config.name, exc)
-            return "failed"
-        log.warning("re-added %s as %s", share.config.name, done.device_id)
-        return "succeeded"
-
-    def _remount(self, share: _Share) -> str:
-        if self.config.guest is None:
-            log.info("no [guest] transport configured: remount of %s skipped", share.config.name)
-            return "closed"
-        remount = GuestRemount(self.config.guest, share.config.tag)
-        try:
-            remount.run()
-        except RemountFailed as exc:
-            log.error(
-                "remount of %s failed after %d attempts: %s",
-                share.config.name,
-                remount.attempts,
-                exc,
-            )
-            return "failed"
-        return "succeeded"
-
-    def check(self, decision: Decision) -> str:
-        """Checker: after a crash, was a started action done?"""
-        share = self._share_for(decision)
-        if decision.action in ("respawn_virtiofsd", "ensure_virtiofsd"):
-            running = share is not None and share.daemon.poll() is None and share.daemon.proc
-            return "done" if running else "redo"
-        return "done" if decision.action in ("notify", "open_circuit") else "redo"

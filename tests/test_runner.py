@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 from healing_loop import ROOT, World, drive, make_log
 
-from healer.engine import Engine, load_rules
+from healer.engine import Decision, Engine, load_rules
+from healer.events import BackendConnectTimeout, VirtiofsdExited
 from healer.journal import Journal
 from healer.runner import Runner
 
@@ -81,3 +83,73 @@ def test_replaying_a_journal_decides_like_replaying_the_logs(tmp_path: Path) -> 
 
     assert decisions(from_logs)
     assert decisions(from_journal) == decisions(from_logs)
+
+
+class Deferring:
+    """An executor that hands re-adds to 'a worker' (completes them later) and runs the rest."""
+
+    def __init__(self) -> None:
+        self.ran: list[tuple[str, str]] = []
+        self.pending: list[str] = []
+
+    def run(self, decision: Decision) -> str | None:
+        self.ran.append((decision.share, decision.action))
+        if decision.action == "readd_fs":
+            self.pending.append(decision.key)
+            return None
+        return "succeeded"
+
+
+def test_an_action_that_runs_on_holds_its_successors_but_not_other_shares(
+    tmp_path: Path,
+) -> None:
+    clock = [1000.0]
+    executor = Deferring()
+    runner = Runner(
+        Engine(load_rules(ROOT / "rules")),
+        Journal(tmp_path / "j"),
+        executor,
+        now=lambda: clock[0],
+    )
+    runner.start()
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    runner.ingest(
+        [BackendConnectTimeout(time=at, source="ch", offset=0, line=1, share="fs0", socket="/s")]
+    )
+    runner.run_due()
+    assert executor.ran == [("fs0", "ensure_virtiofsd"), ("fs0", "readd_fs")]
+    # Another share is healed while fs0's re-add is still out.
+    runner.ingest([VirtiofsdExited(time=at, source="sup", offset=0, line=1, share="fs1")])
+    runner.run_due()
+    assert executor.ran[2:] == [("fs1", "respawn_virtiofsd"), ("fs1", "remount_guest")]
+    assert ("fs0", "remount_guest") not in executor.ran
+    (key,) = executor.pending
+    assert runner.complete(key, "succeeded")
+    assert not runner.complete(key, "succeeded")  # an outcome is taken once
+    runner.run_due()
+    assert executor.ran[-1] == ("fs0", "remount_guest")
+    assert runner.open == {}
+    assert runner.journal is not None
+    runner.journal.close()
+    outcomes = [
+        r["status"]
+        for segment in sorted((tmp_path / "j").glob("segment-*"))
+        for r in map(orjson.loads, segment.read_bytes().splitlines())
+        if r["type"] == "outcome" and r["key"] == key
+    ]
+    assert outcomes == ["started", "succeeded"]
+
+
+def test_a_deferred_action_that_fails_skips_its_successors(tmp_path: Path) -> None:
+    clock = [1000.0]
+    executor = Deferring()
+    runner = Runner(Engine(load_rules(ROOT / "rules")), None, executor, now=lambda: clock[0])
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    runner.ingest(
+        [BackendConnectTimeout(time=at, source="ch", offset=0, line=1, share="fs0", socket="/s")]
+    )
+    runner.run_due()
+    runner.complete(executor.pending[0], "timed_out")
+    runner.run_due()
+    assert ("fs0", "remount_guest") not in executor.ran
+    assert runner.open == {} and runner.waiting == []

@@ -1,13 +1,20 @@
-"""Supervision of virtiofsd: a listening socket healer holds, the daemon it runs."""
+"""Supervision of virtiofsd: a listening socket healer holds, the daemon it runs,
+or (adopt mode) a daemon someone else runs, watched without touching it."""
 
-from healer.supervise.held import HeldSocket, is_listening
+from healer.supervise.adopt import AdoptedVirtiofsd, read_pid_file, socket_owner
+from healer.supervise.held import HeldSocket, has_client, is_listening, listening_inode
 from healer.supervise.process import ExitStatus, SupervisedVirtiofsd, find_virtiofsd, virtiofsd_argv
 
 __all__ = [
+    "AdoptedVirtiofsd",
     "ExitStatus",
     "HeldSocket",
     "SupervisedVirtiofsd",
     "find_virtiofsd",
+    "has_client",
     "is_listening",
+    "listening_inode",
+    "read_pid_file",
+    "socket_owner",
     "virtiofsd_argv",
 ]

@@ -14,7 +14,7 @@ import socket
 import stat
 from pathlib import Path
 
-__all__ = ["HeldSocket", "is_listening"]
+__all__ = ["HeldSocket", "has_client", "is_listening", "listening_inode"]
 
 _SO_ACCEPTCON = 0x10000  # /proc/net/unix "Flags" bit of a listening socket
 
@@ -57,11 +57,39 @@ def is_listening(path: str | Path, *, proc_net_unix: Path = Path("/proc/net/unix
     Connecting would end a virtiofsd (it serves one client), so readiness of a
     virtiofsd healer does not own is read from the kernel's socket table.
     """
+    return listening_inode(path, proc_net_unix=proc_net_unix) is not None
+
+
+def listening_inode(
+    path: str | Path, *, proc_net_unix: Path = Path("/proc/net/unix")
+) -> int | None:
+    """The inode of the socket listening on ``path``, from the kernel's socket table."""
     target = str(path)
     with proc_net_unix.open(encoding="utf-8", errors="replace") as table:
         next(table, None)  # header
         for row in table:
             fields = row.split()
             if len(fields) >= 8 and fields[7] == target and int(fields[3], 16) & _SO_ACCEPTCON:
+                return int(fields[6])
+    return None
+
+
+def has_client(path: str | Path, *, proc_net_unix: Path = Path("/proc/net/unix")) -> bool:
+    """Whether a connection accepted on the socket ``path`` is open (a VMM is served).
+
+    An accepted Unix socket carries its listener's path in the kernel's table, in
+    state connected (``03``) and without the listening flag.
+    """
+    target = str(path)
+    with proc_net_unix.open(encoding="utf-8", errors="replace") as table:
+        next(table, None)
+        for row in table:
+            fields = row.split()
+            if (
+                len(fields) >= 8
+                and fields[7] == target
+                and fields[5] == "03"
+                and not int(fields[3], 16) & _SO_ACCEPTCON
+            ):
                 return True
     return False

@@ -1,0 +1,238 @@
+"""The live executor and checker: what each decided action does on this host.
+
+Fast actions (starting a supervised virtiofsd, a notify) run on the decision loop.
+Slow ones (re-adding the device through the VMM, remounting in the guest, waiting
+for a daemon someone else restarts) go to the share's worker thread and report
+their outcome later (:meth:`healer.runner.Runner.complete`), so one share's minute
+long re-add never holds up another share's respawn.
+
+Every argv and API call is built from the validated configuration: the share is
+looked up by the name, tag or socket the engine decided on, and a decision naming
+no configured share does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from healer.actions.guest import GuestRemount, RemountFailed
+from healer.actions.workers import ShareWorkers
+from healer.config import Config, ShareConfig
+from healer.engine import Decision
+from healer.supervise import has_client, is_listening
+from healer.vmm import (
+    ChApiClient,
+    ChError,
+    ChRemote,
+    ChTimeout,
+    FsShare,
+    ReaddError,
+    readd_fs,
+)
+
+__all__ = ["Daemons", "LiveActions"]
+
+log = logging.getLogger(__name__)
+
+RESPAWNS = frozenset({"respawn_virtiofsd", "ensure_virtiofsd"})
+ALERTS = frozenset({"notify", "open_circuit"})
+
+
+class Daemons(Protocol):
+    """What the watchdog tells about, and does to, each share's virtiofsd."""
+
+    def running(self, name: str) -> bool:
+        """Whether the share's virtiofsd process is alive (supervised or adopted)."""
+        ...
+
+    def start(self, name: str) -> None:
+        """Start the supervised virtiofsd now (decision loop only)."""
+        ...
+
+    def request_start(self, name: str) -> None:
+        """Ask the decision loop to start it if it is not running (any thread)."""
+        ...
+
+    def wait_exit(self, name: str, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the supervised virtiofsd to exit; True if it did."""
+        ...
+
+
+class LiveActions:
+    """The runner's executor and checker for ``healer watch``."""
+
+    def __init__(
+        self,
+        config: Config,
+        daemons: Daemons,
+        workers: ShareWorkers,
+        *,
+        adopt_wait_s: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.daemons = daemons
+        self.workers = workers
+        self.adopt_wait_s = adopt_wait_s
+        self.sleep = sleep
+        self.clock = clock
+
+    def share_for(self, decision: Decision) -> ShareConfig | None:
+        for share in self.config.shares:
+            if decision.share in (share.name, share.tag, share.socket):
+                return share
+        if decision.share == "default" and len(self.config.shares) == 1:
+            return self.config.shares[0]
+        return None
+
+    # --- executor -------------------------------------------------------------------
+
+    def run(self, decision: Decision) -> str | None:
+        """Carry out one decision: a status now, or None when a worker carries on."""
+        action = decision.action
+        if action in ALERTS:
+            log.warning("%s for share %s (rule %s)", action, decision.share, decision.rule)
+            return "succeeded"
+        share = self.share_for(decision)
+        if share is None:
+            log.error("no configured share %r for %s", decision.share, action)
+            return "failed"
+        if action in RESPAWNS:
+            return self._respawn(share, action, decision.key)
+        if action == "readd_fs":
+            return self._submit(share, decision.key, lambda: self._readd(share))
+        if action == "remount_guest":
+            return self._submit(share, decision.key, lambda: self._remount(share))
+        log.error("action %s is not available in this version", action)
+        return "failed"
+
+    def _submit(self, share: ShareConfig, key: str, work: Callable[[], str]) -> str | None:
+        if self.workers.submit(share.name, key, work):
+            return None
+        log.error("share %s has too many actions queued: %s not run", share.name, key)
+        return "failed"
+
+    def _respawn(self, share: ShareConfig, action: str, key: str) -> str | None:
+        name = share.name
+        if share.mode == "adopt":
+            if action == "ensure_virtiofsd" and self._adopted_ready(share):
+                return "succeeded"
+            return self._submit(share, key, lambda: self._await_adopted(share))
+        if not self.daemons.running(name):
+            self.daemons.start(name)
+            return "succeeded"
+        if action == "ensure_virtiofsd":
+            return "succeeded"
+
+        # It runs, but lost its client: it exits by itself in a moment. Wait for that
+        # off the loop, then have the loop start the next one.
+        def respawn_after_exit() -> str:
+            self.daemons.wait_exit(name, 1.0)
+            self.daemons.request_start(name)
+            return "succeeded"
+
+        return self._submit(share, key, respawn_after_exit)
+
+    def _adopted_ready(self, share: ShareConfig) -> bool:
+        return self.daemons.running(share.name) and is_listening(share.socket)
+
+    def _await_adopted(self, share: ShareConfig) -> str:
+        """Adopt mode: someone else restarts virtiofsd; wait (bounded) until it listens."""
+        deadline = self.clock() + self.adopt_wait_s
+        while self.clock() < deadline:
+            if self._adopted_ready(share):
+                return "succeeded"
+            self.sleep(0.05)
+        log.error(
+            "adopted virtiofsd of %s did not come back in %.0f s", share.name, self.adopt_wait_s
+        )
+        return "timed_out"
+
+    def _vmm(self) -> ChApiClient | ChRemote | None:
+        vmm = self.config.vmm
+        if vmm is None:
+            return None
+        if vmm.ch_remote:
+            return ChRemote([a.replace("{api_socket}", vmm.api_socket) for a in vmm.ch_remote])
+        return ChApiClient(vmm.api_socket)
+
+    def _readd(self, share: ShareConfig) -> str:
+        """Remove the fs device, wait until it is gone and virtiofsd runs, add it again."""
+        api = self._vmm()
+        if api is None:
+            log.info("no [vmm] configured: re-add of %s skipped", share.name)
+            return "closed"
+        fs = FsShare(tag=share.tag, socket=share.socket, device_id=share.name)
+
+        def ready() -> bool:
+            # Removing the device ended virtiofsd's one client, so it exits; the loop
+            # starts a fresh one. Never connect to check: that would use it up.
+            if share.mode == "adopt":
+                return self._adopted_ready(share)
+            if not self.daemons.running(share.name):
+                self.daemons.request_start(share.name)
+                return False
+            return True
+
+        try:
+            done = readd_fs(api, fs, is_ready=ready)
+        except ChTimeout as exc:
+            log.error("re-add of %s timed out: %s", share.name, exc)
+            return "timed_out"
+        except (ChError, ReaddError) as exc:
+            log.error("re-add of %s failed: %s", share.name, exc)
+            return "failed"
+        log.warning("re-added %s as %s", share.name, done.device_id)
+        return "succeeded"
+
+    def _remount(self, share: ShareConfig) -> str:
+        if self.config.guest is None:
+            log.info("no [guest] transport configured: remount of %s skipped", share.name)
+            return "closed"
+        remount = GuestRemount(self.config.guest, share.tag)
+        try:
+            remount.run()
+        except RemountFailed as exc:
+            log.error(
+                "remount of %s failed after %d attempts: %s", share.name, remount.attempts, exc
+            )
+            return "failed"
+        return "succeeded"
+
+    # --- checker --------------------------------------------------------------------
+
+    def check(self, decision: Decision) -> str:
+        """After a crash: was a started action done? Asks the world, not the journal."""
+        action = decision.action
+        if action in ALERTS:
+            return "done"
+        share = self.share_for(decision)
+        if share is None:
+            return "obsolete"
+        if action in RESPAWNS:
+            ready = (
+                self._adopted_ready(share)
+                if share.mode == "adopt"
+                else self.daemons.running(share.name)
+            )
+            return "done" if ready else "redo"
+        if action == "readd_fs":
+            return "done" if self._device_served(share) else "redo"
+        return "redo"  # a remount is safe to repeat: umount, mount, probe
+
+    def _device_served(self, share: ShareConfig) -> bool:
+        """The VMM lists the device and a client is connected to its virtiofsd."""
+        api = self._vmm()
+        if api is None:
+            return True  # nothing to re-add into
+        try:
+            info = api.info()
+        except ChError:
+            return False
+        devices = info.get("config", {}).get("fs") or []
+        listed = any(share.name == d.get("id") or share.tag == d.get("tag") for d in devices)
+        return listed and has_client(share.socket)
