@@ -28,7 +28,7 @@ from healer.actions.live import LiveActions
 from healer.actions.workers import ShareWorkers
 from healer.config import Config, ShareConfig, SourceConfig
 from healer.engine import Engine, RuleSet
-from healer.events import Event, Origin, VirtiofsdExited
+from healer.events import Event, Origin, VirtiofsdExited, VirtiofsdListening
 from healer.journal import Journal
 from healer.parse import Checkpoint, SourceParser
 from healer.runner import Runner
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 10_000
 TICK_S = 1.0
+ADOPT_LOOK_S = 0.1  # how often to look for an adopted share's next daemon
 
 
 @dataclass(slots=True)
@@ -73,6 +74,7 @@ class _Share:
     parser: SourceParser | None = None
     offset: int = 0
     exits: int = 0
+    said: int = 0  # events healer itself reported about this share
     copy: BinaryIO | None = None  # share.log: a copy of the daemon's stderr
     sources: dict[int, str] = field(default_factory=dict)
 
@@ -98,6 +100,7 @@ class Watchdog:
         )
         self.shares: dict[str, _Share] = {}
         self.tailed: list[_Tailed] = []
+        self._next_look = 0.0
 
     # --- life cycle ---------------------------------------------------------------
 
@@ -202,8 +205,14 @@ class Watchdog:
             if share.exits == 0:  # at start: say so once, and let the rules decide
                 self._on_exit(name, 0, None)
             return
-        log.info("adopted virtiofsd %d for share %s", pid, name)
         share.adopted.watch_exit(pid, lambda gone: self._put_control("exit", name, (gone, None)))
+        self._healer_says(
+            VirtiofsdListening,
+            share,
+            pid,
+            f"adopted virtiofsd {pid} for share {name}, listening on {share.config.socket}",
+            level="INFO",
+        )
 
     def _await_exit(self, name: str, daemon: SupervisedVirtiofsd, pid: int) -> None:
         proc = daemon.proc
@@ -252,7 +261,10 @@ class Watchdog:
         next_tick = self.clock() + TICK_S
         while not stop.is_set():
             due = self.runner.next_due()
-            wait = min(next_tick, due if due is not None else next_tick) - self.clock()
+            wake = min(next_tick, due if due is not None else next_tick)
+            if self._missing_adopted():  # look for its successor often, not only per tick
+                wake = min(wake, self._next_look)
+            wait = wake - self.clock()
             try:
                 kind, name, payload = self.inputs.get(timeout=max(0.0, min(wait, TICK_S)))
             except queue.Empty:
@@ -266,8 +278,10 @@ class Watchdog:
             if kind in ("poll", "") and self.tailed:
                 self._read_sources()
             self.runner.run_due()
-            if self.clock() >= next_tick:
+            if self.clock() >= self._next_look:
                 self._look_for_adopted()
+                self._next_look = self.clock() + ADOPT_LOOK_S
+            if self.clock() >= next_tick:
                 self.runner.tick(self.clock())
                 next_tick = self.clock() + TICK_S
 
@@ -280,11 +294,17 @@ class Watchdog:
         elif kind == "exit":
             self._on_exit(name, *payload)  # type: ignore[misc]
 
+    def _missing_adopted(self) -> list[str]:
+        return [
+            name
+            for name, share in self.shares.items()
+            if share.adopted is not None and not share.adopted.running()
+        ]
+
     def _look_for_adopted(self) -> None:
-        """Once a tick: an adopted share without a live daemon may have a new one."""
-        for name, share in self.shares.items():
-            if share.adopted is not None and not share.adopted.running():
-                self._adopt(name)
+        """An adopted share without a live daemon may have a new one by now."""
+        for name in self._missing_adopted():
+            self._adopt(name)
 
     def _read_sources(self) -> None:
         for tailed in self.tailed:
@@ -381,22 +401,44 @@ class Watchdog:
             detail = f"killed by {status.signal}"
         lines = share.daemon.last_lines if share.daemon is not None else ()
         last = b"\n".join(lines).decode("utf-8", "replace")
-        event = VirtiofsdExited(
-            time=self._now(),
-            source=f"healer:{name}",
-            offset=time.time_ns(),  # increasing across healer restarts too
-            line=share.exits,
-            share=share.config.tag,
-            level="WARN",
-            message=f"virtiofsd {pid or '-'} for share {name} exited ({detail})",
+        self._healer_says(
+            VirtiofsdExited,
+            share,
+            pid,
+            f"virtiofsd {pid or '-'} for share {name} exited ({detail})",
             raw=last[-4096:],
             name="virtiofsd",
             status=status.code,
             signal=status.signal,
             reporter="healer",
-            origin=Origin(program="virtiofsd", pid=pid or None),
         )
-        log.warning("%s", event.message)
+
+    def _healer_says(
+        self,
+        kind: type[Event],
+        share: _Share,
+        pid: int | None,
+        message: str,
+        *,
+        level: str = "WARN",
+        raw: str = "",
+        **fields: object,
+    ) -> None:
+        """An event healer saw itself (an exit, an adoption), journaled like a log line."""
+        share.said += 1
+        event = kind(
+            time=self._now(),
+            source=f"healer:{share.config.name}",
+            offset=time.time_ns(),  # increasing across healer restarts too
+            line=share.said,
+            share=share.config.tag,
+            level=level,
+            message=message,
+            raw=raw,
+            origin=Origin(program="virtiofsd", pid=pid or None),
+            **fields,
+        )
+        log.log(logging.getLevelName(level.replace("WARN", "WARNING")), "%s", message)
         self.runner.ingest([event])
 
     def _now(self) -> datetime:

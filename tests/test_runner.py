@@ -152,4 +152,5 @@ def test_a_deferred_action_that_fails_skips_its_successors(tmp_path: Path) -> No
     runner.complete(executor.pending[0], "timed_out")
     runner.run_due()
     assert ("fs0", "remount_guest") not in executor.ran
-    assert runner.open == {} and runner.waiting == []
+    assert runner.open == {}
+    assert runner.waiting == []
