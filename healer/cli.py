@@ -117,6 +117,19 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the watchdog for the shares in CONFIG until SIGTERM or SIGINT.",
     )
     watch.add_argument("--config", required=True, metavar="CONFIG")
+    demo = commands.add_parser(
+        "demo",
+        help="heal injected faults on a throwaway share, live (needs virtiofsd)",
+        description=(
+            "Start a temporary share under supervision with the cloud-hypervisor stand-in as "
+            "VMM, kill virtiofsd, reboot the guest, cause a restart storm, and show the "
+            "healing as it is journaled; exit 1 if a fault was not healed, 3 without virtiofsd."
+        ),
+    )
+    demo.add_argument("--keep", metavar="DIR", help="put the demo's files here and keep them")
+    demo.add_argument(
+        "--bound", type=float, default=30.0, metavar="SECONDS", help="wait per fault at most"
+    )
     commands.add_parser("kinds", help="list the event kinds healer emits")
     return parser
 
@@ -134,6 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args.path)
         if args.command == "watch":
             return _watch(args.config)
+        if args.command == "demo":
+            from healer.demo import run_demo  # noqa: PLC0415 - the live parts only here
+
+            return run_demo(keep=Path(args.keep) if args.keep else None, bound_s=args.bound)
         return _replay(args)
     except InputError as exc:
         print(f"healer: {exc.path}: {exc.problem}\n  hint: {exc.hint}", file=sys.stderr)

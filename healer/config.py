@@ -38,7 +38,17 @@ _LOOPBACK = ("127.", "[::1]", "localhost")
 
 _TOP = {"healer", "share", "vmm", "guest", "source"}
 _HEALER = {"journal", "rules", "metrics", "fsync"}
-_SHARE = {"name", "tag", "socket", "shared_dir", "mode", "virtiofsd", "pid_file", "log"}
+_SHARE = {
+    "name",
+    "tag",
+    "socket",
+    "shared_dir",
+    "mode",
+    "virtiofsd",
+    "pid_file",
+    "log",
+    "mount_point",
+}
 _VMM = {"kind", "api_socket", "ch_remote"}
 _GUEST = {"remount", "mount_point", "rescan"}
 _SOURCE = {"path", "name"}
@@ -60,6 +70,7 @@ class ShareConfig:
     virtiofsd: tuple[str, ...] = ()  # empty: the installed virtiofsd, default flags
     pid_file: str | None = None
     log: str | None = None
+    mount_point: str | None = None  # in the guest; default: [guest] mount_point
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +283,7 @@ def _shares(check: _Check, raw: Any) -> tuple[ShareConfig, ...]:
             )
         pid_file = check.absolute(table, "pid_file", path, required=False)
         log = check.absolute(table, "log", path, required=False)
+        mount_point = check.absolute(table, "mount_point", path, required=False)
         for key, value in (("name", name), ("tag", tag), ("socket", socket)):
             if value is None:
                 continue
@@ -293,6 +305,7 @@ def _shares(check: _Check, raw: Any) -> tuple[ShareConfig, ...]:
                     virtiofsd=argv,
                     pid_file=pid_file,
                     log=log,
+                    mount_point=mount_point,
                 )
             )
     return tuple(shares)

@@ -101,6 +101,12 @@ class Watchdog:
         self.shares: dict[str, _Share] = {}
         self.tailed: list[_Tailed] = []
         self._next_look = 0.0
+        self.logs_changed = threading.Event()
+        self.aliases = {
+            alias: share.tag
+            for share in config.shares
+            for alias in (share.name, share.tag, share.socket)
+        }
 
     # --- life cycle ---------------------------------------------------------------
 
@@ -146,10 +152,12 @@ class Watchdog:
 
     def _notify(self, paths: list[str], stop: threading.Event) -> None:
         # The loop itself polls the logs every TICK_S: the watcher only has to say
-        # "now" between ticks, so its own safety-net poll can be rare.
+        # "now" between ticks, so its own safety-net poll can be rare. The flag, not
+        # the queue, carries the news: a busy queue of stderr lines must not delay it.
         for _changed in watch_files(paths, stop=stop, poll_interval_s=60.0):
-            if self.inputs.empty():  # one pending poll is enough
-                self._put("poll", "", None)
+            self.logs_changed.set()
+            if self.inputs.empty():
+                self._put("wake", "", None)
 
     def shutdown(self) -> None:
         self.workers.close()
@@ -275,7 +283,8 @@ class Watchdog:
                 self._on_line(name, payload)  # type: ignore[arg-type]
             elif kind == "exit":
                 self._on_exit(name, *payload)  # type: ignore[misc]
-            if kind in ("poll", "") and self.tailed:
+            if self.tailed and (kind == "" or self.logs_changed.is_set()):
+                self.logs_changed.clear()
                 self._read_sources()
             self.runner.run_due()
             if self.clock() >= self._next_look:
@@ -352,12 +361,17 @@ class Watchdog:
         if batch.kind == "start":
             tailed.parser = SourceParser(name, default_year=self._now().year)
 
-    @staticmethod
-    def _of(tailed: _Tailed, event: Event) -> Event:
-        """Events from a share's own virtiofsd log are about that share."""
-        if tailed.share is None or event.share is not None:
-            return event
-        return replace(event, share=tailed.share)
+    def _of(self, tailed: _Tailed, event: Event) -> Event:
+        """Name the share an event is about by its configured tag.
+
+        Logs name a share by tag, socket path or device id; a share's own virtiofsd
+        log is about that share even where its lines name none.
+        """
+        share = event.share
+        if share is None:
+            share = tailed.share
+        share = self.aliases.get(share, share) if share is not None else None
+        return event if share == event.share else replace(event, share=share)
 
     def _on_line(self, name: str, line: bytes) -> None:
         share = self.shares[name]
@@ -378,17 +392,24 @@ class Watchdog:
         if events:
             self.runner.ingest(events)
 
-    @staticmethod
-    def _about(event: Event, pid: int | None, tag: str) -> Event:
-        """Lines read from a daemon's stderr are about that process and its share."""
+    def _about(self, event: Event, pid: int | None, tag: str) -> Event:
+        """Lines read from a daemon's stderr are about that process and its share.
+
+        They are read the moment they are written, so a line without a time of its
+        own (the C virtiofsd prints none) takes the time it was read.
+        """
         origin = replace(event.origin, program="virtiofsd", pid=pid)
-        return replace(event, share=event.share or tag, origin=origin)
+        when = event.time if event.time is not None else self._now()
+        return replace(event, share=event.share or tag, origin=origin, time=when)
 
     def _on_exit(self, name: str, pid: int, status: ExitStatus | None) -> None:
         """VirtiofsdExited; ``status`` None: an adopted daemon (not our child) or none."""
         share = self.shares[name]
         if share.parser is not None:  # lines still buffered in the parser
-            events = [i for i in share.parser.close() if isinstance(i, Event)]
+            tag = share.config.tag
+            events = [
+                self._about(i, pid, tag) for i in share.parser.close() if isinstance(i, Event)
+            ]
             if events:
                 self.runner.ingest(events)
         share.exits += 1

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import wait_for
-from watching import ROOT, kill_serving_daemon, records, running_watch
+from watching import ROOT, kill_serving_daemon, records, running_watch, write_setup
 
 from healer.sim import ChStandIn, VhostUserFrontend
 from healer.supervise import is_listening
@@ -26,20 +26,7 @@ from healer.vmm import ChApiClient
 
 @pytest.fixture
 def setup(tmp_path: Path, virtiofsd: tuple[str, str]) -> Path:
-    (tmp_path / "shared").mkdir()
-    guest = tmp_path / "guest.py"
-    guest.write_text(
-        "import sys\n"
-        f"with open({str(tmp_path / 'guest.log')!r}, 'a') as f:\n"
-        "    f.write(' '.join(sys.argv[1:]) + '\\n')\n"
-    )
-    (tmp_path / "healer.toml").write_text(
-        f'[healer]\njournal = "{tmp_path / "journal"}"\nrules = "{ROOT / "rules"}"\n\n'
-        f'[[share]]\nname = "fs0"\nsocket = "{tmp_path / "fs0.sock"}"\n'
-        f'shared_dir = "{tmp_path / "shared"}"\n\n'
-        f'[guest]\nremount = ["{sys.executable}", "{guest}"]\nmount_point = "/mnt/fs0"\n'
-    )
-    return tmp_path
+    return write_setup(tmp_path)
 
 
 @pytest.fixture

@@ -55,3 +55,27 @@ def records(journal: Path) -> list[dict[str, object]]:
             orjson.loads(line) for line in segment.read_bytes().splitlines() if line.endswith(b"}")
         ]
     return out
+
+
+def write_setup(tmp_path: Path, shares: tuple[str, ...] = ("fs0",)) -> Path:
+    """A healer.toml supervising ``shares`` with the real virtiofsd, and a recording guest.
+
+    The guest transport is a script that appends its argv to guest.log.
+    """
+    guest = tmp_path / "guest.py"
+    guest.write_text(
+        "import sys\n"
+        f"with open({str(tmp_path / 'guest.log')!r}, 'a') as f:\n"
+        "    f.write(' '.join(sys.argv[1:]) + '\\n')\n"
+    )
+    text = f'[healer]\njournal = "{tmp_path / "journal"}"\nrules = "{ROOT / "rules"}"\n\n'
+    for name in shares:
+        shared = tmp_path / ("shared" if name == shares[0] else f"shared-{name}")
+        shared.mkdir(exist_ok=True)
+        text += (
+            f'[[share]]\nname = "{name}"\nsocket = "{tmp_path / f"{name}.sock"}"\n'
+            f'shared_dir = "{shared}"\nmount_point = "/mnt/{name}"\n\n'
+        )
+    text += f'[guest]\nremount = ["{sys.executable}", "{guest}"]\nmount_point = "/mnt/fs0"\n'
+    (tmp_path / "healer.toml").write_text(text)
+    return tmp_path

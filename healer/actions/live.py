@@ -16,10 +16,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 from healer.actions.guest import GuestRemount, RemountFailed
-from healer.actions.workers import ShareWorkers
+from healer.actions.workers import ShareWorkers, Work
 from healer.config import Config, ShareConfig
 from healer.engine import Decision
 from healer.supervise import has_client, is_listening
@@ -110,7 +111,7 @@ class LiveActions:
         log.error("action %s is not available in this version", action)
         return "failed"
 
-    def _submit(self, share: ShareConfig, key: str, work: Callable[[], str]) -> str | None:
+    def _submit(self, share: ShareConfig, key: str, work: Work) -> str | None:
         if self.workers.submit(share.name, key, work):
             return None
         log.error("share %s has too many actions queued: %s not run", share.name, key)
@@ -160,12 +161,12 @@ class LiveActions:
             return ChRemote([a.replace("{api_socket}", vmm.api_socket) for a in vmm.ch_remote])
         return ChApiClient(vmm.api_socket)
 
-    def _readd(self, share: ShareConfig) -> str:
+    def _readd(self, share: ShareConfig) -> tuple[str, str]:
         """Remove the fs device, wait until it is gone and virtiofsd runs, add it again."""
         api = self._vmm()
         if api is None:
             log.info("no [vmm] configured: re-add of %s skipped", share.name)
-            return "closed"
+            return "closed", "no [vmm] configured"
         fs = FsShare(tag=share.tag, socket=share.socket, device_id=share.name)
 
         def ready() -> bool:
@@ -182,25 +183,28 @@ class LiveActions:
             done = readd_fs(api, fs, is_ready=ready)
         except ChTimeout as exc:
             log.error("re-add of %s timed out: %s", share.name, exc)
-            return "timed_out"
+            return "timed_out", str(exc)[:500]
         except (ChError, ReaddError) as exc:
             log.error("re-add of %s failed: %s", share.name, exc)
-            return "failed"
+            return "failed", str(exc)[:500]
         log.warning("re-added %s as %s", share.name, done.device_id)
-        return "succeeded"
+        return "succeeded", f"device {done.device_id}"
 
-    def _remount(self, share: ShareConfig) -> str:
+    def _remount(self, share: ShareConfig) -> str | tuple[str, str]:
         if self.config.guest is None:
             log.info("no [guest] transport configured: remount of %s skipped", share.name)
-            return "closed"
-        remount = GuestRemount(self.config.guest, share.tag)
+            return "closed", "no [guest] transport configured"
+        guest = self.config.guest
+        if share.mount_point:
+            guest = replace(guest, mount_point=share.mount_point)
+        remount = GuestRemount(guest, share.tag)
         try:
             remount.run()
         except RemountFailed as exc:
             log.error(
                 "remount of %s failed after %d attempts: %s", share.name, remount.attempts, exc
             )
-            return "failed"
+            return "failed", f"after {remount.attempts} attempts: {str(exc)[:400]}"
         return "succeeded"
 
     # --- checker --------------------------------------------------------------------

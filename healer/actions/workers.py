@@ -23,8 +23,8 @@ __all__ = ["ShareWorkers", "Work"]
 
 log = logging.getLogger(__name__)
 
-Work = Callable[[], str]
-"""A slow action bound to its arguments; returns an outcome status."""
+Work = Callable[[], "str | tuple[str, str]"]
+"""A slow action bound to its arguments; returns a status, or a status and why."""
 
 _STOP = object()
 
@@ -71,7 +71,8 @@ class ShareWorkers:
                 return
             key, work = cast(tuple[str, Work], item)
             try:
-                status, detail = work(), ""
+                result = work()
+                status, detail = (result, "") if isinstance(result, str) else result
             except Exception as exc:  # an action's bug must not kill the share's worker
                 log.exception("action %s raised", key)
                 status, detail = "failed", f"{type(exc).__name__}: {exc}"

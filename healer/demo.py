@@ -1,0 +1,298 @@
+"""``healer demo``: the whole healing loop on a throwaway share, in about half a minute.
+
+It needs only the real virtiofsd. In a private temporary directory it starts
+``healer watch``'s own loop on one supervised share, the cloud-hypervisor stand-in
+as the VMM (connected to the share over real vhost-user), and the guest stand-in as
+the remount transport. Then it injects faults a user meets (virtiofsd killed under
+a connected VMM, a guest reboot, a restart storm), prints the journal live as it
+is written (events, phase changes, decisions, outcomes) and, at the end, a summary
+and a postmortem report made from the journal by the same code as
+``healer replay --report``.
+
+The rules are the shipped ones with a shorter backoff and circuit retry, so the
+storm heals within the demo instead of after five minutes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from healer.config import load_config
+from healer.engine import load_rules
+from healer.engine.rules import default_rules_dir
+from healer.journal import JournalCorrupt, read_records
+from healer.supervise import find_virtiofsd
+from healer.watch import Watchdog
+
+__all__ = ["run_demo"]
+
+SHARE = "demo"
+STORM_KILLS = 8  # the storm rules open the circuit at 5 deaths within 60 s
+DEMO_POLICY = {  # shipped value -> demo value, each must be found
+    "backoff_initial = 1.0": "backoff_initial = 0.3",
+    "circuit_retry = 300.0": "circuit_retry = 4.0",
+}
+
+
+class DemoFailed(Exception):
+    """A fault was not healed within its bound."""
+
+
+@dataclass(slots=True)
+class _Printer:
+    """Prints journal records as they are written; keeps what the summary needs."""
+
+    out: TextIO
+    journal: Path
+    seen: int = 0
+    actions: dict[str, str] = field(default_factory=dict)
+    outcomes: dict[str, str] = field(default_factory=dict)
+    events: int = 0
+    phase: str = "healthy"
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def poll(self) -> None:
+        with self.lock:
+            try:
+                records = list(read_records(self.journal)) if self.journal.exists() else []
+            except JournalCorrupt:
+                return  # a record being written: read it next time
+            for record in records[self.seen :]:
+                self._show(record)
+            self.seen = max(self.seen, len(records))
+
+    def _show(self, record: dict[str, Any]) -> None:
+        kind = record.get("type")
+        if kind == "event":
+            self.events += 1
+            event = record["event"]
+            text = event["message"].strip().splitlines()[0][:100] if event["message"] else ""
+            self._say(f"  event    {event['kind']:<28} {text}")
+        elif kind == "transition":
+            self.phase = record["after"]
+            self._say(f"  phase    {record['share']}: {record['before']} -> {record['after']}")
+        elif kind == "decision":
+            self.actions[record["key"]] = record["action"]
+            note = f" ({record['suppressed']})" if record.get("suppressed") else ""
+            self._say(f"  decide   {record['action']:<28} rule {record['rule']}{note}")
+        elif kind == "outcome" and record["key"] in self.actions:
+            self.outcomes[record["key"]] = record["status"]
+            if record["status"] != "started":
+                detail = f" ({record['detail']})" if record.get("detail") else ""
+                self._say(
+                    f"  outcome  {self.actions[record['key']]:<28} {record['status']}{detail}"
+                )
+
+    def _say(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+
+def run_demo(out: TextIO = sys.stdout, *, keep: Path | None = None, bound_s: float = 30.0) -> int:
+    """Run the demo; 0 when every fault was healed, 1 otherwise, 3 without virtiofsd."""
+    found = find_virtiofsd()
+    if found is None:
+        print(
+            "healer demo needs the real virtiofsd. Install it:\n"
+            "  Debian 12: apt-get install qemu-system-common  (/usr/lib/qemu/virtiofsd)\n"
+            "  Debian 13: apt-get install virtiofsd           (/usr/libexec/virtiofsd)\n"
+            "or name one with HEALER_VIRTIOFSD=/path/to/virtiofsd",
+            file=out,
+        )
+        return 3
+    root = keep or Path(tempfile.mkdtemp(prefix="healer-demo-"))
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    logging.getLogger("healer").setLevel(logging.ERROR)  # the journal printout says it all
+    print(f"healer demo: virtiofsd {found[0]} ({found[1]}), files in {root}", file=out)
+    from healer.sim import ChStandIn  # noqa: PLC0415 - the stand-in only for the demo
+
+    ch = ChStandIn(root / "ch-api.sock", root / "cloud-hypervisor.log").start()
+    config = load_config(_write_setup(root))
+    watchdog = Watchdog(config, load_rules(root / "rules"))
+    stop = threading.Event()
+    serving = threading.Thread(target=watchdog.serve, args=(stop,), daemon=True)
+    printer = _Printer(out, root / "journal")
+    try:
+        serving.start()
+        _wait(lambda: _daemon_pid(watchdog) is not None, bound_s, "virtiofsd did not start")
+        _step(out, "the VM boots: cloud-hypervisor adds the fs device and connects")
+        from healer.vmm import ChApiClient  # noqa: PLC0415
+
+        api = ChApiClient(str(root / "ch-api.sock"))
+        api.add_fs(tag=SHARE, socket=str(root / f"{SHARE}.sock"), device_id=SHARE)
+        _wait(lambda: ch.stats.connects >= 1, bound_s, "the VMM did not connect", printer)
+        _Faults(out, watchdog, ch, printer, root / "guest.log", bound_s).run()
+        return 0
+    except DemoFailed as exc:
+        printer.poll()
+        print(f"\nhealer demo: NOT healed: {exc}", file=out)
+        return 1
+    finally:
+        stop.set()
+        serving.join(15)
+        ch.stop()
+        printer.poll()
+        _summary(out, printer, root)
+
+
+@dataclass(slots=True)
+class _Faults:
+    """The injected faults, each waited on (bounded) until healed."""
+
+    out: TextIO
+    watchdog: Watchdog
+    ch: Any
+    printer: _Printer
+    guest_log: Path
+    bound_s: float
+
+    def remounts(self) -> int:
+        text = self.guest_log.read_text() if self.guest_log.exists() else ""
+        return text.count(f"mount -t virtiofs {SHARE} ")
+
+    def wait(self, condition: Callable[[], object], what: str) -> None:
+        _wait(condition, self.bound_s, what, self.printer)
+
+    def healed(self, what: str, fault: Callable[[], object] | None = None) -> None:
+        """Cause ``fault``, then wait until the VMM connected again, the guest
+        remounted and virtiofsd runs."""
+        connects, mounts = self.ch.stats.connects, self.remounts()
+        if fault is not None:
+            fault()
+
+        def done() -> bool:
+            return (
+                self.ch.stats.connects > connects
+                and self.remounts() > mounts
+                and _daemon_pid(self.watchdog) is not None
+            )
+
+        self.wait(done, what)
+
+    def run(self) -> None:
+        _step(self.out, "fault 1: virtiofsd is killed (-9) while the VMM is connected")
+        self.healed("no respawn and remount", lambda: _kill_daemon(self.watchdog))
+        _step(self.out, "fault 2: the guest reboots (the VMM disconnects and reconnects)")
+        self.healed("no reconnect after the reboot", self.ch.guest_reboot)
+        _step(self.out, "fault 3: a restart storm (virtiofsd killed again and again)")
+        for _ in range(STORM_KILLS):
+            if "open_circuit" in self.printer.actions.values():
+                break
+            self.respawned(_daemon_pid(self.watchdog))
+        _step(self.out, "  ... the circuit opens; a slow retry serves the share again")
+        self.wait(lambda: "open_circuit" in self.printer.actions.values(), "no circuit opened")
+        self.wait(
+            lambda: self.printer.phase == "healthy" and _daemon_pid(self.watchdog) is not None,
+            "the share did not come back after the storm",
+        )
+        _step(self.out, "every fault healed without a human")
+
+    def respawned(self, pid: int | None) -> None:
+        _kill_daemon(self.watchdog)
+
+        def replaced() -> bool:
+            return _daemon_pid(self.watchdog) not in (None, pid)
+
+        self.wait(replaced, "no respawn")
+
+
+def _write_setup(root: Path) -> Path:
+    (root / "shared").mkdir(exist_ok=True)
+    (root / "shared" / "hello.txt").write_text("served by virtiofsd under healer\n")
+    rules = root / "rules"
+    rules.mkdir(exist_ok=True)
+    text = (default_rules_dir() / "healing.toml").read_text(encoding="utf-8")
+    for shipped, demo in DEMO_POLICY.items():
+        if shipped not in text:
+            msg = f"the shipped rules no longer say {shipped!r}; update healer.demo"
+            raise RuntimeError(msg)
+        text = text.replace(shipped, demo)
+    (rules / "healing.toml").write_text(text, encoding="utf-8")
+    guest = [sys.executable, "-m", "healer.sim.guest", "--log", str(root / "guest.log")]
+    argv = ", ".join(f'"{a}"' for a in guest)
+    config = root / "healer.toml"
+    config.write_text(
+        f'[healer]\njournal = "{root / "journal"}"\nrules = "{rules}"\n\n'
+        f'[[share]]\nname = "{SHARE}"\nsocket = "{root / f"{SHARE}.sock"}"\n'
+        f'shared_dir = "{root / "shared"}"\nlog = "{root / "virtiofsd.log"}"\n\n'
+        f'[vmm]\napi_socket = "{root / "ch-api.sock"}"\n\n'
+        f'[guest]\nremount = [{argv}]\nmount_point = "/mnt/{SHARE}"\n\n'
+        f'[[source]]\npath = "{root / "cloud-hypervisor.log"}"\nname = "cloud-hypervisor"\n',
+        encoding="utf-8",
+    )
+    return config
+
+
+def _daemon_pid(watchdog: Watchdog) -> int | None:
+    share = watchdog.shares.get(SHARE)
+    daemon = share.daemon if share else None
+    if daemon is None or daemon.proc is None or daemon.proc.poll() is not None:
+        return None
+    return daemon.proc.pid
+
+
+def _kill_daemon(watchdog: Watchdog) -> None:
+    pid = _daemon_pid(watchdog)
+    if pid is not None:
+        os.kill(pid, signal.SIGKILL)
+
+
+def _wait(
+    condition: Callable[[], object],
+    bound_s: float,
+    what: str,
+    printer: _Printer | None = None,
+) -> None:
+    deadline = time.monotonic() + bound_s
+    while not condition():
+        if printer is not None:
+            printer.poll()
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"{what} within {bound_s:.0f} s")
+        time.sleep(0.05)
+    if printer is not None:
+        printer.poll()
+
+
+def _step(out: TextIO, text: str) -> None:
+    print(f"\n{text}", file=out, flush=True)
+
+
+def _summary(out: TextIO, printer: _Printer, root: Path) -> None:
+    ran: dict[str, dict[str, int]] = {}
+    for key, action in printer.actions.items():
+        status = printer.outcomes.get(key, "suppressed or pending")
+        ran.setdefault(action, {}).setdefault(status, 0)
+        ran[action][status] += 1
+    print(f"\nsummary: {printer.events} events journaled", file=out)
+    for action, statuses in sorted(ran.items()):
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
+        print(f"  {action:<20} {counts}", file=out)
+    report = root / "report.md"
+    try:
+        _write_report(root / "journal", report)
+        print(f"postmortem report: {report}", file=out)
+    except Exception as exc:
+        print(f"postmortem report not written: {exc}", file=out)
+    print(f"journal: {root / 'journal'} (healer replay --journal DIR reads it)", file=out)
+
+
+def _write_report(journal: Path, report: Path) -> None:
+    from healer.cli import main  # noqa: PLC0415 - the same path as `healer replay --report`
+
+    argv = ["replay", "--journal", str(journal), "--format", "counts", "--report", str(report)]
+    with Path(os.devnull).open("w") as null, contextlib.redirect_stdout(null):
+        code = main(argv)
+    if code != 0:
+        msg = f"healer replay --report exited {code}"
+        raise RuntimeError(msg)
