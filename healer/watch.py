@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 10_000
 TICK_S = 1.0
+RESTART_GRACE_S = 1.0  # a daemon that lost its client exits within this
 ADOPT_LOOK_S = 0.1  # how often to look for an adopted share's next daemon
 
 
@@ -77,6 +78,7 @@ class _Share:
     said: int = 0  # events healer itself reported about this share
     copy: BinaryIO | None = None  # share.log: a copy of the daemon's stderr
     sources: dict[int, str] = field(default_factory=dict)
+    restart: tuple[int, str, float] | None = None  # start anew when pid exits: key, deadline
 
 
 class Watchdog:
@@ -259,9 +261,26 @@ class Watchdog:
     def request_start(self, name: str) -> None:
         self._put_control("start", name, None)
 
-    def wait_exit(self, name: str, timeout_s: float) -> bool:
-        daemon = self.shares[name].daemon
-        return daemon is not None and daemon.wait(timeout_s) is not None
+    def pid(self, name: str) -> int | None:
+        share = self.shares[name]
+        if share.adopted is not None:
+            return share.adopted.pid if share.adopted.running() else None
+        return share.daemon.pid if self.running(name) and share.daemon is not None else None
+
+    def restart_after_exit(self, name: str, pid: int, key: str) -> bool:
+        share = self.shares[name]
+        if share.daemon is None or self.pid(name) != pid:
+            return False
+        share.restart = (pid, key, self.clock() + RESTART_GRACE_S)
+        return True
+
+    def _restarts_due(self) -> None:
+        """A daemon that was to exit but still runs after the grace: it kept its client."""
+        for share in self.shares.values():
+            if share.restart is not None and self.clock() >= share.restart[2]:
+                pid, key, _ = share.restart
+                share.restart = None
+                self.runner.complete(key, "succeeded", f"virtiofsd {pid} still serves")
 
     # --- the loop -----------------------------------------------------------------
 
@@ -286,6 +305,7 @@ class Watchdog:
             if self.tailed and (kind == "" or self.logs_changed.is_set()):
                 self.logs_changed.clear()
                 self._read_sources()
+            self._restarts_due()
             self.runner.run_due()
             if self.clock() >= self._next_look:
                 self._look_for_adopted()
@@ -346,7 +366,11 @@ class Watchdog:
             tailed.parser = SourceParser(name, default_year=self._now().year, resume=tailed.resume)
             tailed.resume = None
         if batch.identity is not None and batch.kind != "end":
-            tailed.stream = f"{name}@{batch.identity.device}:{batch.identity.inode}"
+            # Offsets count per file: a rotated file, and a truncated one (same inode,
+            # new first line), start again at 0 as a stream of their own.
+            identity = batch.identity
+            fingerprint = identity.fingerprint or "-"
+            tailed.stream = f"{name}@{identity.device}:{identity.inode}:{fingerprint}"
         if batch.kind == "lines" and tailed.parser is not None:
             items = tailed.parser.feed(batch.block, batch.offset, ingest=self._now())
             point = tailed.parser.checkpoint()
@@ -422,6 +446,11 @@ class Watchdog:
             detail = f"killed by {status.signal}"
         lines = share.daemon.last_lines if share.daemon is not None else ()
         last = b"\n".join(lines).decode("utf-8", "replace")
+        if share.restart is not None and share.restart[0] == pid:  # a respawn waits for this
+            _, key, _ = share.restart
+            share.restart = None
+            self._start(name)
+            self.runner.complete(key, "succeeded", f"started when {pid} exited")
         self._healer_says(
             VirtiofsdExited,
             share,

@@ -1,6 +1,8 @@
 """The live executor and checker: what each decided action does on this host.
 
-Fast actions (starting a supervised virtiofsd, a notify) run on the decision loop.
+Fast actions (starting a supervised virtiofsd, a notify) run on the decision loop;
+a respawn of a daemon that still runs completes when the loop sees it exit and
+starts the next one (never behind a slow action of the same share).
 Slow ones (re-adding the device through the VMM, remounting in the guest, waiting
 for a daemon someone else restarts) go to the share's worker thread and report
 their outcome later (:meth:`healer.runner.Runner.complete`), so one share's minute
@@ -49,6 +51,10 @@ class Daemons(Protocol):
         """Whether the share's virtiofsd process is alive (supervised or adopted)."""
         ...
 
+    def pid(self, name: str) -> int | None:
+        """The pid of the share's running virtiofsd, if one runs."""
+        ...
+
     def start(self, name: str) -> None:
         """Start the supervised virtiofsd now (decision loop only)."""
         ...
@@ -57,8 +63,11 @@ class Daemons(Protocol):
         """Ask the decision loop to start it if it is not running (any thread)."""
         ...
 
-    def wait_exit(self, name: str, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s`` for the supervised virtiofsd to exit; True if it did."""
+    def restart_after_exit(self, name: str, pid: int, key: str) -> bool:
+        """Start a new virtiofsd the moment ``pid`` exits and complete ``key`` then.
+
+        False if ``pid`` is not the share's running daemon (it is gone already).
+        """
         ...
 
 
@@ -103,7 +112,7 @@ class LiveActions:
             log.error("no configured share %r for %s", decision.share, action)
             return "failed"
         if action in RESPAWNS:
-            return self._respawn(share, action, decision.key)
+            return self._respawn(share, decision)
         if action == "readd_fs":
             return self._submit(share, decision.key, lambda: self._readd(share))
         if action == "remount_guest":
@@ -117,26 +126,25 @@ class LiveActions:
         log.error("share %s has too many actions queued: %s not run", share.name, key)
         return "failed"
 
-    def _respawn(self, share: ShareConfig, action: str, key: str) -> str | None:
-        name = share.name
+    def _respawn(self, share: ShareConfig, decision: Decision) -> str | None:
+        name, action = share.name, decision.action
         if share.mode == "adopt":
             if action == "ensure_virtiofsd" and self._adopted_ready(share):
                 return "succeeded"
-            return self._submit(share, key, lambda: self._await_adopted(share))
+            return self._submit(share, decision.key, lambda: self._await_adopted(share))
         if not self.daemons.running(name):
             self.daemons.start(name)
             return "succeeded"
         if action == "ensure_virtiofsd":
             return "succeeded"
-
-        # It runs, but lost its client: it exits by itself in a moment. Wait for that
-        # off the loop, then have the loop start the next one.
-        def respawn_after_exit() -> str:
-            self.daemons.wait_exit(name, 1.0)
-            self.daemons.request_start(name)
+        # It runs but lost its client (the cause said so): it exits by itself in a
+        # moment, and the loop starts the next one at that moment. A decision about
+        # an earlier daemon that has been replaced meanwhile has nothing left to do.
+        pid = decision.cause.pid if decision.cause is not None else None
+        current = self.daemons.pid(name)
+        if current is None or (pid is not None and pid != current):
             return "succeeded"
-
-        return self._submit(share, key, respawn_after_exit)
+        return None if self.daemons.restart_after_exit(name, current, decision.key) else "succeeded"
 
     def _adopted_ready(self, share: ShareConfig) -> bool:
         return self.daemons.running(share.name) and is_listening(share.socket)

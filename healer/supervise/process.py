@@ -112,6 +112,7 @@ class SupervisedVirtiofsd:
         if self.proc is not None and self.proc.poll() is None:
             msg = f"virtiofsd {self.proc.pid} is still running"
             raise RuntimeError(msg)
+        self.last_lines.clear()  # the exit report is about one run
         fd = self.held.fileno()
         argv = [arg.replace("{fd}", str(fd)) for arg in self.argv]
         self.proc = subprocess.Popen(
