@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -30,11 +30,15 @@ from healer.engine.rules import default_rules_dir, describe, load_rules
 from healer.errors import InputError
 from healer.events import KINDS, Event
 from healer.journal import Journal, JournalCorrupt
+from healer.observe import NULL_OBSERVER, Observer
 from healer.output import Printable, jsonl_line, table_header, table_line
 from healer.parse import Unrecognized
 from healer.replay import Input, ReplaySummary, decide, journal_events, replay
 from healer.runner import Runner
 from healer.tomlspot import LocatedError
+
+if TYPE_CHECKING:
+    from healer.metrics import HealerMetrics
 
 __all__ = ["EXIT_CONFIG", "EXIT_INPUT", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -94,6 +98,11 @@ def _parser() -> argparse.ArgumentParser:
         help="replay the events of a recorded journal (directory or segment) instead of logs",
     )
     rp.add_argument("--write-journal", metavar="DIR", help="record the replay in a journal")
+    rp.add_argument(
+        "--metrics",
+        metavar="FILE",
+        help="write the replay's Prometheus metrics to FILE (text exposition format)",
+    )
     rp.add_argument(
         "--report", metavar="FILE", help="write a postmortem report (Markdown; HTML for .html)"
     )
@@ -236,7 +245,9 @@ def _replay(args: argparse.Namespace) -> int:
         raise InputError("--what-if", "needs --report FILE", "add --report what-if.md")
     if args.no_rules and (args.report or args.write_journal):
         raise InputError("--no-rules", "reports and journals need rules", "drop --no-rules")
-    runner = None if args.no_rules else _runner(args.rules, args.write_journal)
+    metrics = _replay_metrics(args)
+    observer: Observer = metrics if metrics is not None else NULL_OBSERVER
+    runner = None if args.no_rules else _runner(args.rules, args.write_journal, observer)
     other = _runner(args.what_if, None) if args.what_if else None
     summary = ReplaySummary()
     out = sys.stdout.buffer
@@ -280,6 +291,8 @@ def _replay(args: argparse.Namespace) -> int:
     out.flush()
     if runner is not None and runner.journal is not None:
         runner.journal.close()
+    if metrics is not None:
+        _write_metrics(args.metrics, metrics, summary, counted_events=runner is not None)
     if args.report:
         _write_report(args, runner, other, collectors, inputs)
     counts = summary.as_counts()
@@ -292,7 +305,47 @@ def _replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _runner(rules_dir: str | None, journal_dir: str | None) -> Runner:
+def _replay_metrics(args: argparse.Namespace) -> HealerMetrics | None:
+    if not args.metrics:
+        return None
+    target = Path(args.metrics)
+    if not target.parent.is_dir():
+        raise InputError(args.metrics, "its directory does not exist", "create it first")
+    from healer.metrics import HealerMetrics  # noqa: PLC0415 - only when asked for
+
+    rules = load_rules(args.rules or default_rules_dir())
+    return HealerMetrics(rules.policy, sources=[i.name for i in _named_inputs(args)])
+
+
+def _named_inputs(args: argparse.Namespace) -> list[Input]:
+    return (
+        []
+        if args.journal
+        else [Input(f, f) for f in args.files] or [Input(name, None) for name in EXAMPLES]
+    )
+
+
+def _write_metrics(
+    path: str, metrics: HealerMetrics, summary: ReplaySummary, *, counted_events: bool
+) -> None:
+    """What the replay counted, in the exposition format (atomically, like a textfile)."""
+    from healer.metrics import write_textfile  # noqa: PLC0415 - only when asked for
+
+    for source, stats in summary.parse.items():
+        metrics.lines(source, stats.lines, stats.unparsed_lines)
+    if not counted_events:  # --no-rules: no runner told the metrics about events
+        for kind, count in summary.kinds.items():
+            metrics.events.labels(kind).inc(count)
+    try:
+        write_textfile(metrics.registry, path)
+    except OSError as exc:
+        raise InputError(path, f"cannot be written: {exc.strerror}", "check the path") from exc
+    print(f"healer: metrics written to {path}", file=sys.stderr)
+
+
+def _runner(
+    rules_dir: str | None, journal_dir: str | None, observer: Observer = NULL_OBSERVER
+) -> Runner:
     rules = load_rules(rules_dir or default_rules_dir())
     # A replay executes nothing, so nothing must be durable before an action:
     # its journal is synced once, when it is closed.
@@ -301,7 +354,7 @@ def _runner(rules_dir: str | None, journal_dir: str | None) -> Runner:
             journal_dir, "already holds a journal", "write a replay to a new directory"
         )
     journal = Journal(journal_dir, fsync="never") if journal_dir else None
-    runner = Runner(Engine(rules), journal)
+    runner = Runner(Engine(rules), journal, observer=observer)
     runner.start()
     return runner
 

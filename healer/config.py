@@ -37,7 +37,7 @@ _ADDRESS = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(?P<port>\d{
 _LOOPBACK = ("127.", "[::1]", "localhost")
 
 _TOP = {"healer", "share", "vmm", "guest", "source"}
-_HEALER = {"journal", "rules", "metrics", "fsync"}
+_HEALER = {"journal", "rules", "metrics", "metrics_textfile", "fsync"}
 _SHARE = {
     "name",
     "tag",
@@ -110,8 +110,9 @@ class Config:
     vmm: VmmConfig | None = None
     guest: GuestConfig | None = None
     rules: str | None = None
-    metrics: str = "127.0.0.1:9464"
+    metrics: str = "127.0.0.1:9464"  # "" when metrics = "off"
     fsync: str = "decisions"
+    metrics_textfile: str | None = None  # node_exporter textfile collector mode
 
 
 class _Check:
@@ -209,9 +210,20 @@ def load_config(path: Path | str) -> Config:
     journal = check.absolute(healer, "journal", ("healer",)) or ""
     rules = check.text(healer, "rules", ("healer",), required=False)
     metrics = check.text(healer, "metrics", ("healer",), required=False) or "127.0.0.1:9464"
-    if not _ADDRESS.match(metrics):
+    if metrics == "off":
+        metrics = ""
+    elif not _ADDRESS.match(metrics):
         check.bad(
-            ("healer", "metrics"), f"metrics {metrics!r} is not host:port", 'e.g. "127.0.0.1:9464"'
+            ("healer", "metrics"),
+            f"metrics {metrics!r} is not host:port",
+            'e.g. "127.0.0.1:9464", or "off"',
+        )
+    textfile = check.absolute(healer, "metrics_textfile", ("healer",), required=False)
+    if textfile is not None and not textfile.endswith(".prom"):
+        check.bad(
+            ("healer", "metrics_textfile"),
+            f"metrics_textfile {textfile!r} does not end in .prom",
+            "node_exporter's textfile collector reads only *.prom files",
         )
     fsync = healer.get("fsync", "decisions")
     if fsync not in ("decisions", "always", "never"):
@@ -236,12 +248,13 @@ def load_config(path: Path | str) -> Config:
         rules=rules,
         metrics=metrics,
         fsync=str(fsync),
+        metrics_textfile=textfile,
     )
 
 
 def is_loopback(address: str) -> bool:
-    """Whether a ``host:port`` listens on loopback only (the default)."""
-    return address.startswith(_LOOPBACK)
+    """Whether a ``host:port`` listens on loopback only (the default); off counts as such."""
+    return not address or address.startswith(_LOOPBACK)
 
 
 def _table(check: _Check, data: dict[str, Any], name: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ Replay uses the same runner with no executor: decisions are recorded ``would_run
 from __future__ import annotations
 
 import heapq
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -28,6 +29,7 @@ from healer.engine.core import (
     EngineState,
     Output,
     Tick,
+    Transition,
     decision_from_dict,
     output_to_dict,
     state_from_dict,
@@ -35,6 +37,7 @@ from healer.engine.core import (
 )
 from healer.events import Event, from_dict, to_dict
 from healer.journal import Journal
+from healer.observe import NULL_OBSERVER, Observer
 from healer.parse import Checkpoint
 
 __all__ = ["Checker", "Executor", "Runner", "RunnerStats"]
@@ -80,8 +83,12 @@ class Runner:
         checker: Checker | None = None,
         snapshot_every: int = 50_000,
         now: Callable[[], float] | None = None,
+        observer: Observer = NULL_OBSERVER,
     ) -> None:
         self.engine = engine
+        self.observer = observer  # metrics, logs, tests: told what happens (observe.py)
+        self._severity = {rule.id: rule.severity for rule in engine.rules.rules}
+        self._started_at: dict[str, float] = {}
         self.now = now  # live: decisions wait for not_before on this clock
         self.journal = journal
         self.executor = executor
@@ -148,6 +155,7 @@ class Runner:
                 self.checkpoints[record["source"]] = Checkpoint.from_dict(record["checkpoint"])
                 if "tail" in record:
                     self.tails[record["source"]] = record["tail"]
+        self._observe_state()
         lost = [d for key, d in derived.items() if key not in journaled]
         self._append([{"type": "start", "rules": self.engine.rules.digest}])
         if lost:  # decided before the crash, but the write was torn: keep them now
@@ -192,12 +200,14 @@ class Runner:
         *,
         stream: str | None = None,
         tail: dict[str, Any] | None = None,
+        read_at: float | None = None,
     ) -> list[Output]:
         """Step, journal (durably), then act. Events already journaled are skipped.
 
         ``stream`` names what offsets count in (default: the event's source); a tailed
         log gives each file its own stream, since a rotated file starts again at 0.
-        ``tail`` is the tailer's position, journaled with the checkpoint.
+        ``tail`` is the tailer's position, journaled with the checkpoint. ``read_at``
+        (live) is when the lines were read, on the ``now`` clock: the detection latency.
         """
         records: list[dict[str, Any]] = []
         outputs: list[Output] = []
@@ -209,6 +219,7 @@ class Runner:
             self.seen[key] = event.offset
             self.state, outs = self.engine.step(self.state, event)
             self.stats.events += 1
+            self._observe_step(event, outs, read_at)
             if self.journal is not None:
                 record: dict[str, Any] = {"type": "event", "event": to_dict(event)}
                 if stream is not None:
@@ -230,6 +241,7 @@ class Runner:
                 if tail is not None:
                     offset["tail"] = tail
                 records.append(offset)
+        self._observe_state()
         self._append(records)
         self._act(outputs)
         return outputs
@@ -237,6 +249,8 @@ class Runner:
     def tick(self, time: float) -> list[Output]:
         """Let time pass (live): due timers fire; journaled only when they do."""
         self.state, outputs = self.engine.step(self.state, Tick(time))
+        self._observe_step(None, outputs, None)
+        self._observe_state()
         if outputs:
             self._append([{"type": "tick", "time": time}, *(output_to_dict(o) for o in outputs)])
             self._act(outputs)
@@ -324,6 +338,7 @@ class Runner:
         self._outcome(decision, status, detail)
 
     def _outcome(self, decision: Decision, status: str, detail: str) -> None:
+        self._observe_outcome(decision, status)
         if status in FINAL:
             self.open.pop(decision.key, None)
             self.started.discard(decision.key)
@@ -338,8 +353,47 @@ class Runner:
 
     def _append(self, records: list[dict[str, Any]]) -> None:
         if self.journal is not None and records:
-            self.journal.append(records)
+            try:
+                self.journal.append(records)
+            except OSError as exc:
+                self.observer.journal_failed(exc)
+                raise
+            self.observer.journal_written(len(records))
             self._since_snapshot += len(records)
+
+    # --- telling the observer ---------------------------------------------------------
+
+    def _observe_step(
+        self, event: Event | None, outputs: list[Output], read_at: float | None
+    ) -> None:
+        """One step's event, decisions and phase changes; whether the event was a failure."""
+        observer = self.observer
+        if event is not None:
+            observer.event(event)
+        failed: set[str] = set()
+        for out in outputs:
+            if isinstance(out, Transition):
+                observer.transition(out)
+                continue
+            observer.decision(out)
+            if event is not None and self._severity.get(out.rule, "warning") != "info":
+                failed.add(out.share)
+        for share in sorted(failed):
+            observer.failure(share, event.kind if event is not None else "")
+        if outputs and read_at is not None and self.now is not None:
+            observer.detected(self.now() - read_at)
+
+    def _observe_state(self) -> None:
+        self.observer.state(self.state, self.now() if self.now is not None else self.state.clock)
+
+    def _observe_outcome(self, decision: Decision, status: str) -> None:
+        if status == "started":
+            self._started_at[decision.key] = time.monotonic()
+            self.observer.action_started(decision)
+        elif status in FINAL:
+            began = self._started_at.pop(decision.key, None)
+            took = None if began is None else time.monotonic() - began
+            self.observer.action_finished(decision, status, took)
 
     def _maybe_snapshot(self) -> None:
         if self._since_snapshot >= self.snapshot_every:

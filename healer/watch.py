@@ -30,6 +30,8 @@ from healer.config import Config, ShareConfig, SourceConfig
 from healer.engine import Engine, RuleSet
 from healer.events import Event, Origin, VirtiofsdExited, VirtiofsdListening
 from healer.journal import Journal
+from healer.metrics import HealerMetrics, MetricsServer, TextfileWriter
+from healer.observe import FanOut, LineTally, LoggingObserver, Observer
 from healer.parse import Checkpoint, SourceParser
 from healer.runner import Runner
 from healer.sources.tail import FileTailer, TailBatch, TailPosition, watch_files
@@ -81,6 +83,23 @@ class _Share:
     restart: tuple[int, str, float] | None = None  # start anew when pid exits: key, deadline
 
 
+def _metrics(config: Config, rules: RuleSet) -> HealerMetrics:
+    """The watchdog's metrics: a share is labelled by its configured name."""
+    aliases: dict[str, str] = {}
+    for share in config.shares:
+        aliases |= {share.socket: share.name, share.tag: share.name, share.name: share.name}
+    if len(config.shares) == 1:  # events that name no share are about the only one
+        aliases["default"] = config.shares[0].name
+    sources = [s.name for s in config.sources]
+    sources += [f"virtiofsd:{s.name}" for s in config.shares if s.mode == "supervise" or s.log]
+    return HealerMetrics(
+        rules.policy,
+        shares=aliases,
+        supervised=[s.name for s in config.shares],  # up only while a daemon runs
+        sources=sources,
+    )
+
+
 class Watchdog:
     """Supervises the configured shares and heals them by the rules."""
 
@@ -97,8 +116,17 @@ class Watchdog:
         self.journal = Journal(config.journal, fsync=config.fsync)
         self.workers = ShareWorkers(self._done)
         self.actions = LiveActions(config, self, self.workers)
+        self.metrics = _metrics(config, rules)
+        self.observer: Observer = FanOut([LoggingObserver(log), self.metrics])
+        self.tally = LineTally()
+        self.exposition: list[MetricsServer | TextfileWriter] = []
         self.runner = Runner(
-            Engine(rules), self.journal, self.actions, checker=self.actions, now=clock
+            Engine(rules),
+            self.journal,
+            self.actions,
+            checker=self.actions,
+            now=clock,
+            observer=self.observer,
         )
         self.shares: dict[str, _Share] = {}
         self.tailed: list[_Tailed] = []
@@ -114,6 +142,7 @@ class Watchdog:
 
     def serve(self, stop: threading.Event) -> int:
         """Start, loop until ``stop`` is set, shut down cleanly; returns an exit code."""
+        self._expose()
         for share in self.config.shares:
             if share.mode == "supervise":
                 self.shares[share.name] = self._supervise(share)
@@ -162,6 +191,9 @@ class Watchdog:
                 self._put("wake", "", None)
 
     def shutdown(self) -> None:
+        for exposed in self.exposition:
+            exposed.stop()
+        self.exposition.clear()
         self.workers.close()
         while not self.control.empty():  # outcomes that came in: journal them
             self._on_control(*self.control.get_nowait())
@@ -201,6 +233,7 @@ class Watchdog:
         share = self.shares[name]
         assert share.daemon is not None  # noqa: S101 - only supervised shares start
         pid = share.daemon.start()
+        self.observer.virtiofsd_started(name, pid)
         share.parser = SourceParser(f"virtiofsd:{name}:{pid}", default_year=self._now().year)
         share.offset = 0
         daemon = share.daemon
@@ -215,6 +248,7 @@ class Watchdog:
             if share.exits == 0:  # at start: say so once, and let the rules decide
                 self._on_exit(name, 0, None)
             return
+        self.observer.virtiofsd_started(name, pid)
         share.adopted.watch_exit(pid, lambda gone: self._put_control("exit", name, (gone, None)))
         self._healer_says(
             VirtiofsdListening,
@@ -358,7 +392,14 @@ class Watchdog:
         point = tailed.parser.checkpoint()
         identity = tailed.tailer.position.identity
         tail = TailPosition(identity, point.offset).to_dict()
-        self.runner.ingest(events, (tailed.config.name, point), stream=tailed.stream, tail=tail)
+        self.tally.report(self.observer, tailed.config.name, tailed.parser)
+        self.runner.ingest(
+            events,
+            (tailed.config.name, point),
+            stream=tailed.stream,
+            tail=tail,
+            read_at=self.clock(),
+        )
 
     def _on_batch(self, tailed: _Tailed, batch: TailBatch) -> None:
         name = tailed.config.name
@@ -372,14 +413,19 @@ class Watchdog:
             fingerprint = identity.fingerprint or "-"
             tailed.stream = f"{name}@{identity.device}:{identity.inode}:{fingerprint}"
         if batch.kind == "lines" and tailed.parser is not None:
+            read_at = self.clock()
             items = tailed.parser.feed(batch.block, batch.offset, ingest=self._now())
             point = tailed.parser.checkpoint()
             tail = TailPosition(batch.identity, point.offset).to_dict()
             events = [self._of(tailed, i) for i in items if isinstance(i, Event)]
-            self.runner.ingest(events, (name, point), stream=tailed.stream, tail=tail)
+            self.tally.report(self.observer, name, tailed.parser)
+            self.runner.ingest(
+                events, (name, point), stream=tailed.stream, tail=tail, read_at=read_at
+            )
             return
         if tailed.parser is not None:  # a file ends or a new one starts
             events = [self._of(tailed, i) for i in tailed.parser.close() if isinstance(i, Event)]
+            self.tally.report(self.observer, name, tailed.parser)
             self.runner.ingest(events, stream=tailed.stream)
         tailed.parser = None
         if batch.kind == "start":
@@ -407,14 +453,16 @@ class Watchdog:
                 share.copy.write(data)
             except OSError as exc:  # a full disk must not stop the healing
                 log.error("cannot copy virtiofsd output to %s: %s", share.config.log, exc)
+        read_at = self.clock()
         items = share.parser.feed(data, share.offset, ingest=self._now())
         share.offset += len(data)
         if self.inputs.empty():  # no more lines waiting: the last record is complete
             items += share.parser.close()
         pid, tag = share.daemon.pid if share.daemon else None, share.config.tag
         events = [self._about(i, pid, tag) for i in items if isinstance(i, Event)]
+        self.tally.report(self.observer, f"virtiofsd:{name}", share.parser)
         if events:
-            self.runner.ingest(events)
+            self.runner.ingest(events, read_at=read_at)
 
     def _about(self, event: Event, pid: int | None, tag: str) -> Event:
         """Lines read from a daemon's stderr are about that process and its share.
@@ -429,6 +477,7 @@ class Watchdog:
     def _on_exit(self, name: str, pid: int, status: ExitStatus | None) -> None:
         """VirtiofsdExited; ``status`` None: an adopted daemon (not our child) or none."""
         share = self.shares[name]
+        self.observer.virtiofsd_exited(name, pid)
         if share.parser is not None:  # lines still buffered in the parser
             tag = share.config.tag
             events = [
@@ -493,3 +542,24 @@ class Watchdog:
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
+
+    # --- metrics (healer/metrics): exposition starts with serve, stops at shutdown --
+
+    def _expose(self) -> None:
+        """``/metrics`` on the configured address; the textfile, when configured.
+
+        A metrics endpoint that cannot start (the port is taken) is logged, and the
+        watchdog runs on: healing matters more, and the scrape failing is the alert.
+        """
+        if self.config.metrics:
+            try:
+                server = MetricsServer.start(self.metrics.registry, self.config.metrics)
+            except OSError as exc:
+                log.error("metrics on %s cannot listen: %s", self.config.metrics, exc)
+            else:
+                self.exposition.append(server)
+                log.info("metrics on http://%s/metrics", self.config.metrics)
+        if self.config.metrics_textfile:
+            writer = TextfileWriter(self.metrics.registry, self.config.metrics_textfile)
+            writer.start()
+            self.exposition.append(writer)

@@ -192,6 +192,11 @@ class SourceParser:
         self._end = offset + len(block)
         return out
 
+    @property
+    def open_lines(self) -> int:
+        """Lines of the record still open (a later line may continue it)."""
+        return len(self._open)
+
     def checkpoint(self) -> Checkpoint:
         """A safe place to resume: before the open record, else after the last line."""
         if self._open:

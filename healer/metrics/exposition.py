@@ -1,0 +1,100 @@
+"""Exposition: ``/metrics`` over HTTP on loopback, or a node_exporter textfile.
+
+Exposition never changes a metric. The HTTP server is prometheus_client's WSGI
+server on its own daemon thread; the textfile is written atomically (a temporary
+file in the same directory, then ``rename``), so node_exporter's textfile collector
+never reads half a file.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, start_http_server, write_to_textfile
+
+__all__ = ["MetricsServer", "TextfileWriter", "parse_address", "write_textfile"]
+
+log = logging.getLogger(__name__)
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``"127.0.0.1:9464"`` or ``"[::1]:9464"`` -> host and port."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(slots=True)
+class MetricsServer:
+    """The running ``/metrics`` endpoint; ``port`` is the bound one (0 picks a free one)."""
+
+    server: WSGIServer
+    thread: threading.Thread
+
+    @classmethod
+    def start(cls, registry: CollectorRegistry, address: str) -> MetricsServer:
+        host, port = parse_address(address)
+        server, thread = start_http_server(port, addr=host, registry=registry)
+        return cls(server, thread)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def write_textfile(registry: CollectorRegistry, path: str | Path) -> None:
+    """Write the registry's exposition to ``path`` atomically (tmp file, then rename)."""
+    write_to_textfile(str(path), registry)
+
+
+class TextfileWriter:
+    """Rewrites a node_exporter textfile every ``interval_s`` and once more at stop.
+
+    A write that fails (a full disk, a directory gone) is logged and counted in
+    ``errors``; the next period tries again. The watchdog never stops for it.
+    """
+
+    def __init__(
+        self, registry: CollectorRegistry, path: str | Path, *, interval_s: float = 10.0
+    ) -> None:
+        self.registry = registry
+        self.path = Path(path)
+        self.interval_s = interval_s
+        self.errors = 0
+        self.writes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="healer-textfile", daemon=True)
+
+    def __repr__(self) -> str:
+        return f"TextfileWriter({str(self.path)!r}, interval_s={self.interval_s})"
+
+    def start(self) -> None:
+        self.write()
+        self._thread.start()
+
+    def write(self) -> None:
+        try:
+            write_textfile(self.registry, self.path)
+        except OSError as exc:
+            self.errors += 1
+            log.error("metrics textfile %s cannot be written: %s", self.path, exc)
+        else:
+            self.writes += 1
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.write()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self.write()  # the last numbers, written after the loop has ended
