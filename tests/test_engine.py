@@ -173,6 +173,13 @@ def test_backoff_doubles_to_the_cap_with_bounded_jitter() -> None:
     assert delays != [backoff_delay(other, "s", n) for n in range(7)]
 
 
+def test_backoff_stays_at_the_cap_however_many_attempts() -> None:
+    """A share dying every minute never trips the storm rule: attempts grow for ever."""
+    policy = Policy()
+    capped = [backoff_delay(policy, "fs0", n) for n in (7, 64, 65, 1025, 10**6)]
+    assert all(policy.backoff_max_s <= d <= policy.backoff_max_s * 1.2 for d in capped)
+
+
 def test_first_respawn_is_immediate_then_backs_off_and_resets_after_health() -> None:
     """Exit, exit, exit (no health between): delays 0, ~1, ~2; healthy 60 s: back to 0."""
     engine = shipped()

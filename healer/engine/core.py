@@ -154,7 +154,9 @@ def backoff_delay(policy: Policy, share: str, attempt: int) -> float:
     """
     if attempt <= 0:
         return 0.0
-    base = min(policy.backoff_max_s, policy.backoff_initial_s * 2.0 ** (attempt - 1))
+    # The exponent is capped: the cap is reached long before, and 2.0 ** 1024 overflows
+    # (a share failing slower than the storm rule counts reaches that many attempts).
+    base = min(policy.backoff_max_s, policy.backoff_initial_s * 2.0 ** min(attempt - 1, 64))
     draw = random.Random(f"{policy.seed}:{share}:{attempt}").random()  # noqa: S311 - jitter, not crypto
     return round(base * (1 + policy.backoff_jitter * draw), 6)
 
