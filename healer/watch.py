@@ -97,6 +97,7 @@ def _metrics(config: Config, rules: RuleSet) -> HealerMetrics:
         shares=aliases,
         supervised=[s.name for s in config.shares],  # up only while a daemon runs
         sources=sources,
+        journal=config.journal,
     )
 
 

@@ -17,6 +17,7 @@ logs (or the replayed files).
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -37,6 +38,7 @@ __all__ = [
     "PHASES",
     "RECOVERY_BUCKETS",
     "HealerMetrics",
+    "JournalProbe",
 ]
 
 RECOVERY_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
@@ -65,6 +67,8 @@ EXPORTED: dict[str, str] = {
     "healer_journal_records_total": "counter",
     "healer_journal_write_errors_total": "counter",
     "healer_journal_last_write_timestamp_seconds": "gauge",
+    "healer_journal_writable": "gauge",
+    "healer_journal_available_bytes": "gauge",
     "healer_recovery_duration_seconds": "histogram",
     "healer_detection_latency_seconds": "histogram",
     "healer_last_recovery_timestamp_seconds": "gauge",
@@ -83,6 +87,7 @@ class HealerMetrics:
     ``shares`` maps every name a share goes by in events (configured name, tag,
     socket) to the label it gets, and is the set of shares whose series exist from
     the start. ``supervised`` shares are up only while their virtiofsd runs.
+    ``journal`` (live) is the journal directory, probed at each scrape.
     ``clock`` is the wall clock for timestamps of healer's own doing (journal writes,
     start time); event times come from the events.
     """
@@ -94,6 +99,7 @@ class HealerMetrics:
         shares: Mapping[str, str] | None = None,
         supervised: Iterable[str] = (),
         sources: Iterable[str] = (),
+        journal: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -192,6 +198,8 @@ class HealerMetrics:
             registry=r,
         )
         r.register(_ShareGauges(self))
+        if journal is not None:
+            r.register(JournalProbe(journal))
 
         for kind in KINDS:  # known label values exist from the start (no missing series)
             self.events.labels(kind)
@@ -199,6 +207,7 @@ class HealerMetrics:
             self.log_lines.labels(source)
             self.unparsed_lines.labels(source)
         self._inited: set[str] = set()
+        self._children: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
         for share in self._known:
             self._init_share(share)
         self._by_kind = {kind: self.events.labels(kind) for kind in KINDS}
@@ -211,6 +220,14 @@ class HealerMetrics:
         for action in ACTIONS:
             self.actions.labels(action, share)
             self.action_failures.labels(action, share)
+
+    def _child(self, metric: Counter, *labels: str) -> Counter:
+        """A labelled child, cached: ``labels()`` validates and locks on every call."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def label(self, share: str) -> str:
         """The ``share`` label of a name the engine uses (tag, socket, 'default')."""
@@ -233,14 +250,14 @@ class HealerMetrics:
             child.inc()
 
     def failure(self, share: str, kind: str) -> None:
-        self.failures.labels(self.label(share), kind).inc()
+        self._child(self.failures, self.label(share), kind).inc()
 
     def detected(self, seconds: float) -> None:
         self.detection.observe(max(0.0, seconds))
 
     def decision(self, decision: Decision) -> None:
         if decision.suppressed is not None:
-            self.suppressed.labels(decision.action, self.label(decision.share)).inc()
+            self._child(self.suppressed, decision.action, self.label(decision.share)).inc()
 
     def transition(self, transition: Transition) -> None:
         share = self.label(transition.share)
@@ -254,16 +271,16 @@ class HealerMetrics:
                 self.recovery.labels(share).observe(max(0.0, transition.time - onset))
 
     def action_started(self, decision: Decision) -> None:
-        self.actions.labels(decision.action, self.label(decision.share)).inc()
+        self._child(self.actions, decision.action, self.label(decision.share)).inc()
 
     def action_finished(self, decision: Decision, status: str, seconds: float | None) -> None:
         share = self.label(decision.share)
         if status == "would_run":  # a replay: what would have been attempted
-            self.actions.labels(decision.action, share).inc()
+            self._child(self.actions, decision.action, share).inc()
             if decision.action == "respawn_virtiofsd":
-                self.restarts.labels(share).inc()
+                self._child(self.restarts, share).inc()
         elif status in _FAILED:
-            self.action_failures.labels(decision.action, share).inc()
+            self._child(self.action_failures, decision.action, share).inc()
 
     def state(self, state: EngineState, at: float) -> None:
         self._state, self._at = state, at  # immutable: the scrape reads it as it is
@@ -368,3 +385,46 @@ class _ShareGauges(Collector):
         for share in sorted(supervised):
             daemon.add_metric([share], 1.0 if share in running else 0.0)
         yield from (up, phase, circuit, backoff, daemon)
+
+
+class JournalProbe(Collector):
+    """Can the journal be written? Looked at when Prometheus scrapes, never in the loop.
+
+    The directory must exist, be writable by this process and sit on a filesystem
+    that is not mounted read-only; ``available_bytes`` is what an unprivileged
+    writer has left there. An unreadable directory reads as not writable: a scrape
+    never fails because of it.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"JournalProbe({self.path!r})"
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return self._families(None, None)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            stat = os.statvfs(self.path)
+        except OSError:
+            return self._families(False, None)
+        writable = os.access(self.path, os.W_OK) and not stat.f_flag & os.ST_RDONLY
+        return self._families(writable, stat.f_bavail * stat.f_frsize)
+
+    @staticmethod
+    def _families(writable: bool | None, available: int | None) -> Iterator[GaugeMetricFamily]:
+        ok = GaugeMetricFamily(
+            "healer_journal_writable",
+            "1 when the journal directory can be written (exists, writable, not read-only)",
+        )
+        free = GaugeMetricFamily(
+            "healer_journal_available_bytes",
+            "Bytes left for healer on the journal's filesystem",
+        )
+        if writable is not None:
+            ok.add_metric([], 1.0 if writable else 0.0)
+        if available is not None:
+            free.add_metric([], float(available))
+        yield from (ok, free)
