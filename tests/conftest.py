@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,3 +82,25 @@ def virtiofsd() -> tuple[str, str]:
             )
         pytest.skip("virtiofsd is not installed (apt-get install qemu-system-common)")
     return found
+
+
+def _required(program: str, package: str) -> str:
+    """An installed program; missing it skips, or fails under CI=true (no silent skips)."""
+    found = shutil.which(program)
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{program} is required in CI: apt-get install {package}")
+        pytest.skip(f"{program} is not installed (apt-get install {package})")
+    return found
+
+
+@pytest.fixture
+def promtool() -> str:
+    """Prometheus' promtool (Debian package prometheus)."""
+    return _required("promtool", "prometheus")
+
+
+@pytest.fixture
+def prometheus() -> str:
+    """The Prometheus server (Debian package prometheus)."""
+    return _required("prometheus", "prometheus")

@@ -1,0 +1,168 @@
+"""A real Prometheus scrapes a real ``healer watch`` while its virtiofsd is killed.
+
+Prometheus (Debian's package) runs on loopback with a short scrape interval and the
+shipped alert rules; ``healer watch`` supervises the real virtiofsd with metrics on
+a free loopback port. After a SIGKILL of the daemon, the restart, the failure and the
+recovery must be visible through Prometheus' HTTP query API, and every shipped alert
+rule must evaluate without error. Waits are bounded; no timing is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import wait_for
+from test_watch import kill_serving_daemon, running_watch
+
+from healer.sim import VhostUserFrontend
+from healer.supervise import is_listening
+from healer.supervise.process import children, exists
+
+ROOT = Path(__file__).resolve().parent.parent
+BOUND_S = 90.0  # generous: a shared 2-core machine; nothing is timed
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PromServer:
+    """A Prometheus server on loopback and its HTTP API."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    def get(self, path: str, **params: str) -> Any:
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        with urllib.request.urlopen(f"http://{self.address}{path}{query}", timeout=10) as response:
+            body = json.loads(response.read())
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def value(self, query: str) -> float | None:
+        """The single value of an instant query, or None when it has no result."""
+        result = self.get("/api/v1/query", query=query)["result"]
+        if not result:
+            return None
+        assert len(result) == 1, result
+        return float(result[0]["value"][1])
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.address}/-/ready", timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+
+@pytest.fixture
+def healer_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def prom(prometheus: str, tmp_path: Path, healer_port: int) -> Iterator[PromServer]:
+    port = free_port()
+    rules = tmp_path / "healer-alerts.yml"
+    rules.write_text((ROOT / "dashboards" / "healer-alerts.yml").read_text())
+    (tmp_path / "prometheus.yml").write_text(
+        "global:\n  scrape_interval: 500ms\n  scrape_timeout: 400ms\n"
+        "  evaluation_interval: 1s\n"
+        f"rule_files:\n  - {rules}\n"
+        "scrape_configs:\n  - job_name: healer\n    static_configs:\n"
+        f"      - targets: ['127.0.0.1:{healer_port}']\n"
+    )
+    log = (tmp_path / "prometheus.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            prometheus,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    server = PromServer(f"127.0.0.1:{port}")
+    try:
+        wait_for(lambda: proc.poll() is not None or server.ready(), BOUND_S)
+        assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()
+        yield server
+    finally:
+        proc.terminate()  # our own child, by its pid
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture
+def config(tmp_path: Path, virtiofsd: tuple[str, str], healer_port: int) -> Path:
+    (tmp_path / "shared").mkdir()
+    guest = tmp_path / "guest.py"
+    guest.write_text("import sys\n")  # the guest remount succeeds and does nothing
+    path = tmp_path / "healer.toml"
+    path.write_text(
+        f'[healer]\njournal = "{tmp_path / "journal"}"\nrules = "{ROOT / "rules"}"\n'
+        f'metrics = "127.0.0.1:{healer_port}"\n\n'
+        f'[[share]]\nname = "fs0"\nsocket = "{tmp_path / "fs0.sock"}"\n'
+        f'shared_dir = "{tmp_path / "shared"}"\n\n'
+        f'[guest]\nremount = ["{sys.executable}", "{guest}"]\nmount_point = "/mnt/fs0"\n'
+    )
+    return path
+
+
+def test_prometheus_sees_the_restart_and_the_recovery(prom: PromServer, config: Path) -> None:
+    sock = config.parent / "fs0.sock"
+    with running_watch(config) as watch:
+        wait_for(lambda: sock.exists() and is_listening(sock) and children(watch.pid), BOUND_S)
+        # scraped, up, the share healthy and nothing restarted yet
+        wait_for(lambda: prom.value('healer_share_up{job="healer",share="fs0"}') == 1, BOUND_S)
+        assert prom.value('up{job="healer"}') == 1
+        assert prom.value('healer_virtiofsd_restarts_total{share="fs0"}') == 0
+        assert prom.value('healer_recoveries_total{share="fs0"}') == 0
+        with VhostUserFrontend(str(sock), timeout_s=10) as client:
+            assert client.get_features()
+            first = kill_serving_daemon(watch.pid)
+        wait_for(lambda: not exists(first), BOUND_S)
+        # The VMM reconnects: the respawned daemon serves it ("Client connected"),
+        # which is the recovery signal. Kept open: closing it would end that daemon too.
+        with VhostUserFrontend(str(sock), timeout_s=30) as again:
+            assert again.get_features()
+            wait_for(lambda: prom.value('healer_recoveries_total{share="fs0"}') == 1, BOUND_S)
+            assert prom.value('healer_virtiofsd_restarts_total{share="fs0"}') == 1
+            assert prom.value('healer_failures_total{share="fs0",kind="VirtiofsdExited"}') == 1
+            assert prom.value('healer_actions_total{share="fs0",action="respawn_virtiofsd"}') == 1
+            assert prom.value('healer_recovery_duration_seconds_count{share="fs0"}') == 1
+            assert (prom.value('healer_events_total{kind="VirtiofsdExited"}') or 0) >= 1
+            # PromQL over the scraped series, as the dashboard and the alerts use them
+            assert (
+                prom.value('increase(healer_virtiofsd_restarts_total{share="fs0"}[5m])') or 0
+            ) > 0
+            wait_for(lambda: prom.value('healer_share_up{share="fs0"}') == 1, BOUND_S)
+            assert prom.value('healer_circuit_open{share="fs0"}') == 0
+            assert prom.value("healer_journal_writable") == 1
+            # every shipped alert rule loaded and evaluates without error; none fires
+            wait_for(lambda: _rule_health(prom) == {"ok"}, BOUND_S)
+            rules = [r for g in prom.get("/api/v1/rules")["groups"] for r in g["rules"]]
+            assert len(rules) == 5
+            assert not prom.get("/api/v1/alerts")["alerts"]
+
+
+def _rule_health(prom: PromServer) -> set[str]:
+    groups = prom.get("/api/v1/rules")["groups"]
+    return {rule["health"] for group in groups for rule in group["rules"]}
