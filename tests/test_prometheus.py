@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from conftest import wait_for
-from test_watch import kill_serving_daemon, running_watch
+from watching import kill_serving_daemon, running_watch
 
 from healer.sim import VhostUserFrontend
 from healer.supervise import is_listening
