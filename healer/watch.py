@@ -192,22 +192,25 @@ class Watchdog:
                 self._put("wake", "", None)
 
     def shutdown(self) -> None:
-        for exposed in self.exposition:
-            exposed.stop()
-        self.exposition.clear()
         self.workers.close()
         while not self.control.empty():  # outcomes that came in: journal them
             self._on_control(*self.control.get_nowait())
         for tailed in self.tailed:
             tailed.tailer.close()
-        for share in self.shares.values():
+        for name, share in self.shares.items():
             if share.daemon is not None:
+                pid = share.daemon.pid
                 share.daemon.stop()
+                if pid is not None:
+                    self.observer.virtiofsd_exited(name, pid)
             if share.held is not None:
                 share.held.close()
             if share.copy is not None:
                 share.copy.close()
         self.journal.close()
+        for exposed in self.exposition:  # last: the final numbers show the daemons stopped
+            exposed.stop()
+        self.exposition.clear()
 
     def _supervise(self, share: ShareConfig) -> _Share:
         held = HeldSocket(share.socket)

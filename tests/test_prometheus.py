@@ -166,3 +166,41 @@ def test_prometheus_sees_the_restart_and_the_recovery(prom: PromServer, config: 
 def _rule_health(prom: PromServer) -> set[str]:
     groups = prom.get("/api/v1/rules")["groups"]
     return {rule["health"] for group in groups for rule in group["rules"]}
+
+
+def test_the_textfile_mode_writes_what_node_exporter_reads(
+    config: Path, promtool: str, healer_port: int
+) -> None:
+    """metrics = "off" serves nothing; the textfile is written at start and at stop."""
+    textfile = config.parent / "textfile" / "healer.prom"
+    textfile.parent.mkdir()
+    text = config.read_text().replace(
+        f'metrics = "127.0.0.1:{healer_port}"',
+        f'metrics = "off"\nmetrics_textfile = "{textfile}"',
+    )
+    config.write_text(text)
+    sock = config.parent / "fs0.sock"
+    with running_watch(config) as watch:
+        wait_for(lambda: sock.exists() and is_listening(sock) and children(watch.pid), BOUND_S)
+        wait_for(textfile.exists, BOUND_S)
+        with socket.socket() as probe:  # nothing listens on the metrics port
+            assert probe.connect_ex(("127.0.0.1", healer_port)) != 0
+    final = textfile.read_text()
+    assert 'healer_virtiofsd_running{share="fs0"} 0.0' in final  # stopped with healer
+    assert 'healer_log_lines_total{source="virtiofsd:fs0"}' in final
+    assert [p.name for p in textfile.parent.iterdir()] == ["healer.prom"]
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=final, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_taken_metrics_port_does_not_stop_the_healing(config: Path, healer_port: int) -> None:
+    sock = config.parent / "fs0.sock"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", healer_port))
+        taken.listen()
+        with running_watch(config) as watch:  # it must also stop cleanly (exit 0)
+            wait_for(lambda: sock.exists() and is_listening(sock) and children(watch.pid), BOUND_S)
+            with VhostUserFrontend(str(sock), timeout_s=10) as client:
+                assert client.get_features()
