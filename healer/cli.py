@@ -204,6 +204,9 @@ def _check(path: str | None) -> int:
             print(f"  share {share.name}: tag {share.tag}, socket {share.socket}, {share.mode}")
         if not is_loopback(config.metrics):
             print(f"  note: metrics listen on {config.metrics}, beyond loopback")
+        print(f"  metrics: {f'http://{config.metrics}/metrics' if config.metrics else 'off'}")
+        if config.metrics_textfile:
+            print(f"  metrics textfile: {config.metrics_textfile} (every 10 s)")
         root = Path(config.rules) if config.rules else default_rules_dir()
     rules = load_rules(root)
     print(f"{root}: {len(rules.rules)} rules, digest {rules.digest}")

@@ -299,6 +299,14 @@ def test_a_configuration_can_turn_metrics_off_and_name_a_textfile(tmp_path: Path
     config = load_config(tmp_path / "a.toml")
     assert config.metrics == ""
     assert config.metrics_textfile == f"{tmp_path}/healer.prom"
+    shown = subprocess.run(
+        [sys.executable, "-m", "healer", "check", str(tmp_path / "a.toml")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "  metrics: off\n" in shown
+    assert f"  metrics textfile: {tmp_path}/healer.prom (every 10 s)\n" in shown
     (tmp_path / "b.toml").write_text(
         f'[healer]\njournal = "{tmp_path}/j"\nmetrics_textfile = "healer.txt"\n{base}'
     )
