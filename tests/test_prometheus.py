@@ -145,7 +145,15 @@ def test_prometheus_sees_the_restart_and_the_recovery(prom: PromServer, config: 
             assert again.get_features()
             wait_for(lambda: prom.value('healer_recoveries_total{share="fs0"}') == 1, BOUND_S)
             assert prom.value('healer_virtiofsd_restarts_total{share="fs0"}') == 1
-            assert prom.value('healer_failures_total{share="fs0",kind="VirtiofsdExited"}') == 1
+            # one death is one failure, whichever report of it came first: healer's
+            # exit event, or the C virtiofsd's sandboxed child saying "virtio_loop: Exit"
+            # as it follows its killed parent
+            assert prom.value('sum(healer_failures_total{share="fs0"})') == 1
+            kinds = prom.get("/api/v1/query", query='healer_failures_total{share="fs0"} > 0')
+            assert {r["metric"]["kind"] for r in kinds["result"]} <= {
+                "VirtiofsdExited",
+                "VirtiofsdClientDisconnected",
+            }
             assert prom.value('healer_actions_total{share="fs0",action="respawn_virtiofsd"}') == 1
             assert prom.value('healer_recovery_duration_seconds_count{share="fs0"}') == 1
             assert (prom.value('healer_events_total{kind="VirtiofsdExited"}') or 0) >= 1
