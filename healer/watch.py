@@ -226,7 +226,7 @@ class Watchdog:
             a.replace("{shared_dir}", share.shared_dir).replace("{tag}", share.tag) for a in argv
         ]
         daemon = SupervisedVirtiofsd(
-            argv, held, on_line=lambda line: self._put("line", share.name, line)
+            argv, held, on_line=lambda line: self._put("line", share.name, (line, self.clock()))
         )
         copy = None
         if share.log:
@@ -337,7 +337,7 @@ class Watchdog:
             while not self.control.empty():
                 self._on_control(*self.control.get_nowait())
             if kind == "line":
-                self._on_line(name, payload)  # type: ignore[arg-type]
+                self._on_line(name, *payload)  # type: ignore[misc]
             elif kind == "exit":
                 self._on_exit(name, *payload)  # type: ignore[misc]
             if self.tailed and (kind == "" or self.logs_changed.is_set()):
@@ -447,7 +447,8 @@ class Watchdog:
         share = self.aliases.get(share, share) if share is not None else None
         return event if share == event.share else replace(event, share=share)
 
-    def _on_line(self, name: str, line: bytes) -> None:
+    def _on_line(self, name: str, line: bytes, read_at: float) -> None:
+        """One stderr line, with when the reader thread got it (the detection latency)."""
         share = self.shares[name]
         if share.parser is None:
             return
@@ -457,7 +458,6 @@ class Watchdog:
                 share.copy.write(data)
             except OSError as exc:  # a full disk must not stop the healing
                 log.error("cannot copy virtiofsd output to %s: %s", share.config.log, exc)
-        read_at = self.clock()
         items = share.parser.feed(data, share.offset, ingest=self._now())
         share.offset += len(data)
         if self.inputs.empty():  # no more lines waiting: the last record is complete

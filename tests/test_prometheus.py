@@ -156,6 +156,8 @@ def test_prometheus_sees_the_restart_and_the_recovery(prom: PromServer, config: 
             }
             assert prom.value('healer_actions_total{share="fs0",action="respawn_virtiofsd"}') == 1
             assert prom.value('healer_recovery_duration_seconds_count{share="fs0"}') == 1
+            # the recovery was decided on virtiofsd's "connection" line: a latency sample
+            assert (prom.value("healer_detection_latency_seconds_count") or 0) >= 1
             assert (prom.value('healer_events_total{kind="VirtiofsdExited"}') or 0) >= 1
             # PromQL over the scraped series, as the dashboard and the alerts use them
             assert (
