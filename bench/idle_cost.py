@@ -37,12 +37,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--shares", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--metrics",
+        default="127.0.0.1:0",
+        help='[healer] metrics: an address (default: a free loopback port) or "off"',
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="healer-idle-") as tmp:
         work = Path(tmp)
         log = work / "ch.log"
         log.write_text("")
-        lines = [f'[healer]\njournal = "{work / "journal"}"\nrules = "{ROOT / "rules"}"\n']
+        lines = [
+            f'[healer]\njournal = "{work / "journal"}"\nrules = "{ROOT / "rules"}"\n'
+            f'metrics = "{args.metrics}"\n'
+        ]
         for n in range(args.shares):
             shared = work / f"shared{n}"
             shared.mkdir()
@@ -75,7 +83,10 @@ def main() -> int:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
     share = 100 * (cpu1 - cpu0) / (t1 - t0)
-    print(f"healer watch, {args.shares} supervised shares + 1 tailed log, idle {t1 - t0:.0f} s")
+    print(
+        f"healer watch, {args.shares} supervised shares + 1 tailed log, "
+        f"metrics {args.metrics}, idle {t1 - t0:.0f} s"
+    )
     print()
     print("| idle CPU % (one core) | RSS MiB | threads |")
     print("|---|---|---|")
