@@ -30,7 +30,7 @@ from healer.config import Config, ShareConfig, SourceConfig
 from healer.engine import Engine, RuleSet
 from healer.events import Event, Origin, VirtiofsdExited, VirtiofsdListening
 from healer.journal import Journal
-from healer.metrics import HealerMetrics, MetricsServer, TextfileWriter
+from healer.metrics import HealerMetrics, MetricsServer, TextfileWriter, failure_kinds
 from healer.observe import FanOut, LineTally, LoggingObserver, Observer
 from healer.parse import Checkpoint, SourceParser
 from healer.runner import Runner
@@ -98,6 +98,7 @@ def _metrics(config: Config, rules: RuleSet) -> HealerMetrics:
         supervised=[s.name for s in config.shares],  # up only while a daemon runs
         sources=sources,
         journal=config.journal,
+        failure_kinds=failure_kinds(rules),
     )
 
 

@@ -19,7 +19,7 @@ from healer.engine import Decision, Engine, Transition, load_rules
 from healer.engine.core import backoff_delay
 from healer.events import Event, VirtiofsdClientConnected, VirtiofsdExited
 from healer.journal import Journal
-from healer.metrics import EXPORTED, HealerMetrics, MetricsServer, TextfileWriter
+from healer.metrics import EXPORTED, HealerMetrics, MetricsServer, TextfileWriter, failure_kinds
 from healer.observe import FanOut, LineTally, NullObserver
 from healer.parse import SourceParser
 from healer.runner import Runner
@@ -133,8 +133,12 @@ def test_labels_of_a_live_watchdog_are_the_configured_share_names() -> None:
         shares={"fs0": "fs0", "tag0": "fs0", "/run/fs0.sock": "fs0"},
         supervised=["fs0"],
         sources=["boot.log"],
+        failure_kinds=failure_kinds(rules),
     )
     runner = Runner(Engine(rules), executor=_Executor("succeeded"), observer=metrics)
+    # 0 before the first failure: a counter that appears at 1 is invisible to increase()
+    assert value(metrics, "healer_failures_total", share="fs0", kind="VirtiofsdExited") == 0
+    assert value(metrics, "healer_failures_total", share="fs0", kind="GuestReboot") is None
     assert value(metrics, "healer_log_lines_total", source="boot.log") == 0
     assert value(metrics, "healer_actions_total", action="readd_fs", share="fs0") == 0
     assert value(metrics, "healer_share_up", share="fs0") == 0  # supervised, not running yet

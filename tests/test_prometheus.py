@@ -166,11 +166,34 @@ def test_prometheus_sees_the_restart_and_the_recovery(prom: PromServer, config: 
             wait_for(lambda: prom.value('healer_share_up{share="fs0"}') == 1, BOUND_S)
             assert prom.value('healer_circuit_open{share="fs0"}') == 0
             assert prom.value("healer_journal_writable") == 1
+            # every dashboard query runs on the real server (variables filled in) and
+            # shows something: no series appears out of nothing, so increase() sees the
+            # first failure of a kind too
+            empty = [
+                expr
+                for expr in _dashboard_queries()
+                if not prom.get("/api/v1/query", query=expr)["result"]
+            ]
+            assert not empty
             # every shipped alert rule loaded and evaluates without error; none fires
             wait_for(lambda: _rule_health(prom) == {"ok"}, BOUND_S)
             rules = [r for g in prom.get("/api/v1/rules")["groups"] for r in g["rules"]]
             assert len(rules) == 5
             assert not prom.get("/api/v1/alerts")["alerts"]
+
+
+def _dashboard_queries() -> list[str]:
+    dashboard = json.loads((ROOT / "dashboards" / "healer.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    filled = {"$job": "healer", "$instance": ".*", "$share": ".*"}
+    out = []
+    for expr in exprs:
+        query = expr
+        for name, value in filled.items():
+            query = query.replace(name, value)
+        assert "$" not in query, query
+        out.append(query)
+    return out
 
 
 def _rule_health(prom: PromServer) -> set[str]:

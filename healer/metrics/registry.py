@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 
 from healer import __version__
 from healer.engine.core import Decision, EngineState, Phase, Transition, backoff_delay
-from healer.engine.rules import ACTIONS, Policy
+from healer.engine.rules import ACTIONS, Policy, RuleSet
 from healer.events import KINDS, Event
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "RECOVERY_BUCKETS",
     "HealerMetrics",
     "JournalProbe",
+    "failure_kinds",
 ]
 
 RECOVERY_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
@@ -81,6 +82,11 @@ EXPORTED: dict[str, str] = {
 """Every metric family healer exports, with its type (the README table lists them)."""
 
 
+def failure_kinds(rules: RuleSet) -> list[str]:
+    """The event kinds a warning or critical rule reacts to: what can count as a failure."""
+    return sorted({kind for rule in rules.rules if rule.severity != "info" for kind in rule.on})
+
+
 class HealerMetrics:
     """The metrics of one healer process (or one replay), as an observer.
 
@@ -88,6 +94,8 @@ class HealerMetrics:
     socket) to the label it gets, and is the set of shares whose series exist from
     the start. ``supervised`` shares are up only while their virtiofsd runs.
     ``journal`` (live) is the journal directory, probed at each scrape.
+    ``failure_kinds`` (:func:`failure_kinds`) get a 0 series per known share from the
+    start: a counter that first appears at 1 is invisible to ``increase()``.
     ``clock`` is the wall clock for timestamps of healer's own doing (journal writes,
     start time); event times come from the events.
     """
@@ -100,11 +108,13 @@ class HealerMetrics:
         supervised: Iterable[str] = (),
         sources: Iterable[str] = (),
         journal: str | None = None,
+        failure_kinds: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.policy = policy
         self.clock = clock
+        self._failure_kinds = tuple(sorted(set(failure_kinds)))
         self._aliases = dict(shares or {})
         self._known = sorted(set(self._aliases.values()))
         self.supervised = frozenset(supervised)
@@ -220,6 +230,9 @@ class HealerMetrics:
         for action in ACTIONS:
             self.actions.labels(action, share)
             self.action_failures.labels(action, share)
+            self.suppressed.labels(action, share)
+        for kind in self._failure_kinds:
+            self.failures.labels(share, kind)
 
     def _child(self, metric: Counter, *labels: str) -> Counter:
         """A labelled child, cached: ``labels()`` validates and locks on every call."""
