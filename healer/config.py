@@ -37,7 +37,16 @@ _ADDRESS = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(?P<port>\d{
 _LOOPBACK = ("127.", "[::1]", "localhost")
 
 _TOP = {"healer", "share", "vmm", "guest", "source"}
-_HEALER = {"journal", "rules", "metrics", "metrics_textfile", "fsync"}
+_HEALER = {
+    "journal",
+    "rules",
+    "metrics",
+    "metrics_textfile",
+    "fsync",
+    "notify_step_ms",
+    "action_queue",
+    "adopt_wait",
+}
 _SHARE = {
     "name",
     "tag",
@@ -113,6 +122,9 @@ class Config:
     metrics: str = "127.0.0.1:9464"  # "" when metrics = "off"
     fsync: str = "decisions"
     metrics_textfile: str | None = None  # node_exporter textfile collector mode
+    notify_step_ms: int = 20  # file watcher step: latency vs idle wake-ups
+    action_queue: int = 16  # slow actions waiting per share, beyond which they fail
+    adopt_wait: float = 60.0  # seconds to wait for an adopted virtiofsd to come back
 
 
 class _Check:
@@ -232,6 +244,14 @@ def load_config(path: Path | str) -> Config:
             f"fsync {fsync!r} is unknown",
             'one of "decisions", "always", "never"',
         )
+    limits = {
+        key: _number(check, healer, key, bounds)
+        for key, bounds in (
+            ("notify_step_ms", (20, 1, 1000)),
+            ("action_queue", (16, 1, 1024)),
+            ("adopt_wait", (60.0, 0.1, 3600.0)),
+        )
+    }
     shares = _shares(check, data.get("share", []))
     sources = _sources(check, data.get("source", []))
     vmm = _vmm(check, data["vmm"]) if "vmm" in data else None
@@ -249,7 +269,26 @@ def load_config(path: Path | str) -> Config:
         metrics=metrics,
         fsync=str(fsync),
         metrics_textfile=textfile,
+        notify_step_ms=int(limits["notify_step_ms"]),
+        action_queue=int(limits["action_queue"]),
+        adopt_wait=float(limits["adopt_wait"]),
     )
+
+
+def _number(
+    check: _Check, table: dict[str, Any], key: str, bounds: tuple[float, float, float]
+) -> float:
+    """A bounded number, ``bounds`` = (default, low, high); an integer where the default is."""
+    default, low, high = bounds
+    value = table.get(key, default)
+    whole = isinstance(default, int)
+    kinds = (int,) if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+        kind = "an integer" if whole else "a number"
+        check.bad(("healer", key), f"{key} = {value!r} is not {kind} in [{low}, {high}]",
+                  f"e.g. {key} = {default}")  # fmt: skip
+        return default
+    return value
 
 
 def is_loopback(address: str) -> bool:

@@ -116,8 +116,8 @@ class Watchdog:
         self.control: queue.SimpleQueue[tuple[str, str, object]] = queue.SimpleQueue()
         self.dropped = 0
         self.journal = Journal(config.journal, fsync=config.fsync)
-        self.workers = ShareWorkers(self._done)
-        self.actions = LiveActions(config, self, self.workers)
+        self.workers = ShareWorkers(self._done, queue_limit=config.action_queue)
+        self.actions = LiveActions(config, self, self.workers, adopt_wait_s=config.adopt_wait)
         self.metrics = _metrics(config, rules)
         self.observer: Observer = FanOut([LoggingObserver(log), self.metrics])
         self.tally = LineTally()
@@ -187,7 +187,8 @@ class Watchdog:
         # The loop itself polls the logs every TICK_S: the watcher only has to say
         # "now" between ticks, so its own safety-net poll can be rare. The flag, not
         # the queue, carries the news: a busy queue of stderr lines must not delay it.
-        for _changed in watch_files(paths, stop=stop, poll_interval_s=60.0):
+        step = self.config.notify_step_ms
+        for _changed in watch_files(paths, stop=stop, poll_interval_s=60.0, step_ms=step):
             self.logs_changed.set()
             if self.inputs.empty():
                 self._put("wake", "", None)

@@ -155,6 +155,7 @@ def test_an_adopted_virtiofsd_that_dies_is_waited_for_and_the_guest_remounted(
 
         wait_for(lambda: {first, second} <= {e["origin"].get("pid") for e in exits()})  # type: ignore[attr-defined]
         wait_for((tmp_path / "guest.log").exists)
+        wait_for(lambda: len(adoptions()) >= 3)  # and the loop's third daemon is adopted
         assert healer.poll() is None
         assert not [p for p in launcher.pids[:-1] if exists(p)]
     journal = records(tmp_path / "journal")

@@ -129,3 +129,31 @@ def test_check_reports_a_bad_configuration_with_exit_4(tmp_path: Path) -> None:
     assert result.returncode == EXIT_CONFIG
     assert "the configuration cannot be used" in result.stderr
     assert f"{path}:8: unknown key 'bogus'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("notify_step_ms = 0", "notify_step_ms = 0 is not an integer in [1, 1000]"),
+        ("notify_step_ms = 2.5", "is not an integer"),
+        ("action_queue = true", "action_queue = True is not an integer"),
+        ('adopt_wait = "1m"', "adopt_wait = '1m' is not a number in [0.1, 3600.0]"),
+    ],
+)
+def test_limits_are_bounded_numbers(tmp_path: Path, setting: str, message: str) -> None:
+    path = tmp_path / "healer.toml"
+    path.write_text(BASE.replace("[healer]\n", f"[healer]\n{setting}\n"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    (problem,) = caught.value.problems
+    assert message in problem.message
+    assert problem.line == 2
+
+
+def test_limits_default_and_take_their_values(tmp_path: Path) -> None:
+    path = tmp_path / "healer.toml"
+    path.write_text(BASE)
+    assert (load_config(path).notify_step_ms, load_config(path).action_queue) == (20, 16)
+    path.write_text(BASE.replace("[healer]\n", "[healer]\nnotify_step_ms = 5\nadopt_wait = 5\n"))
+    config = load_config(path)
+    assert (config.notify_step_ms, config.adopt_wait) == (5, 5.0)

@@ -373,8 +373,20 @@ def test_info_decisions_outside_incidents_get_keys_of_their_own(tmp_path: Path) 
 
 def test_the_engine_clock_never_runs_backwards() -> None:
     """A lagging source's older event counts at the latest time seen."""
-    fired = decisions(run(shipped(), [exited(100, 1), connected(101, 2), exited(50, 3)]))
+    disconnected = replace(exited(50, 3), share="fs1")  # another share, still healthy
+    fired = decisions(run(shipped(), [exited(100, 1), connected(101, 2), disconnected]))
     assert [d.time for d in fired if d.cause and d.cause.line == 3] == [at(101).timestamp()] * 2
+
+
+def test_a_failure_written_before_the_last_recovery_decides_nothing() -> None:
+    """Read late (another log path), it is about a daemon that was already replaced."""
+    outputs = run(shipped(), [exited(100, 1), connected(101, 2), exited(100.5, 3)])
+    assert [o for o in outputs if o.cause and o.cause.line == 3] == []
+    later = run(shipped(), [exited(100, 1), connected(101, 2), exited(101.5, 3)])
+    assert [d.action for d in decisions(later) if d.cause and d.cause.line == 3] == [
+        "respawn_virtiofsd",
+        "remount_guest",
+    ]
 
 
 def test_a_second_death_of_another_process_is_respawned_at_once() -> None:

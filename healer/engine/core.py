@@ -238,11 +238,30 @@ class Engine:
         # A storm opens the circuit before anything heals on the same event, and an
         # open circuit is not opened (nor alerted) again.
         fired.sort(key=lambda rule: "open_circuit" not in rule.actions)
+        if self._stale(run, share, item):
+            return self._commit(state, run), run.out
         for rule in fired:
             if "open_circuit" in rule.actions and run.share(share).phase == Phase.CIRCUIT_OPEN:
                 continue
             self._act(run, share, rule, rule.actions, cause=cause)
         return self._commit(state, run), run.out
+
+    @staticmethod
+    def _stale(run: _Step, share: str, event: Event) -> bool:
+        """A failure written before the share's last recovery was read after it.
+
+        Live, logs arrive by different paths (virtiofsd's stderr at once, a VMM log a
+        poll later): a disconnect line about the daemon that was already replaced must
+        not open a new incident. It still counts towards storms; it decides nothing.
+        """
+        state = run.share(share)
+        return (
+            event.time is not None
+            and state.phase == Phase.HEALTHY
+            and state.incidents > 0  # it was healed; a first connect proves less
+            and state.healthy_since is not None
+            and event.time.timestamp() < state.healthy_since
+        )
 
     # --- inputs -----------------------------------------------------------------
 
