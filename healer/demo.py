@@ -131,6 +131,7 @@ def run_demo(out: TextIO = sys.stdout, *, keep: Path | None = None, bound_s: flo
         api = ChApiClient(str(root / "ch-api.sock"))
         api.add_fs(tag=SHARE, socket=str(root / f"{SHARE}.sock"), device_id=SHARE)
         _wait(lambda: ch.stats.connects >= 1, bound_s, "the VMM did not connect", printer)
+        _settle(printer)
         _Faults(out, watchdog, ch, printer, root / "guest.log", bound_s).run()
         return 0
     except DemoFailed as exc:
@@ -143,6 +144,7 @@ def run_demo(out: TextIO = sys.stdout, *, keep: Path | None = None, bound_s: flo
         ch.stop()
         printer.poll()
         _summary(out, printer, root)
+        _metrics(out, watchdog)
 
 
 @dataclass(slots=True)
@@ -178,6 +180,7 @@ class _Faults:
             )
 
         self.wait(done, what)
+        _settle(self.printer)
 
     def run(self) -> None:
         _step(self.out, "fault 1: virtiofsd is killed (-9) while the VMM is connected")
@@ -222,7 +225,7 @@ def _write_setup(root: Path) -> Path:
     argv = ", ".join(f'"{a}"' for a in guest)
     config = root / "healer.toml"
     config.write_text(
-        f'[healer]\njournal = "{root / "journal"}"\nrules = "{rules}"\n\n'
+        f'[healer]\njournal = "{root / "journal"}"\nrules = "{rules}"\nmetrics = "off"\n\n'
         f'[[share]]\nname = "{SHARE}"\nsocket = "{root / f"{SHARE}.sock"}"\n'
         f'shared_dir = "{root / "shared"}"\nlog = "{root / "virtiofsd.log"}"\n\n'
         f'[vmm]\napi_socket = "{root / "ch-api.sock"}"\n\n'
@@ -264,6 +267,16 @@ def _wait(
         printer.poll()
 
 
+def _settle(printer: _Printer, quiet_s: float = 0.3, bound_s: float = 5.0) -> None:
+    """Let the lines a fault caused arrive (the VMM's log comes a poll after stderr)."""
+    deadline = time.monotonic() + bound_s
+    seen = -1
+    while printer.seen != seen and time.monotonic() < deadline:
+        seen = printer.seen
+        time.sleep(quiet_s)
+        printer.poll()
+
+
 def _step(out: TextIO, text: str) -> None:
     print(f"\n{text}", file=out, flush=True)
 
@@ -296,3 +309,21 @@ def _write_report(journal: Path, report: Path) -> None:
     if code != 0:
         msg = f"healer replay --report exited {code}"
         raise RuntimeError(msg)
+
+
+def _metrics(out: TextIO, watchdog: Watchdog) -> None:
+    """What Prometheus would have scraped (the demo serves no endpoint)."""
+    from prometheus_client import generate_latest  # noqa: PLC0415
+
+    wanted = (
+        "healer_virtiofsd_restarts_total",
+        "healer_recoveries_total",
+        "healer_actions_total",
+        "healer_recovery_duration_seconds_count",
+        "healer_recovery_duration_seconds_sum",
+    )
+    lines = generate_latest(watchdog.metrics.registry).decode().splitlines()
+    shown = [line for line in lines if line.startswith(wanted) and not line.endswith(" 0.0")]
+    print("metrics (as /metrics would serve them):", file=out)
+    for line in shown:
+        print(f"  {line}", file=out)

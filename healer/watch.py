@@ -122,6 +122,7 @@ class Watchdog:
         self.observer: Observer = FanOut([LoggingObserver(log), self.metrics])
         self.tally = LineTally()
         self.exposition: list[MetricsServer | TextfileWriter] = []
+        self.metrics.limits = self.limit_hits
         self.runner = Runner(
             Engine(rules),
             self.journal,
@@ -160,6 +161,7 @@ class Watchdog:
                 self._adopt(name)
         self._tail_sources()
         if self.tailed:
+            self.logs_changed.set()  # read what is there now, before any notification
             paths = [t.config.path for t in self.tailed]
             threading.Thread(target=self._notify, args=(paths, stop), daemon=True).start()
         try:
@@ -286,6 +288,14 @@ class Watchdog:
     def _done(self, key: str, status: str, detail: str) -> None:
         self._put_control("done", key, (status, detail))
 
+    def limit_hits(self) -> dict[str, int]:
+        """Each bound and how often it was reached (for ``healer_limit_hits_total``)."""
+        return {
+            "input_queue": self.dropped,
+            "action_queue": self.workers.rejected,
+            "line_length": sum(t.tailer.stats.lines_cut for t in self.tailed),
+        }
+
     # --- Daemons, for the live actions ------------------------------------------------
 
     def running(self, name: str) -> bool:
@@ -342,7 +352,8 @@ class Watchdog:
                 self._on_line(name, *payload)  # type: ignore[misc]
             elif kind == "exit":
                 self._on_exit(name, *payload)  # type: ignore[misc]
-            if self.tailed and (kind == "" or self.logs_changed.is_set()):
+            polled = kind == "" or self.clock() >= next_tick  # the safety net, once a tick
+            if self.tailed and (polled or self.logs_changed.is_set()):
                 self.logs_changed.clear()
                 self._read_sources()
             self._restarts_due()

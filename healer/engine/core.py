@@ -378,11 +378,24 @@ class Engine:
         state = run.share(share)
         acts = rule.severity != "info" or any(a in HEALING or a == "open_circuit" for a in actions)
         if state.phase == Phase.HEALTHY and acts:
+            if all(self._repeats(state, a, rule.id, cause, when) for a in actions):
+                return  # a late report of what was just healed: no new incident
             self._open_incident(run, share, rule, cause, when)
         after: str | None = None
         for action in actions:
             decided = self._decide(run, share, action, rule.id, cause=cause, when=when, after=after)
             after = decided or after
+
+    def _repeats(
+        self, state: ShareState, action: str, rule: str, cause: Cause | None, when: float
+    ) -> bool:
+        """The same action for the share within the dedupe window, about the same process."""
+        dedupe = _dedupe_key(action, rule)
+        last = state.last.get(dedupe)
+        pid = cause.pid if cause is not None else None
+        known = state.last_pid.get(dedupe)
+        same_process = pid is None or known is None or pid == known
+        return last is not None and when - last < self.policy.dedupe_s and same_process
 
     def _open_incident(
         self, run: _Step, share: str, rule: Rule, cause: Cause | None, when: float
@@ -402,8 +415,6 @@ class Engine:
                 incident=incident,
                 incidents=number,
                 attempt=0 if healthy_long else state.attempt,
-                last={},  # a new incident: nothing to merge with
-                last_pid={},
                 ordinals={},
             ),
         )
@@ -425,13 +436,10 @@ class Engine:
     ) -> str | None:
         """Record one decision (or a suppressed one); return its key when it will run."""
         state = run.share(share)
-        dedupe = action if action in HEALING or action == "open_circuit" else f"{action}:{rule}"
-        last = state.last.get(dedupe)
-        pid = cause.pid if cause is not None else None
-        known = state.last_pid.get(dedupe)
-        same_process = pid is None or known is None or pid == known
-        if not retry and last is not None and when - last < self.policy.dedupe_s and same_process:
+        if not retry and self._repeats(state, action, rule, cause, when):
             return None  # the same request, seen again within the dedupe window
+        dedupe = _dedupe_key(action, rule)
+        pid = cause.pid if cause is not None else None
         suppressed = None
         if state.phase == Phase.CIRCUIT_OPEN and action in HEALING and not retry:
             suppressed = "circuit open"
@@ -506,6 +514,11 @@ class Engine:
                 circuit_until=None,
             ),
         )
+
+
+def _dedupe_key(action: str, rule: str) -> str:
+    """Healing actions merge across rules; other actions per rule."""
+    return action if action in HEALING or action == "open_circuit" else f"{action}:{rule}"
 
 
 def output_to_dict(output: Output) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from healer import __version__
@@ -39,6 +39,7 @@ __all__ = [
     "RECOVERY_BUCKETS",
     "HealerMetrics",
     "JournalProbe",
+    "LimitHits",
     "failure_kinds",
 ]
 
@@ -78,6 +79,7 @@ EXPORTED: dict[str, str] = {
     "healer_circuit_open": "gauge",
     "healer_backoff_seconds": "gauge",
     "healer_virtiofsd_running": "gauge",
+    "healer_limit_hits_total": "counter",
 }
 """Every metric family healer exports, with its type (the README table lists them)."""
 
@@ -210,6 +212,9 @@ class HealerMetrics:
         r.register(_ShareGauges(self))
         if journal is not None:
             r.register(JournalProbe(journal))
+        # The owner of the bounds (the watchdog) replaces this with its own counts.
+        self.limits: Callable[[], Mapping[str, int]] = dict
+        r.register(LimitHits(lambda: self.limits()))  # noqa: PLW0108 - read when scraped
 
         for kind in KINDS:  # known label values exist from the start (no missing series)
             self.events.labels(kind)
@@ -441,3 +446,33 @@ class JournalProbe(Collector):
         if available is not None:
             free.add_metric([], float(available))
         yield from (ok, free)
+
+
+class LimitHits(Collector):
+    """``healer_limit_hits_total{limit}``: how often each bound was reached.
+
+    Every queue, line length and retry has a limit; what hit one is counted where it
+    happens (a plain integer in the owner, no lock on the hot path) and read here at
+    scrape time through ``counts``, which returns ``{limit: hits}`` for fixed names.
+    """
+
+    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        self.counts = counts
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield self._family({})
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield self._family(self.counts())
+
+    @staticmethod
+    def _family(counts: Mapping[str, int]) -> CounterMetricFamily:
+        family = CounterMetricFamily(
+            "healer_limit_hits",
+            "Times a configured bound was reached (input queue full, action queue full, "
+            "line cut at its length limit)",
+            labels=["limit"],
+        )
+        for limit, hits in sorted(counts.items()):
+            family.add_metric([limit], float(hits))
+        return family
