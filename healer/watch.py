@@ -34,7 +34,8 @@ from healer.metrics import HealerMetrics, MetricsServer, TextfileWriter, failure
 from healer.observe import FanOut, LineTally, LoggingObserver, Observer
 from healer.parse import Checkpoint, SourceParser
 from healer.runner import Runner
-from healer.sources.tail import FileTailer, TailBatch, TailPosition, watch_files
+from healer.sources.notify import watch_files
+from healer.sources.tail import FileTailer, TailBatch, TailPosition
 from healer.supervise import (
     AdoptedVirtiofsd,
     ExitStatus,

@@ -21,13 +21,13 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from healer.events import Event, event_to_json
 from healer.parse import SourceParser
+from healer.sources.notify import watch_files
 from healer.sources.tail import (
     FileIdentity,
     FileTailer,
     TailBatch,
     TailPosition,
     fingerprint,
-    watch_files,
 )
 
 # --- helpers ----------------------------------------------------------------------

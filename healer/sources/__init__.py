@@ -1,5 +1,6 @@
 """Where lines come from: files read start to end (replay), and tailed live."""
 
+from healer.sources.notify import watch_files
 from healer.sources.reader import ReadStats, open_log, read_batches
 from healer.sources.tail import (
     FileIdentity,
@@ -7,7 +8,6 @@ from healer.sources.tail import (
     TailBatch,
     TailPosition,
     TailStats,
-    watch_files,
 )
 
 __all__ = [
