@@ -205,3 +205,32 @@ def cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except FileNotFoundError:
         return ""
+
+
+def test_a_guest_reboot_is_served_again_by_a_respawned_virtiofsd(setup: Path) -> None:
+    """The reset closes the VMM's connection: virtiofsd exits 0, healer starts the next."""
+    config = with_vmm(setup)
+    ch = ChStandIn(setup / "api.sock", setup / "ch-vmm.log").start()
+    try:
+        with running_watch(config) as healer:
+            wait_for(lambda: len(children(healer.pid)) == 2)
+            api = ChApiClient(str(setup / "api.sock"))
+            api.add_fs(tag="fs0", socket=str(setup / "fs0.sock"), device_id="fs0")
+            wait_for(lambda: ch.stats.connects == 1)
+            for reboot in (1, 2):
+                assert ch.guest_reboot()
+                wait_for(lambda n=reboot: ch.stats.connects == 1 + n)
+                wait_for(lambda n=reboot: len(mounts(setup, "fs0")) == n)
+            assert ch.stats.refused == 0
+            assert ch.stats.not_found == 0
+            assert healer.poll() is None
+        exits = [
+            r["event"]
+            for r in records(setup / "journal")
+            if r["type"] == "event"
+            and r["event"]["kind"] == "VirtiofsdExited"  # type: ignore[index]
+            and r["event"]["share"] == "fs0"  # type: ignore[index]
+        ]
+        assert [e["fields"]["status"] for e in exits] == [0, 0]  # type: ignore[index]
+    finally:
+        ch.stop()
