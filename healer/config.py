@@ -58,8 +58,14 @@ _SHARE = {
     "log",
     "mount_point",
 }
-_VMM = {"kind", "api_socket", "ch_remote"}
-_GUEST = {"remount", "mount_point", "rescan"}
+_VMM = {"kind", "api_socket", "ch_remote", "qmp_socket", "on_stuck", "device_del_timeout"}
+_GUEST = {"transport", "remount", "console", "prompt", "mount_point", "rescan"}
+_VMM_KINDS = ("cloud-hypervisor", "qemu")
+_ON_STUCK = ("notify", "system_reset")
+_QEMU_ONLY = ("qmp_socket", "on_stuck", "device_del_timeout")
+_CH_ONLY = ("api_socket", "ch_remote")
+_TRANSPORTS = ("argv", "serial")
+_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
 _SOURCE = {"path", "name"}
 
 
@@ -84,20 +90,28 @@ class ShareConfig:
 
 @dataclass(frozen=True, slots=True)
 class VmmConfig:
-    """How to reach the VMM: cloud-hypervisor's API socket, or a ch-remote argv."""
+    """How to reach the VMM: cloud-hypervisor's API socket (or a ch-remote argv), or
+    QEMU's QMP socket with what to do when a device cannot be removed."""
 
     kind: str
-    api_socket: str
+    api_socket: str = ""
     ch_remote: tuple[str, ...] = ()
+    qmp_socket: str = ""
+    on_stuck: str = "notify"  # or "system_reset" (opt-in): device_del did not complete
+    device_del_timeout_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
 class GuestConfig:
-    """How to remount in the guest: an argv prefix (ssh ...) and the mount point."""
+    """How to remount in the guest: an argv prefix (ssh ...) or a serial console, and
+    the mount point."""
 
     remount: tuple[str, ...]
     mount_point: str
     rescan: bool = False
+    transport: str = "argv"  # or "serial"
+    console: str = ""  # serial: the console's Unix socket
+    prompt: str = r"[#$] ?$"  # serial: a regular expression ending the shell's prompt
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +191,29 @@ class _Check:
             )
             return None
         return value
+
+    def choice(
+        self,
+        table: dict[str, Any],
+        key: str,
+        allowed: tuple[str, ...],
+        path: tuple[str | int, ...],
+        fix: str,
+    ) -> str | None:
+        """One of ``allowed`` (the first is the default); None, and a problem, if not."""
+        value = table.get(key, allowed[0])
+        if value not in allowed:
+            self.bad((*path, key), f"{key} {value!r} is unknown", fix)
+            return None
+        return str(value)
+
+    def foreign(
+        self, table: dict[str, Any], keys: tuple[str, ...], path: tuple[str | int, ...], fix: str
+    ) -> None:
+        """Keys that belong to another kind of the same table."""
+        for key in keys:
+            if key in table:
+                self.bad((*path, key), f"{key} does not apply here", fix)
 
     def argv(self, table: dict[str, Any], key: str, path: tuple[str | int, ...]) -> tuple[str, ...]:
         value = table.get(key, [])
@@ -384,13 +421,47 @@ def _vmm(check: _Check, raw: Any) -> VmmConfig | None:
         return None
     check.keys(raw, _VMM, ("vmm",))
     kind = raw.get("kind", "cloud-hypervisor")
-    if kind != "cloud-hypervisor":
+    if kind not in _VMM_KINDS:
         check.bad(
-            ("vmm", "kind"), f"vmm kind {kind!r} is not supported yet", 'kind = "cloud-hypervisor"'
+            ("vmm", "kind"),
+            f"vmm kind {kind!r} is not supported",
+            'kind = "cloud-hypervisor" or kind = "qemu"',
         )
+        return None
+    if kind == "qemu":
+        return _qemu(check, raw)
+    check.foreign(raw, _QEMU_ONLY, ("vmm",), 'a QEMU setting: set kind = "qemu" or remove it')
     api_socket = check.absolute(raw, "api_socket", ("vmm",))
     ch_remote = check.argv(raw, "ch_remote", ("vmm",))
     return VmmConfig(str(kind), api_socket or "", ch_remote) if api_socket else None
+
+
+def _qemu(check: _Check, raw: dict[str, Any]) -> VmmConfig | None:
+    check.foreign(raw, _CH_ONLY, ("vmm",), "a cloud-hypervisor setting: use qmp_socket")
+    qmp_socket = check.absolute(raw, "qmp_socket", ("vmm",))
+    on_stuck = check.choice(
+        raw,
+        "on_stuck",
+        _ON_STUCK,
+        ("vmm",),
+        '"notify" (report only) or "system_reset" (opt-in: resets the VM)',
+    )
+    timeout = raw.get("device_del_timeout", 5.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 600:
+        check.bad(
+            ("vmm", "device_del_timeout"),
+            f"device_del_timeout {timeout!r} is not a number of seconds in (0, 600]",
+            "device_del_timeout = 5.0 (the guest answers an unplug in about 0.25 s)",
+        )
+        timeout = 5.0
+    if qmp_socket is None:
+        return None
+    return VmmConfig(
+        "qemu",
+        qmp_socket=qmp_socket,
+        on_stuck=on_stuck or "notify",
+        device_del_timeout_s=float(timeout),
+    )
 
 
 def _guest(check: _Check, raw: Any) -> GuestConfig | None:
@@ -398,6 +469,22 @@ def _guest(check: _Check, raw: Any) -> GuestConfig | None:
         check.bad(("guest",), "guest must be a table", "write [guest]")
         return None
     check.keys(raw, _GUEST, ("guest",))
+    transport = check.choice(
+        raw,
+        "transport",
+        _TRANSPORTS,
+        ("guest",),
+        '"argv" (remount = [...]) or "serial" (console = "/path/to/serial.sock")',
+    )
+    if transport is None:
+        return None
+    mount_point = check.absolute(raw, "mount_point", ("guest",))
+    rescan = raw.get("rescan", False)
+    if not isinstance(rescan, bool):
+        check.bad(("guest", "rescan"), "rescan must be true or false", "rescan = true")
+    if transport == "serial":
+        return _serial(check, raw, mount_point, bool(rescan))
+    check.foreign(raw, ("console", "prompt"), ("guest",), 'a serial setting: transport = "serial"')
     remount = check.argv(raw, "remount", ("guest",))
     if not remount:
         check.bad(
@@ -405,8 +492,26 @@ def _guest(check: _Check, raw: Any) -> GuestConfig | None:
             "remount must name a transport",
             'e.g. remount = ["ssh", "root@vm", "--"]',
         )
-    mount_point = check.absolute(raw, "mount_point", ("guest",))
-    rescan = raw.get("rescan", False)
-    if not isinstance(rescan, bool):
-        check.bad(("guest", "rescan"), "rescan must be true or false", "rescan = true")
     return GuestConfig(remount, mount_point or "", bool(rescan)) if mount_point else None
+
+
+def _serial(
+    check: _Check, raw: dict[str, Any], mount_point: str | None, rescan: bool
+) -> GuestConfig | None:
+    check.foreign(raw, ("remount",), ("guest",), "the argv transport's: remove it")
+    console = check.absolute(raw, "console", ("guest",))
+    prompt = check.text(raw, "prompt", ("guest",), required=False) or r"[#$] ?$"
+    try:
+        re.compile(prompt)
+    except re.error as exc:
+        check.bad(("guest", "prompt"), f"prompt is not a regular expression: {exc}", "fix it")
+    if mount_point is not None and not _SAFE_PATH.match(mount_point):
+        check.bad(
+            ("guest", "mount_point"),
+            f"mount_point {mount_point!r} goes into a guest shell line",
+            "use letters, digits, '.', '_', '-' and '/' only",
+        )
+        return None
+    if console is None or mount_point is None:
+        return None
+    return GuestConfig((), mount_point, rescan, transport="serial", console=console, prompt=prompt)

@@ -89,10 +89,38 @@ shared_dir = "/srv/fs0"
         ),
         ('\n[guest]\nremount = []\nmount_point = "mnt"\n', 10, "remount must name a transport"),
         (
-            '\n[vmm]\nkind = "qemu"\napi_socket = "/run/q.sock"\n',
+            '\n[vmm]\nkind = "firecracker"\napi_socket = "/run/q.sock"\n',
             10,
-            "vmm kind 'qemu' is not supported yet",
+            "vmm kind 'firecracker' is not supported",
         ),
+        (
+            '\n[vmm]\nkind = "qemu"\napi_socket = "/run/q.sock"\n',
+            11,
+            "api_socket does not apply here",
+        ),
+        ('\n[vmm]\nkind = "qemu"\n', 9, "missing key 'qmp_socket'"),
+        (
+            '\n[vmm]\nkind = "qemu"\nqmp_socket = "/run/q.sock"\non_stuck = "reboot"\n',
+            12,
+            "on_stuck 'reboot' is unknown",
+        ),
+        (
+            '\n[vmm]\nkind = "qemu"\nqmp_socket = "/run/q.sock"\ndevice_del_timeout = 0\n',
+            12,
+            "device_del_timeout 0 is not a number of seconds",
+        ),
+        (
+            '\n[vmm]\nqmp_socket = "/run/q.sock"\napi_socket = "/run/ch.sock"\n',
+            10,
+            "qmp_socket does not apply here",
+        ),
+        (
+            '\n[guest]\ntransport = "serial"\nmount_point = "/mnt/a b"\nconsole = "/run/s"\n',
+            11,
+            "goes into a guest shell line",
+        ),
+        ('\n[guest]\ntransport = "serial"\nmount_point = "/mnt"\n', 9, "missing key 'console'"),
+        ('\n[guest]\ntransport = "ssh"\nmount_point = "/mnt"\n', 10, "transport 'ssh' is unknown"),
         ('\n[[source]]\npath = "boot.log"\n', 10, "path 'boot.log' is not an absolute path"),
     ],
 )
@@ -157,3 +185,28 @@ def test_limits_default_and_take_their_values(tmp_path: Path) -> None:
     path.write_text(BASE.replace("[healer]\n", "[healer]\nnotify_step_ms = 5\nadopt_wait = 5\n"))
     config = load_config(path)
     assert (config.notify_step_ms, config.adopt_wait) == (5, 5.0)
+
+
+def test_qemu_with_a_serial_console(tmp_path: Path) -> None:
+    path = tmp_path / "healer.toml"
+    path.write_text(
+        BASE
+        + '\n[vmm]\nkind = "qemu"\nqmp_socket = "/run/qmp.sock"\non_stuck = "system_reset"\n'
+        + "device_del_timeout = 2.5\n"
+        + '\n[guest]\ntransport = "serial"\nconsole = "/run/ttyS1.sock"\nmount_point = "/mnt/fs0"\n'
+    )
+    config = load_config(path)
+    assert config.vmm is not None
+    assert (config.vmm.kind, config.vmm.qmp_socket) == ("qemu", "/run/qmp.sock")
+    assert (config.vmm.on_stuck, config.vmm.device_del_timeout_s) == ("system_reset", 2.5)
+    assert config.guest is not None
+    assert (config.guest.transport, config.guest.console) == ("serial", "/run/ttyS1.sock")
+    assert config.guest.mount_point == "/mnt/fs0"
+
+
+def test_qemu_defaults_to_notify_when_a_device_is_stuck(tmp_path: Path) -> None:
+    path = tmp_path / "healer.toml"
+    path.write_text(BASE + '\n[vmm]\nkind = "qemu"\nqmp_socket = "/run/qmp.sock"\n')
+    config = load_config(path)
+    assert config.vmm is not None
+    assert (config.vmm.on_stuck, config.vmm.device_del_timeout_s) == ("notify", 5.0)
