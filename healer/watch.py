@@ -118,7 +118,13 @@ class Watchdog:
         self.dropped = 0
         self.journal = Journal(config.journal, fsync=config.fsync)
         self.workers = ShareWorkers(self._done, queue_limit=config.action_queue)
-        self.actions = LiveActions(config, self, self.workers, adopt_wait_s=config.adopt_wait)
+        self.actions = LiveActions(
+            config,
+            self,
+            self.workers,
+            adopt_wait_s=config.adopt_wait,
+            report=lambda e: self._put_control("event", "", e),
+        )
         self.metrics = _metrics(config, rules)
         self.observer: Observer = FanOut([LoggingObserver(log), self.metrics])
         self.tally = LineTally()
@@ -374,6 +380,8 @@ class Watchdog:
             self._start(name)
         elif kind == "exit":
             self._on_exit(name, *payload)  # type: ignore[misc]
+        elif kind == "event":  # an action's own report (QEMU: device deleted, stuck)
+            self.runner.ingest([cast(Event, payload)])
 
     def _missing_adopted(self) -> list[str]:
         return [

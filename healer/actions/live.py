@@ -22,9 +22,12 @@ from dataclasses import replace
 from typing import Protocol
 
 from healer.actions.guest import GuestRemount, RemountFailed
+from healer.actions.qemu import QemuReadd
+from healer.actions.serial import SerialConsole, SerialRemount
 from healer.actions.workers import ShareWorkers, Work
 from healer.config import Config, ShareConfig
 from healer.engine import Decision
+from healer.events import Event
 from healer.supervise import has_client, is_listening
 from healer.vmm import (
     ChApiClient,
@@ -32,7 +35,10 @@ from healer.vmm import (
     ChRemote,
     ChTimeout,
     FsShare,
+    QmpClient,
+    QmpError,
     ReaddError,
+    describe_device,
     readd_fs,
 )
 
@@ -81,12 +87,16 @@ class LiveActions:
         workers: ShareWorkers,
         *,
         adopt_wait_s: float = 60.0,
+        report: Callable[[Event], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.daemons = daemons
         self.workers = workers
+        self.report = report or (lambda event: None)
+        self.qemu: dict[str, QemuReadd] = {}
+        self.remounted: set[str] = set()  # QEMU: shares mounted since their last re-add
         self.adopt_wait_s = adopt_wait_s
         self.sleep = sleep
         self.clock = clock
@@ -132,6 +142,14 @@ class LiveActions:
             if action == "ensure_virtiofsd" and self._adopted_ready(share):
                 return "succeeded"
             return self._submit(share, decision.key, lambda: self._await_adopted(share))
+        if self._is_qemu():
+            # QEMU 7.2 never reconnects a vhost-user-fs backend: the device keeps the
+            # dead connection until it is removed and added again.
+            if not self.daemons.running(name):
+                log.info("virtiofsd of %s is gone: starting it", name)
+                self.daemons.start(name)
+                log.info("virtiofsd of %s started: re-adding the device", name)
+            return self._submit(share, decision.key, lambda: self._respawned_under_qemu(share))
         if not self.daemons.running(name):
             self.daemons.start(name)
             return "succeeded"
@@ -163,14 +181,59 @@ class LiveActions:
 
     def _vmm(self) -> ChApiClient | ChRemote | None:
         vmm = self.config.vmm
-        if vmm is None:
+        if vmm is None or vmm.kind == "qemu":
             return None
         if vmm.ch_remote:
             return ChRemote([a.replace("{api_socket}", vmm.api_socket) for a in vmm.ch_remote])
         return ChApiClient(vmm.api_socket)
 
+    def _is_qemu(self) -> bool:
+        return self.config.vmm is not None and self.config.vmm.kind == "qemu"
+
+    def _ready_for_qemu(self, share: ShareConfig) -> bool:
+        """A virtiofsd that runs and serves nobody: the one QEMU's new chardev gets.
+
+        A daemon still holding a connection (to the chardev just removed) is about to
+        exit; wait for that and let the loop start the next one.
+        """
+        if share.mode == "adopt":
+            return self._adopted_ready(share) and not has_client(share.socket)
+        if not self.daemons.running(share.name):
+            self.daemons.request_start(share.name)
+            return False
+        return not has_client(share.socket)
+
+    def _respawned_under_qemu(self, share: ShareConfig) -> tuple[str, str]:
+        """After a respawn (on the share's worker): re-add unless a live daemon is served.
+
+        Several reports of one death (the lost client, the exit) each decide a respawn;
+        the first re-add serves the new daemon and the later ones find it served.
+        """
+        if self.daemons.running(share.name) and has_client(share.socket):
+            return "succeeded", "served already"
+        return self._readd_qemu(share)
+
+    def _readd_qemu(self, share: ShareConfig) -> tuple[str, str]:
+        assert self.config.vmm is not None  # noqa: S101 - checked by the caller
+        readd = self.qemu.get(share.name)
+        if readd is None:
+            readd = self.qemu[share.name] = QemuReadd(
+                self.config.vmm,
+                share,
+                is_ready=lambda: self._ready_for_qemu(share),
+                report=self.report,
+            )
+        status, detail = readd()
+        if status == "succeeded":
+            self.remounted.discard(share.name)
+            if readd.reset:  # the guest boots again and mounts the share itself
+                self.remounted.add(share.name)
+        return status, detail
+
     def _readd(self, share: ShareConfig) -> tuple[str, str]:
         """Remove the fs device, wait until it is gone and virtiofsd runs, add it again."""
+        if self._is_qemu():
+            return self._readd_qemu(share)
         api = self._vmm()
         if api is None:
             log.info("no [vmm] configured: re-add of %s skipped", share.name)
@@ -205,7 +268,22 @@ class LiveActions:
         guest = self.config.guest
         if share.mount_point:
             guest = replace(guest, mount_point=share.mount_point)
-        remount = GuestRemount(guest, share.tag)
+        if self._is_qemu() and not has_client(share.socket):
+            # The device is not connected to a virtiofsd: touching the mount now would
+            # block in the guest (and take the console's shell with it).
+            log.error("remount of %s skipped: the device is not served", share.name)
+            return "failed", "the device is not served by a virtiofsd"
+        if self._is_qemu() and share.name in self.remounted:
+            # Under QEMU a mount goes stale only with its device: one remount per re-add
+            # (one death is often reported twice: the lost client, then the exit).
+            log.info("remount of %s: already mounted since the last re-add", share.name)
+            return "succeeded", "mounted since the last re-add"
+        remount: GuestRemount | SerialRemount
+        if guest.transport == "serial":
+            console = SerialConsole(guest.console, prompt=guest.prompt)
+            remount = SerialRemount(console, share.tag, guest.mount_point, guest.rescan)
+        else:
+            remount = GuestRemount(guest, share.tag)
         try:
             remount.run()
         except RemountFailed as exc:
@@ -213,6 +291,12 @@ class LiveActions:
                 "remount of %s failed after %d attempts: %s", share.name, remount.attempts, exc
             )
             return "failed", f"after {remount.attempts} attempts: {str(exc)[:400]}"
+        if self._is_qemu():
+            self.remounted.add(share.name)
+        if isinstance(remount, SerialRemount) and remount.timings:
+            shown = ", ".join(f"{k} {v:g}" for k, v in remount.timings.items())
+            log.warning("remounted %s in the guest: %s", share.name, shown)
+            return "succeeded", shown
         return "succeeded"
 
     # --- checker --------------------------------------------------------------------
@@ -238,6 +322,13 @@ class LiveActions:
 
     def _device_served(self, share: ShareConfig) -> bool:
         """The VMM lists the device and a client is connected to its virtiofsd."""
+        if self.config.vmm is not None and self.config.vmm.kind == "qemu":
+            try:
+                with QmpClient(self.config.vmm.qmp_socket) as qmp:
+                    present = describe_device(qmp, share.name) is not None
+            except QmpError:
+                return False
+            return present and has_client(share.socket)
         api = self._vmm()
         if api is None:
             return True  # nothing to re-add into
