@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -91,17 +92,18 @@ class Rig:
             f'mount_point = "{MOUNT_POINT}"\n'
         )
         self.healer: subprocess.Popen[bytes] | None = None
+        self.lines: list[tuple[float, str]] = []  # (monotonic arrival, healer log line)
 
     # --- life cycle -----------------------------------------------------------------
 
     def start(self) -> Rig:
-        with self.healer_log.open("wb") as err:
-            self.healer = subprocess.Popen(
-                [sys.executable, "-m", "healer", "watch", "--config", str(self.config)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
+        self.healer = subprocess.Popen(
+            [sys.executable, "-m", "healer", "watch", "--config", str(self.config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        threading.Thread(target=self._read_log, args=(self.healer,), daemon=True).start()
         self.wait(lambda: self.socket.exists() and self.daemon_pid() is not None, 30, "the socket")
         self.vm.start()
         self.vm.wait_ready()
@@ -121,6 +123,15 @@ class Rig:
             except subprocess.TimeoutExpired:
                 self.healer.kill()
                 self.healer.wait(10)
+
+    def _read_log(self, healer: subprocess.Popen[bytes]) -> None:
+        """healer's stderr to a file, and each line with the time it arrived."""
+        assert healer.stderr is not None
+        with self.healer_log.open("wb") as copy:
+            for raw in healer.stderr:
+                self.lines.append((time.monotonic(), raw.decode("utf-8", "replace").rstrip()))
+                copy.write(raw)
+                copy.flush()
 
     def __enter__(self) -> Rig:
         return self.start()
