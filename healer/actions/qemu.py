@@ -60,10 +60,12 @@ class QemuReadd:
         self.runs = 0
         self.stuck = 0
         self.result: QemuReaddResult | None = None
+        self.reset = False  # the last run reset the VM (opt-in escalation)
 
     def __call__(self) -> tuple[str, str]:
-        """Run the sequence once; a runner status."""
+        """Run the sequence once (twice after an opt-in reset); a runner status."""
         self.runs += 1
+        self.reset = False
         policy = QemuReaddPolicy(
             device_del_timeout_s=self.vmm.device_del_timeout_s,
             on_stuck="system_reset" if self.vmm.on_stuck == "system_reset" else "notify",
@@ -71,12 +73,19 @@ class QemuReadd:
         name = self.share.name
         try:
             with QmpClient(self.vmm.qmp_socket, timeout_s=policy.command_timeout_s) as qmp:
-                result = readd_fs_qemu(qmp, self.last, is_ready=self.is_ready, policy=policy)
-        except QemuDeviceStuck as exc:
-            self.stuck += 1
-            log.error("re-add of %s: %s", name, exc)
-            self._event(DeviceRemoveFailed, f"QEMU: {exc}", level="ERROR")
-            return "timed_out", str(exc)[:500]
+                try:
+                    result = readd_fs_qemu(qmp, self.last, is_ready=self.is_ready, policy=policy)
+                except QemuDeviceStuck as exc:
+                    self.stuck += 1
+                    self.last = exc.device
+                    log.error("re-add of %s: %s", name, exc)
+                    self._event(DeviceRemoveFailed, f"QEMU: {exc}", level="ERROR")
+                    if exc.escalation != "system_reset":
+                        return "timed_out", str(exc)[:500]
+                    # The reset completed the unplug: add the device back for the guest
+                    # that boots again (its own boot mounts the share).
+                    self.reset = True
+                    result = readd_fs_qemu(qmp, self.last, is_ready=self.is_ready, policy=policy)
         except QmpTimeout as exc:
             log.error("re-add of %s timed out: %s", name, exc)
             return "timed_out", str(exc)[:500]

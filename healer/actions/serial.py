@@ -138,7 +138,7 @@ class SerialConsole:
                 return hit
             left = deadline - self.clock()
             if left <= 0:
-                msg = f"serial console {self.path}: no {what} within {timeout_s:g} s"
+                msg = f"serial console {self.path}: {what} did not come within {timeout_s:g} s"
                 raise ConsoleError(msg)
             sock.settimeout(left)
             try:

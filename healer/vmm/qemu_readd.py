@@ -21,7 +21,9 @@ issued after virtiofsd died blocks in the guest, and ``device_del`` then never
 completes (the guest's unplug waits for those requests). After ``device_del_timeout_s``
 the sequence stops with :class:`QemuDeviceStuck` and escalates as configured:
 ``notify`` (default: report, touch nothing) or ``system_reset`` (opt-in: reset the
-VM, the only way out; the guest's unsaved state is lost).
+VM, the only way out; the guest's unsaved state is lost). A reset completes the
+pending unplug (QEMU then reports ``DEVICE_DELETED``), so running the sequence again
+adds the device back for the rebooting guest: it skips what is already gone.
 
 Every wait is bounded; each step's duration is in the result (or the error).
 """
@@ -127,12 +129,14 @@ class QemuDeviceStuck(QemuReaddError):
 
     def __init__(
         self,
-        device_id: str,
+        device: QemuFsDevice,
         timeout_s: float,
         escalation: str,
         steps: tuple[str, ...],
         durations: dict[str, float],
     ) -> None:
+        self.device = device
+        device_id = device.device_id
         self.device_id = device_id
         self.timeout_s = timeout_s
         self.escalation = escalation
@@ -227,7 +231,7 @@ def readd_fs_qemu(
             durations["device_del"] = round(clock() - began, 6)
             escalation = _escalate(qmp, policy, timeout)
             raise QemuDeviceStuck(
-                device.device_id,
+                device,
                 policy.device_del_timeout_s,
                 escalation,
                 tuple(steps),

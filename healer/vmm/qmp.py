@@ -128,12 +128,15 @@ class QmpClient:
             raise QmpUnreachable(self.path, exc.strerror or str(exc), errno=exc.errno) from exc
         self._sock = sock
         self._buffer.clear()
-        greeting = self._read(time.monotonic() + self.timeout_s, "the greeting")
-        if "QMP" not in greeting:
+        try:
+            greeting = self._read(time.monotonic() + self.timeout_s, "the greeting")
+            if "QMP" not in greeting:
+                raise QmpUnreachable(self.path, "the peer does not speak QMP")
+            self.greeting = greeting["QMP"]
+            self.execute("qmp_capabilities")
+        except QmpError:
             self.close()
-            raise QmpUnreachable(self.path, "the peer does not speak QMP")
-        self.greeting = greeting["QMP"]
-        self.execute("qmp_capabilities")
+            raise
         version = self.greeting.get("version", {})
         return version if isinstance(version, dict) else {}
 
