@@ -127,7 +127,7 @@ class Rig:
     def _read_log(self, healer: subprocess.Popen[bytes]) -> None:
         """healer's stderr to a file, and each line with the time it arrived."""
         assert healer.stderr is not None
-        with self.healer_log.open("wb") as copy:
+        with healer.stderr, self.healer_log.open("wb") as copy:
             for raw in healer.stderr:
                 self.lines.append((time.monotonic(), raw.decode("utf-8", "replace").rstrip()))
                 copy.write(raw)
