@@ -293,6 +293,14 @@ def load_config(path: Path | str) -> Config:
     sources = _sources(check, data.get("source", []))
     vmm = _vmm(check, data["vmm"]) if "vmm" in data else None
     guest = _guest(check, data["guest"]) if "guest" in data else None
+    if guest is not None and guest.transport == "serial":
+        for index, share in enumerate(shares):
+            if share.mount_point and not _SAFE_PATH.match(share.mount_point):
+                check.bad(
+                    ("share", index, "mount_point"),
+                    f"mount_point {share.mount_point!r} goes into a guest shell line",
+                    "use letters, digits, '.', '_', '-' and '/' only",
+                )
     if check.problems:
         raise ConfigError(check.problems)
     return Config(

@@ -120,6 +120,12 @@ shared_dir = "/srv/fs0"
             "goes into a guest shell line",
         ),
         ('\n[guest]\ntransport = "serial"\nmount_point = "/mnt"\n', 9, "missing key 'console'"),
+        (
+            'mount_point = "/mnt/$(x)"\n[guest]\ntransport = "serial"\nconsole = "/run/s"\n'
+            'mount_point = "/mnt"\n',
+            8,
+            "mount_point '/mnt/$(x)' goes into a guest shell line",
+        ),
         ('\n[guest]\ntransport = "ssh"\nmount_point = "/mnt"\n', 10, "transport 'ssh' is unknown"),
         ('\n[[source]]\npath = "boot.log"\n', 10, "path 'boot.log' is not an absolute path"),
     ],

@@ -37,6 +37,7 @@ __all__ = ["ConsoleError", "ConsoleResult", "SerialConsole", "SerialRemount", "r
 
 _MAX_OUTPUT = 1 << 16
 _ESCAPES = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
+_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
 
 
 class ConsoleError(RemountFailed):
@@ -163,6 +164,9 @@ def remount_command(tag: str, mount_point: str, *, rescan: bool = False, tries: 
     each point, so the time spent waiting for the device to appear can be told from
     the mount itself.
     """
+    if not _SAFE_PATH.match(mount_point):
+        msg = f"mount point {mount_point!r} cannot go into a guest shell line"
+        raise ValueError(msg)
     mp, fs_tag = shlex.quote(mount_point), shlex.quote(tag)
     up = "$(cut -d' ' -f1 /proc/uptime)"
     parts = [f"s={up}"]
