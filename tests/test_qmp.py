@@ -284,6 +284,8 @@ def qemu(tmp_path: Path, virtiofsd: tuple[str, str]) -> Iterator[RealQemu]:
     daemons = []
 
     def start_daemon() -> subprocess.Popen[bytes]:
+        for earlier in daemons:  # it holds the socket's pid-file lock until it exits
+            earlier.wait(30)
         daemons.append(subprocess.Popen(daemon_argv, stderr=subprocess.DEVNULL))
         wait_for(lambda: is_listening(sock))
         return daemons[-1]
