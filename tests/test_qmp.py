@@ -292,22 +292,33 @@ def qemu(tmp_path: Path, virtiofsd: tuple[str, str]) -> Iterator[RealQemu]:
 
     start_daemon()
     qmp = tmp_path / "qmp.sock"
-    vm = subprocess.Popen(
-        [  # noqa: S607 - QEMU from PATH, as the rig starts it
-            "qemu-system-x86_64",
-            *("-accel", "tcg", "-m", "128", "-display", "none", "-nodefaults"),
-            *("-object", "memory-backend-memfd,id=mem,size=128M,share=on"),
-            *("-numa", "node,memdev=mem"),
-            *("-chardev", f"socket,id=char0,path={sock}"),
-            *("-device", "vhost-user-fs-pci,id=fs0,chardev=char0,tag=hostshare"),
-            *("-qmp", f"unix:{qmp},server=on,wait=off"),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with (tmp_path / "qemu.stderr").open("wb") as err:
+        vm = subprocess.Popen(
+            [  # noqa: S607 - QEMU from PATH, as the rig starts it
+                "qemu-system-x86_64",
+                *("-accel", "tcg", "-m", "128", "-display", "none", "-nodefaults"),
+                *("-object", "memory-backend-memfd,id=mem,size=128M,share=on"),
+                *("-numa", "node,memdev=mem"),
+                *("-chardev", f"socket,id=char0,path={sock}"),
+                *("-device", "vhost-user-fs-pci,id=fs0,chardev=char0,tag=hostshare"),
+                *("-qmp", f"unix:{qmp},server=on,wait=off"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+
+    def answers() -> bool:
+        assert vm.poll() is None, (tmp_path / "qemu.stderr").read_text()
+        try:
+            with QmpClient(str(qmp), timeout_s=10):
+                pass
+        except QmpUnreachable:
+            return False
+        return True
+
     try:
-        wait_for(qmp.exists)
+        wait_for(answers)
         yield RealQemu(qmp, sock, start_daemon)
     finally:
         vm.kill()
