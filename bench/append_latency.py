@@ -77,15 +77,20 @@ def measure(
     return latencies
 
 
-def run_healer(work: Path, samples: int, rng: random.Random, step_ms: int) -> list[float]:
+def run_healer(work: Path, samples: int, rng: random.Random, notify: str) -> list[float]:
+    """``notify`` is "inotify" or a watchfiles step in ms."""
     (work / "shared").mkdir()
     log = work / "ch.log"
     log.write_text("")
     config = work / "healer.toml"
     config.write_text(
         f'[healer]\njournal = "{work / "journal"}"\nrules = "{ROOT / "rules"}"\n'
-        f"notify_step_ms = {step_ms}\n\n"
-        f'[[share]]\nname = "fs0"\nsocket = "{work / "fs0.sock"}"\n'
+        + (
+            'notify = "inotify"\n\n'
+            if notify == "inotify"
+            else f'notify = "watchfiles"\nnotify_step_ms = {notify}\n\n'
+        )
+        + f'[[share]]\nname = "fs0"\nsocket = "{work / "fs0.sock"}"\n'
         f'shared_dir = "{work / "shared"}"\n\n[[source]]\npath = "{log}"\n'
     )
     proc = subprocess.Popen(
@@ -162,17 +167,21 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=100)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
-        "--step-ms", type=int, nargs="+", default=[20, 5], help="healer notify_step_ms values"
+        "--notify",
+        nargs="+",
+        default=["20", "5", "inotify"],
+        help='healer watchers: watchfiles steps in ms, or "inotify"',
     )
     parser.add_argument(
         "--sec-poll", type=float, nargs="*", default=[0.1, 0.01], help="SEC --poll-timeout values"
     )
     args = parser.parse_args()
     rows = []
-    for step in args.step_ms:
+    for notify in args.notify:
         with tempfile.TemporaryDirectory(prefix="healer-append-") as tmp:
-            found = run_healer(Path(tmp), args.samples, random.Random(args.seed), step)
-        rows.append(row("healer watch", f"notify_step_ms = {step}", found))
+            found = run_healer(Path(tmp), args.samples, random.Random(args.seed), notify)
+        setting = 'notify = "inotify"' if notify == "inotify" else f"notify_step_ms = {notify}"
+        rows.append(row("healer watch", setting, found))
     if args.sec_poll and shutil.which("sec") is None:
         print("sec is not installed: apt-get install sec (or pass --sec-poll with no values)")
         return 2

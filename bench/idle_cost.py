@@ -1,4 +1,4 @@
-"""Idle cost of ``healer watch``: CPU and RSS with N supervised shares and nothing happening.
+"""Idle cost of ``healer watch`` (and SEC, same run): CPU and RSS with nothing happening.
 
 Starts healer with ``--shares`` real virtiofsd daemons on held sockets and one tailed
 log, waits for start-up to settle, then samples healer's own CPU time (utime + stime
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +34,83 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def sample(proc: subprocess.Popen[bytes], seconds: float) -> tuple[float, float, int]:
+    """Idle CPU % of one core, RSS MiB and threads of ``proc`` over ``seconds``."""
+    cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+    time.sleep(seconds)
+    cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
+    threads = len(list(Path(f"/proc/{proc.pid}/task").iterdir()))
+    return 100 * (cpu1 - cpu0) / (t1 - t0), rss_mib(proc.pid), threads
+
+
+def run_healer(work: Path, shares: int, seconds: float, metrics: str, notify: str) -> str:
+    log = work / "ch.log"
+    log.write_text("")
+    watcher = (
+        'notify = "inotify"\n'
+        if notify == "inotify"
+        else f'notify = "watchfiles"\nnotify_step_ms = {notify}\n'
+    )
+    lines = [
+        f'[healer]\njournal = "{work / "journal"}"\nrules = "{ROOT / "rules"}"\n'
+        f'metrics = "{metrics}"\n{watcher}'
+    ]
+    for n in range(shares):
+        shared = work / f"shared{n}"
+        shared.mkdir()
+        lines.append(
+            f'[[share]]\nname = "fs{n}"\nsocket = "{work / f"fs{n}.sock"}"\n'
+            f'shared_dir = "{shared}"\n'
+        )
+    lines.append(f'[[source]]\npath = "{log}"\n')
+    config = work / "healer.toml"
+    config.write_text("\n".join(lines))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "healer", "watch", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not all((work / f"fs{n}.sock").exists() for n in range(shares)):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("healer did not start its shares")
+            time.sleep(0.1)
+        time.sleep(3.0)  # let start-up settle
+        cpu, rss, threads = sample(proc, seconds)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    setting = 'notify = "inotify"' if notify == "inotify" else f"notify_step_ms = {notify}"
+    return (
+        f"| healer watch, {shares} shares + 1 log | {setting} | {cpu:.2f} | {rss:.1f} | {threads} |"
+    )
+
+
+def run_sec(work: Path, seconds: float, poll: float) -> str:
+    """SEC following one quiet file with one rule (the peer-benchmark setup)."""
+    log, conf = work / "ch.log", work / "idle.sec"
+    log.write_text("")
+    conf.write_text(
+        "type=Single\nptype=SubStr\npattern=Failed connecting the backend\n"
+        "desc=connect timeout\naction=none\n"
+    )
+    sec = shutil.which("sec") or "sec"
+    proc = subprocess.Popen(
+        [sec, f"--conf={conf}", f"--input={log}", f"--poll-timeout={poll}", "--log=/dev/null"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(2.0)
+        cpu, rss, threads = sample(proc, seconds)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    default = " (default)" if poll == 0.1 else ""
+    return f"| SEC, 1 log | --poll-timeout={poll}{default} | {cpu:.2f} | {rss:.1f} | {threads} |"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--shares", type=int, default=32)
@@ -42,56 +120,32 @@ def main() -> int:
         default="127.0.0.1:0",
         help='[healer] metrics: an address (default: a free loopback port) or "off"',
     )
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="healer-idle-") as tmp:
-        work = Path(tmp)
-        log = work / "ch.log"
-        log.write_text("")
-        lines = [
-            f'[healer]\njournal = "{work / "journal"}"\nrules = "{ROOT / "rules"}"\n'
-            f'metrics = "{args.metrics}"\n'
-        ]
-        for n in range(args.shares):
-            shared = work / f"shared{n}"
-            shared.mkdir()
-            lines.append(
-                f'[[share]]\nname = "fs{n}"\nsocket = "{work / f"fs{n}.sock"}"\n'
-                f'shared_dir = "{shared}"\n'
-            )
-        lines.append(f'[[source]]\npath = "{log}"\n')
-        config = work / "healer.toml"
-        config.write_text("\n".join(lines))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "healer", "watch", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while not all((work / f"fs{n}.sock").exists() for n in range(args.shares)):
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    print("healer did not start its shares", file=sys.stderr)
-                    return 1
-                time.sleep(0.1)
-            time.sleep(3.0)  # let start-up settle
-            cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
-            time.sleep(args.seconds)
-            cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
-            rss = rss_mib(proc.pid)
-            threads = len(list(Path(f"/proc/{proc.pid}/task").iterdir()))
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
-    share = 100 * (cpu1 - cpu0) / (t1 - t0)
-    print(
-        f"healer watch, {args.shares} supervised shares + 1 tailed log, "
-        f"metrics {args.metrics}, idle {t1 - t0:.0f} s"
+    parser.add_argument(
+        "--notify",
+        nargs="+",
+        default=["inotify", "20"],
+        help='healer watchers: "inotify", or watchfiles steps in ms',
     )
+    parser.add_argument(
+        "--sec-poll", type=float, nargs="*", default=[0.1, 0.01], help="SEC --poll-timeout values"
+    )
+    args = parser.parse_args()
+    rows = []
+    for notify in args.notify:
+        with tempfile.TemporaryDirectory(prefix="healer-idle-") as tmp:
+            rows.append(run_healer(Path(tmp), args.shares, args.seconds, args.metrics, notify))
+    if args.sec_poll and shutil.which("sec") is None:
+        print("sec is not installed: apt-get install sec (or pass --sec-poll with no values)")
+        return 2
+    for poll in args.sec_poll:
+        with tempfile.TemporaryDirectory(prefix="sec-idle-") as tmp:
+            rows.append(run_sec(Path(tmp), args.seconds, poll))
+    print(f"idle for {args.seconds:.0f} s each, same run; healer metrics {args.metrics}")
     print()
-    print("| idle CPU % (one core) | RSS MiB | threads |")
-    print("|---|---|---|")
-    print(f"| {share:.2f} | {rss:.1f} | {threads} |")
-    resolution = 100 / CLK_TCK / (t1 - t0)
+    print("| peer | setting | idle CPU % (one core) | RSS MiB | threads |")
+    print("|---|---|---|---|---|")
+    print("\n".join(rows))
+    resolution = 100 / CLK_TCK / args.seconds
     print(f"\n(CPU from /proc/PID/stat ticks at {CLK_TCK} Hz: resolution {resolution:.3f} %)")
     return 0
 

@@ -43,6 +43,7 @@ _HEALER = {
     "metrics",
     "metrics_textfile",
     "fsync",
+    "notify",
     "notify_step_ms",
     "action_queue",
     "adopt_wait",
@@ -136,7 +137,8 @@ class Config:
     metrics: str = "127.0.0.1:9464"  # "" when metrics = "off"
     fsync: str = "decisions"
     metrics_textfile: str | None = None  # node_exporter textfile collector mode
-    notify_step_ms: int = 20  # file watcher step: latency vs idle wake-ups
+    notify: str = "inotify"  # or "watchfiles": what says "a log changed"
+    notify_step_ms: int = 20  # watchfiles' step: latency vs idle wake-ups
     action_queue: int = 16  # slow actions waiting per share, beyond which they fail
     adopt_wait: float = 60.0  # seconds to wait for an adopted virtiofsd to come back
 
@@ -281,6 +283,13 @@ def load_config(path: Path | str) -> Config:
             f"fsync {fsync!r} is unknown",
             'one of "decisions", "always", "never"',
         )
+    notify = healer.get("notify", "inotify")
+    if notify not in ("watchfiles", "inotify"):
+        check.bad(
+            ("healer", "notify"),
+            f"notify {notify!r} is unknown",
+            '"inotify" (Linux, the default) or "watchfiles" (portable)',
+        )
     limits = {
         key: _number(check, healer, key, bounds)
         for key, bounds in (
@@ -314,6 +323,7 @@ def load_config(path: Path | str) -> Config:
         metrics=metrics,
         fsync=str(fsync),
         metrics_textfile=textfile,
+        notify=str(notify),
         notify_step_ms=int(limits["notify_step_ms"]),
         action_queue=int(limits["action_queue"]),
         adopt_wait=float(limits["adopt_wait"]),

@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +34,7 @@ from healer.metrics import HealerMetrics, MetricsServer, TextfileWriter, failure
 from healer.observe import FanOut, LineTally, LoggingObserver, Observer
 from healer.parse import Checkpoint, SourceParser
 from healer.runner import Runner
-from healer.sources.notify import watch_files
+from healer.sources.notify import watch_files, watch_inotify
 from healer.sources.tail import FileTailer, TailBatch, TailPosition
 from healer.supervise import (
     AdoptedVirtiofsd,
@@ -142,6 +142,8 @@ class Watchdog:
         self.tailed: list[_Tailed] = []
         self._next_look = 0.0
         self.logs_changed = threading.Event()
+        # With one share, a line that names none (a VM reset) is about that one.
+        self.only_share = config.shares[0].tag if len(config.shares) == 1 else None
         self.aliases = {
             alias: share.tag
             for share in config.shares
@@ -197,7 +199,16 @@ class Watchdog:
         # "now" between ticks, so its own safety-net poll can be rare. The flag, not
         # the queue, carries the news: a busy queue of stderr lines must not delay it.
         step = self.config.notify_step_ms
-        for _changed in watch_files(paths, stop=stop, poll_interval_s=60.0, step_ms=step):
+        if self.config.notify == "inotify":
+            try:
+                self._follow(watch_inotify(paths, stop=stop, poll_interval_s=60.0))
+                return
+            except OSError as exc:  # no inotify (or out of instances): the portable way
+                log.warning("inotify is not available (%s): watching with watchfiles", exc)
+        self._follow(watch_files(paths, stop=stop, poll_interval_s=60.0, step_ms=step))
+
+    def _follow(self, changes: Iterator[set[Path]]) -> None:
+        for _changed in changes:
             self.logs_changed.set()
             if self.inputs.empty():
                 self._put("wake", "", None)
@@ -461,11 +472,12 @@ class Watchdog:
         """Name the share an event is about by its configured tag.
 
         Logs name a share by tag, socket path or device id; a share's own virtiofsd
-        log is about that share even where its lines name none.
+        log is about that share even where its lines name none, and so is every line
+        when there is only one share.
         """
         share = event.share
         if share is None:
-            share = tailed.share
+            share = tailed.share or self.only_share
         share = self.aliases.get(share, share) if share is not None else None
         return event if share == event.share else replace(event, share=share)
 

@@ -21,7 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from healer.events import Event, event_to_json
 from healer.parse import SourceParser
-from healer.sources.notify import watch_files
+from healer.sources.notify import watch_files, watch_inotify
 from healer.sources.tail import (
     FileIdentity,
     FileTailer,
@@ -866,13 +866,18 @@ def _next_matching(q: queue.Queue[set[Path]], ok: Callable[[set[Path]], bool]) -
     raise AssertionError("the expected notification never came")
 
 
-def test_watch_files_reports_writes_and_ticks(tmp_path: Path) -> None:
+WATCHERS = {"watchfiles": watch_files, "inotify": watch_inotify}
+
+
+@pytest.mark.parametrize("kind", sorted(WATCHERS))
+def test_watch_files_reports_writes_and_ticks(tmp_path: Path, kind: str) -> None:
     """A write to a watched file is reported; an empty set comes as the periodic poll tick."""
     path = tmp_path / "a.log"
     stop = threading.Event()
     got: queue.Queue[set[Path]] = queue.Queue()
+    watch = WATCHERS[kind]
     watcher = threading.Thread(
-        target=_collect, args=(watch_files([path], stop=stop, poll_interval_s=0.2), got)
+        target=_collect, args=(watch([path], stop=stop, poll_interval_s=0.2), got)
     )
     watcher.start()
     try:
@@ -888,11 +893,40 @@ def test_watch_files_reports_writes_and_ticks(tmp_path: Path) -> None:
     assert not watcher.is_alive()
 
 
-def test_watch_files_ticks_without_a_directory(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", sorted(WATCHERS))
+def test_watch_files_ticks_without_a_directory(tmp_path: Path, kind: str) -> None:
     """With nothing to watch yet, the ticks still come, and stop ends the generator."""
     stop = threading.Event()
-    ticks = watch_files([tmp_path / "missing" / "a.log"], stop=stop, poll_interval_s=0.01)
+    ticks = WATCHERS[kind]([tmp_path / "missing" / "a.log"], stop=stop, poll_interval_s=0.01)
 
     assert set() == next(ticks)
     stop.set()
     assert list(ticks) == []
+
+
+def test_inotify_follows_rotation_and_a_directory_that_appears_later(tmp_path: Path) -> None:
+    """Rename-and-create and delete are reported; a later directory is watched from a tick."""
+    logs = tmp_path / "logs"
+    path = logs / "a.log"
+    stop = threading.Event()
+    got: queue.Queue[set[Path]] = queue.Queue()
+    watcher = threading.Thread(
+        target=_collect, args=(watch_inotify([path], stop=stop, poll_interval_s=0.1), got)
+    )
+    watcher.start()
+    try:
+        logs.mkdir()
+        _next_matching(got, lambda s: not s)
+        _next_matching(got, lambda s: not s)  # a tick after the mkdir added the watch
+        path.write_bytes(b"one\n")
+        assert {path} == _next_matching(got, bool)
+        path.rename(logs / "a.log.1")
+        assert {path} == _next_matching(got, bool)
+        path.write_bytes(b"two\n")
+        assert {path} == _next_matching(got, bool)
+        path.unlink()
+        assert {path} == _next_matching(got, bool)
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+    assert not watcher.is_alive()

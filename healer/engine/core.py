@@ -122,6 +122,7 @@ class ShareState:
     circuit_until: float | None = None
     last: dict[str, float] = field(default_factory=dict)  # dedupe key -> decided at
     last_pid: dict[str, int] = field(default_factory=dict)  # dedupe key -> pid it answered
+    daemon_pid: int | None = None  # the latest virtiofsd the logs showed alive
     ordinals: dict[str, int] = field(default_factory=dict)  # action -> n in incident
 
 
@@ -221,6 +222,10 @@ class Engine:
         pid = item.origin.pid if item.origin.program == "virtiofsd" else None
         cause = Cause(item.kind, item.source, item.line, item.offset, now, pid)
         share = self._share_of(run, item)
+        if pid is not None and item.kind != "VirtiofsdExited":  # a sign of that daemon's life
+            current = run.share(share)
+            if current.daemon_pid != pid:
+                run.put(share, replace(current, daemon_pid=pid))
         self._fire_due(run, now)
         if item.kind in self._recovery:
             self._recover(run, share, cause)
@@ -439,7 +444,9 @@ class Engine:
         if not retry and self._repeats(state, action, rule, cause, when):
             return None  # the same request, seen again within the dedupe window
         dedupe = _dedupe_key(action, rule)
-        pid = cause.pid if cause is not None else None
+        # A line that names no pid (the VMM's) is about the daemon alive at the time:
+        # a later death of a newer daemon is a new death, not a repeat.
+        pid = cause.pid if cause is not None and cause.pid is not None else state.daemon_pid
         suppressed = None
         if state.phase == Phase.CIRCUIT_OPEN and action in HEALING and not retry:
             suppressed = "circuit open"

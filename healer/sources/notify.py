@@ -1,20 +1,27 @@
 """When to poll the tailers: file-system notifications with a slow poll as safety net.
 
 :class:`~healer.sources.tail.FileTailer` reads only when polled and never blocks;
-this module decides *when*: watchfiles' native watcher on the logs' directories says
-"now", and a tick every ``poll_interval_s`` covers missed or coalesced notifications.
+this module decides *when*: a watcher on the logs' directories says "now", and a tick
+every ``poll_interval_s`` covers missed or coalesced notifications. Two watchers:
+inotify read directly (Linux, the default: it sleeps until the kernel reports a
+change) and watchfiles (portable, and the fallback: its native loop wakes every
+``step_ms``, so latency is bought with wake-ups). Measured in the README: p99 5 ms at
+0.05 % idle CPU against 45 ms at 0.23 % (step 20) or 14 ms at 0.47 % (step 5).
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import select
+import struct
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["watch_files"]
+__all__ = ["watch_files", "watch_inotify"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,3 +107,90 @@ def watch_files(
             yield set()
         finally:
             changes_seen.close()  # stops the native watcher now, not at garbage collection
+
+
+_IN_CLOEXEC = 0o2000000
+_IN_NONBLOCK = 0o4000
+_IN_EVENTS = (
+    0x00000002  # IN_MODIFY
+    | 0x00000004  # IN_ATTRIB
+    | 0x00000008  # IN_CLOSE_WRITE
+    | 0x00000040  # IN_MOVED_FROM
+    | 0x00000080  # IN_MOVED_TO
+    | 0x00000100  # IN_CREATE
+    | 0x00000200  # IN_DELETE
+)
+_IN_Q_OVERFLOW = 0x00004000
+_EVENT_HEAD = struct.Struct("iIII")  # wd, mask, cookie, len (struct inotify_event)
+
+
+def watch_inotify(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    stop: threading.Event,
+    poll_interval_s: float = 1.0,
+    stop_check_s: float = 0.5,
+) -> Iterator[set[Path]]:
+    """:func:`watch_files` on Linux inotify directly: same contract, no step loop.
+
+    The thread sleeps in ``select`` until the kernel reports a change in a watched
+    directory, so a write is reported within about a millisecond, and an idle watcher
+    wakes only every ``stop_check_s`` (to see ``stop``) and every ``poll_interval_s``
+    (the safety-net tick). A queue overflow or a directory that appears later turns
+    into a tick (poll everything). Raises ``OSError`` when inotify is not available.
+    """
+    targets = {Path(p).absolute() for p in paths}
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(_IN_CLOEXEC | _IN_NONBLOCK)
+    if fd < 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"inotify_init1: {os.strerror(error)}")
+    watched: dict[int, Path] = {}
+
+    def add_watches() -> None:
+        for directory in sorted({t.parent for t in targets} - set(watched.values())):
+            wd = libc.inotify_add_watch(fd, os.fsencode(directory), _IN_EVENTS)
+            if wd >= 0:
+                watched[wd] = directory
+
+    try:
+        add_watches()
+        last_tick = time.monotonic()
+        while not stop.is_set():
+            wait = max(0.0, min(stop_check_s, last_tick + poll_interval_s - time.monotonic()))
+            readable, _, _ = select.select([fd], [], [], wait)
+            hit: set[Path] = set()
+            overflow = False
+            if readable:
+                hit, overflow = _read_events(fd, watched, targets)
+            if hit:
+                yield hit
+            now = time.monotonic()
+            if overflow or now - last_tick >= poll_interval_s:
+                last_tick = now
+                add_watches()  # directories that appeared since
+                yield set()
+    finally:
+        os.close(fd)
+
+
+def _read_events(fd: int, watched: dict[int, Path], targets: set[Path]) -> tuple[set[Path], bool]:
+    """The watched paths named by the pending inotify events, and whether it overflowed."""
+    hit: set[Path] = set()
+    overflow = False
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return hit, overflow
+        offset = 0
+        while offset + _EVENT_HEAD.size <= len(data):
+            wd, mask, _cookie, size = _EVENT_HEAD.unpack_from(data, offset)
+            name = data[offset + _EVENT_HEAD.size : offset + _EVENT_HEAD.size + size]
+            offset += _EVENT_HEAD.size + size
+            overflow |= bool(mask & _IN_Q_OVERFLOW)
+            directory = watched.get(wd)
+            if directory is not None and name:
+                path = directory / os.fsdecode(name.rstrip(b"\0"))
+                if path in targets:
+                    hit.add(path)
