@@ -26,16 +26,16 @@ from typing import BinaryIO, cast
 
 from healer.actions.live import LiveActions
 from healer.actions.workers import ShareWorkers
-from healer.config import Config, ShareConfig, SourceConfig
+from healer.config import Config, ShareConfig
 from healer.engine import Engine, RuleSet
 from healer.events import Event, Origin, VirtiofsdExited, VirtiofsdListening
+from healer.follow import FollowedLogs
 from healer.journal import Journal
 from healer.metrics import HealerMetrics, MetricsServer, TextfileWriter, failure_kinds
 from healer.observe import FanOut, LineTally, LoggingObserver, Observer
-from healer.parse import Checkpoint, SourceParser
+from healer.parse import SourceParser
 from healer.runner import Runner
 from healer.sources.notify import watch_files, watch_inotify
-from healer.sources.tail import FileTailer, TailBatch, TailPosition
 from healer.supervise import (
     AdoptedVirtiofsd,
     ExitStatus,
@@ -53,18 +53,6 @@ QUEUE_LIMIT = 10_000
 TICK_S = 1.0
 RESTART_GRACE_S = 1.0  # a daemon that lost its client exits within this
 ADOPT_LOOK_S = 0.1  # how often to look for an adopted share's next daemon
-
-
-@dataclass(slots=True)
-class _Tailed:
-    """A configured log at run time: its tailer and the parser of its current file."""
-
-    config: SourceConfig
-    tailer: FileTailer
-    resume: Checkpoint | None = None
-    parser: SourceParser | None = None
-    stream: str = ""
-    share: str | None = None  # the tag of the share whose virtiofsd writes this log
 
 
 @dataclass(slots=True)
@@ -139,16 +127,9 @@ class Watchdog:
             observer=self.observer,
         )
         self.shares: dict[str, _Share] = {}
-        self.tailed: list[_Tailed] = []
+        self.logs = FollowedLogs(config, self.runner, self.observer, self.tally, clock=clock)
         self._next_look = 0.0
         self.logs_changed = threading.Event()
-        # With one share, a line that names none (a VM reset) is about that one.
-        self.only_share = config.shares[0].tag if len(config.shares) == 1 else None
-        self.aliases = {
-            alias: share.tag
-            for share in config.shares
-            for alias in (share.name, share.tag, share.socket)
-        }
 
     # --- life cycle ---------------------------------------------------------------
 
@@ -168,31 +149,16 @@ class Watchdog:
         for name, running in self.shares.items():
             if running.adopted is not None:
                 self._adopt(name)
-        self._tail_sources()
-        if self.tailed:
+        self.logs.start()
+        if self.logs.tailed:
             self.logs_changed.set()  # read what is there now, before any notification
-            paths = [t.config.path for t in self.tailed]
+            paths = self.logs.paths
             threading.Thread(target=self._notify, args=(paths, stop), daemon=True).start()
         try:
             self._loop(stop)
         finally:
             self.shutdown()
         return 0
-
-    def _tail_sources(self) -> None:
-        """Tailers resume where the journal says each log was read up to."""
-        sources: list[tuple[SourceConfig, str | None]] = [(s, None) for s in self.config.sources]
-        sources += [  # an adopted virtiofsd's own log tells about its share
-            (SourceConfig(share.log, f"virtiofsd:{share.name}"), share.tag)
-            for share in self.config.shares
-            if share.mode == "adopt" and share.log
-        ]
-        for source, tag in sources:
-            position = self.runner.tails.get(source.name)
-            start = TailPosition.from_dict(position) if position else None
-            tailed = _Tailed(source, FileTailer(source.path, start=start), share=tag)
-            tailed.resume = self.runner.checkpoints.get(source.name) if start else None
-            self.tailed.append(tailed)
 
     def _notify(self, paths: list[str], stop: threading.Event) -> None:
         # The loop itself polls the logs every TICK_S: the watcher only has to say
@@ -217,8 +183,7 @@ class Watchdog:
         self.workers.close()
         while not self.control.empty():  # outcomes that came in: journal them
             self._on_control(*self.control.get_nowait())
-        for tailed in self.tailed:
-            tailed.tailer.close()
+        self.logs.close()
         for name, share in self.shares.items():
             if share.daemon is not None:
                 pid = share.daemon.pid
@@ -311,7 +276,7 @@ class Watchdog:
         return {
             "input_queue": self.dropped,
             "action_queue": self.workers.rejected,
-            "line_length": sum(t.tailer.stats.lines_cut for t in self.tailed),
+            "line_length": self.logs.lines_cut,
         }
 
     # --- Daemons, for the live actions ------------------------------------------------
@@ -371,9 +336,9 @@ class Watchdog:
             elif kind == "exit":
                 self._on_exit(name, *payload)  # type: ignore[misc]
             polled = kind == "" or self.clock() >= next_tick  # the safety net, once a tick
-            if self.tailed and (polled or self.logs_changed.is_set()):
+            if self.logs.tailed and (polled or self.logs_changed.is_set()):
                 self.logs_changed.clear()
-                self._read_sources()
+                self.logs.read()
             self._restarts_due()
             self.runner.run_due()
             if self.clock() >= self._next_look:
@@ -405,81 +370,6 @@ class Watchdog:
         """An adopted share without a live daemon may have a new one by now."""
         for name in self._missing_adopted():
             self._adopt(name)
-
-    def _read_sources(self) -> None:
-        for tailed in self.tailed:
-            read = False
-            for _ in range(64):  # bounded: a huge backlog is read over several turns
-                for batch in tailed.tailer.poll():
-                    self._on_batch(tailed, batch)
-                    read = True
-                if tailed.tailer.at_eof:
-                    break
-            if read and tailed.tailer.at_eof and tailed.parser is not None:
-                self._flush(tailed)
-
-    def _flush(self, tailed: _Tailed) -> None:
-        """Live, the last record is complete when the writer stopped: decide on it now.
-
-        (Replay waits for the next line to see whether it continues the record; a
-        live writer puts a record's lines in one write, so they arrive together.)
-        """
-        assert tailed.parser is not None  # noqa: S101 - checked by the caller
-        events = [self._of(tailed, i) for i in tailed.parser.close() if isinstance(i, Event)]
-        point = tailed.parser.checkpoint()
-        identity = tailed.tailer.position.identity
-        tail = TailPosition(identity, point.offset).to_dict()
-        self.tally.report(self.observer, tailed.config.name, tailed.parser)
-        self.runner.ingest(
-            events,
-            (tailed.config.name, point),
-            stream=tailed.stream,
-            tail=tail,
-            read_at=self.clock(),
-        )
-
-    def _on_batch(self, tailed: _Tailed, batch: TailBatch) -> None:
-        name = tailed.config.name
-        if batch.kind == "lines" and tailed.parser is None:
-            tailed.parser = SourceParser(name, default_year=self._now().year, resume=tailed.resume)
-            tailed.resume = None
-        if batch.identity is not None and batch.kind != "end":
-            # Offsets count per file: a rotated file, and a truncated one (same inode,
-            # new first line), start again at 0 as a stream of their own.
-            identity = batch.identity
-            fingerprint = identity.fingerprint or "-"
-            tailed.stream = f"{name}@{identity.device}:{identity.inode}:{fingerprint}"
-        if batch.kind == "lines" and tailed.parser is not None:
-            read_at = self.clock()
-            items = tailed.parser.feed(batch.block, batch.offset, ingest=self._now())
-            point = tailed.parser.checkpoint()
-            tail = TailPosition(batch.identity, point.offset).to_dict()
-            events = [self._of(tailed, i) for i in items if isinstance(i, Event)]
-            self.tally.report(self.observer, name, tailed.parser)
-            self.runner.ingest(
-                events, (name, point), stream=tailed.stream, tail=tail, read_at=read_at
-            )
-            return
-        if tailed.parser is not None:  # a file ends or a new one starts
-            events = [self._of(tailed, i) for i in tailed.parser.close() if isinstance(i, Event)]
-            self.tally.report(self.observer, name, tailed.parser)
-            self.runner.ingest(events, stream=tailed.stream)
-        tailed.parser = None
-        if batch.kind == "start":
-            tailed.parser = SourceParser(name, default_year=self._now().year)
-
-    def _of(self, tailed: _Tailed, event: Event) -> Event:
-        """Name the share an event is about by its configured tag.
-
-        Logs name a share by tag, socket path or device id; a share's own virtiofsd
-        log is about that share even where its lines name none, and so is every line
-        when there is only one share.
-        """
-        share = event.share
-        if share is None:
-            share = tailed.share or self.only_share
-        share = self.aliases.get(share, share) if share is not None else None
-        return event if share == event.share else replace(event, share=share)
 
     def _on_line(self, name: str, line: bytes, read_at: float) -> None:
         """One stderr line, with when the reader thread got it (the detection latency)."""
