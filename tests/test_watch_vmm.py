@@ -11,6 +11,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -177,7 +179,9 @@ def configured(api: ChApiClient) -> list[str]:
     return [str(d.get("id")) for d in api.info().get("config", {}).get("fs") or []]
 
 
-def test_a_stalled_readd_of_one_share_does_not_hold_up_another_share(setup: Path) -> None:
+@contextmanager
+def fs0_in_the_vm(setup: Path) -> Iterator[tuple[subprocess.Popen[bytes], ChStandIn]]:
+    """healer watch on both shares, and the stand-in VMM with fs0 added (and served)."""
     config = with_vmm(setup)
     ch = ChStandIn(setup / "api.sock", setup / "ch-vmm.log").start()
     try:
@@ -185,19 +189,24 @@ def test_a_stalled_readd_of_one_share_does_not_hold_up_another_share(setup: Path
             wait_for(lambda: len(children(healer.pid)) == 2)
             api = ChApiClient(str(setup / "api.sock"))
             api.add_fs(tag="fs0", socket=str(setup / "fs0.sock"), device_id="fs0")
-            with ch.hold_vmm():  # fs0's re-add now hangs on the VMM's API
-                gave_up(setup, "fs0", datetime.now(UTC))
-                wait_for(lambda: outcomes(setup, "readd_fs"))
-                # Meanwhile fs1's virtiofsd dies: it is respawned and remounted at once.
-                (fs1,) = [p for p in children(healer.pid) if "shared-fs1" in cmdline(p)]
-                os.kill(fs1, signal.SIGKILL)
-                wait_for(lambda: mounts(setup, "fs1"))
-                assert not finals(setup, "readd_fs")  # fs0's re-add is still out
-            wait_for(lambda: finals(setup, "readd_fs"), 120)
-            assert finals(setup, "readd_fs")[0][1] == "succeeded"
-            wait_for(lambda: mounts(setup, "fs0"))
+            yield healer, ch
     finally:
         ch.stop()
+
+
+def test_a_stalled_readd_of_one_share_does_not_hold_up_another_share(setup: Path) -> None:
+    with fs0_in_the_vm(setup) as (healer, ch):
+        with ch.hold_vmm():  # fs0's re-add now hangs on the VMM's API
+            gave_up(setup, "fs0", datetime.now(UTC))
+            wait_for(lambda: outcomes(setup, "readd_fs"))
+            # Meanwhile fs1's virtiofsd dies: it is respawned and remounted at once.
+            (fs1,) = [p for p in children(healer.pid) if "shared-fs1" in cmdline(p)]
+            os.kill(fs1, signal.SIGKILL)
+            wait_for(lambda: mounts(setup, "fs1"))
+            assert not finals(setup, "readd_fs")  # fs0's re-add is still out
+        wait_for(lambda: finals(setup, "readd_fs"), 120)
+        assert finals(setup, "readd_fs")[0][1] == "succeeded"
+        wait_for(lambda: mounts(setup, "fs0"))
 
 
 def cmdline(pid: int) -> str:
@@ -209,28 +218,20 @@ def cmdline(pid: int) -> str:
 
 def test_a_guest_reboot_is_served_again_by_a_respawned_virtiofsd(setup: Path) -> None:
     """The reset closes the VMM's connection: virtiofsd exits 0, healer starts the next."""
-    config = with_vmm(setup)
-    ch = ChStandIn(setup / "api.sock", setup / "ch-vmm.log").start()
-    try:
-        with running_watch(config) as healer:
-            wait_for(lambda: len(children(healer.pid)) == 2)
-            api = ChApiClient(str(setup / "api.sock"))
-            api.add_fs(tag="fs0", socket=str(setup / "fs0.sock"), device_id="fs0")
-            wait_for(lambda: ch.stats.connects == 1)
-            for reboot in (1, 2):
-                assert ch.guest_reboot()
-                wait_for(lambda n=reboot: ch.stats.connects == 1 + n)
-                wait_for(lambda n=reboot: len(mounts(setup, "fs0")) == n)
-            assert ch.stats.refused == 0
-            assert ch.stats.not_found == 0
-            assert healer.poll() is None
-        exits = [
-            r["event"]
-            for r in records(setup / "journal")
-            if r["type"] == "event"
-            and r["event"]["kind"] == "VirtiofsdExited"  # type: ignore[index]
-            and r["event"]["share"] == "fs0"  # type: ignore[index]
-        ]
-        assert [e["fields"]["status"] for e in exits] == [0, 0]  # type: ignore[index]
-    finally:
-        ch.stop()
+    with fs0_in_the_vm(setup) as (healer, ch):
+        wait_for(lambda: ch.stats.connects == 1)
+        for reboot in (1, 2):
+            assert ch.guest_reboot()
+            wait_for(lambda n=reboot: ch.stats.connects == 1 + n)
+            wait_for(lambda n=reboot: len(mounts(setup, "fs0")) == n)
+        assert ch.stats.refused == 0
+        assert ch.stats.not_found == 0
+        assert healer.poll() is None
+    exits = [
+        r["event"]
+        for r in records(setup / "journal")
+        if r["type"] == "event"
+        and r["event"]["kind"] == "VirtiofsdExited"  # type: ignore[index]
+        and r["event"]["share"] == "fs0"  # type: ignore[index]
+    ]
+    assert [e["fields"]["status"] for e in exits] == [0, 0]  # type: ignore[index]
