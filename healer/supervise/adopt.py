@@ -72,7 +72,11 @@ class AdoptedVirtiofsd:
         return pid
 
     def running(self) -> bool:
-        return self.pid is not None and exists(self.pid)
+        """Whether the located daemon lives; its watcher clears ``pid`` when it exits.
+
+        A plain attribute read: the decision loop asks on every turn.
+        """
+        return self.pid is not None
 
     def watch_exit(self, pid: int, on_exit: Callable[[int], object]) -> None:
         """Call ``on_exit(pid)`` from a thread the moment ``pid`` ends.
@@ -85,12 +89,14 @@ class AdoptedVirtiofsd:
             try:
                 fd = os.pidfd_open(pid)
             except ProcessLookupError:
-                on_exit(pid)
-                return
-            try:
-                select.select([fd], [], [])
-            finally:
-                os.close(fd)
+                fd = -1
+            if fd >= 0:
+                try:
+                    select.select([fd], [], [])
+                finally:
+                    os.close(fd)
+            if self.pid == pid:
+                self.pid = None
             on_exit(pid)
 
         threading.Thread(target=wait, name=f"adopted:{pid}", daemon=True).start()
