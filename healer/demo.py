@@ -192,7 +192,10 @@ class _Faults:
             if "open_circuit" in self.printer.actions.values():
                 break
             self.respawned(_daemon_pid(self.watchdog))
-        _step(self.out, "  ... the circuit opens; a slow retry serves the share again")
+        _step(
+            self.out,
+            "  ... the circuit opens; a respawn that gets through serves the share again",
+        )
         self.wait(lambda: "open_circuit" in self.printer.actions.values(), "no circuit opened")
         self.wait(
             lambda: self.printer.phase == "healthy" and _daemon_pid(self.watchdog) is not None,

@@ -394,13 +394,17 @@ class Engine:
     def _repeats(
         self, state: ShareState, action: str, rule: str, cause: Cause | None, when: float
     ) -> bool:
-        """The same action for the share within the dedupe window, about the same process."""
+        """The same action for the share within the dedupe window, about the same process,
+        with no recovery in between (a death after a recovery is a new death)."""
         dedupe = _dedupe_key(action, rule)
         last = state.last.get(dedupe)
+        if last is None or when - last >= self.policy.dedupe_s:
+            return False
+        if state.healthy_since is not None and state.healthy_since > last:
+            return False
         pid = cause.pid if cause is not None else None
         known = state.last_pid.get(dedupe)
-        same_process = pid is None or known is None or pid == known
-        return last is not None and when - last < self.policy.dedupe_s and same_process
+        return pid is None or known is None or pid == known
 
     def _open_incident(
         self, run: _Step, share: str, rule: Rule, cause: Cause | None, when: float
