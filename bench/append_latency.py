@@ -17,13 +17,13 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
+from _healer import healer_watch, watcher_label, watcher_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT_S = 30.0
@@ -85,25 +85,11 @@ def run_healer(work: Path, samples: int, rng: random.Random, notify: str) -> lis
     config = work / "healer.toml"
     config.write_text(
         f'[healer]\njournal = "{work / "journal"}"\nrules = "{ROOT / "rules"}"\n'
-        + (
-            'notify = "inotify"\n\n'
-            if notify == "inotify"
-            else f'notify = "watchfiles"\nnotify_step_ms = {notify}\n\n'
-        )
-        + f'[[share]]\nname = "fs0"\nsocket = "{work / "fs0.sock"}"\n'
+        f"{watcher_lines(notify)}\n"
+        f'[[share]]\nname = "fs0"\nsocket = "{work / "fs0.sock"}"\n'
         f'shared_dir = "{work / "shared"}"\n\n[[source]]\npath = "{log}"\n'
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "healer", "watch", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + LIMIT_S
-        while not (work / "fs0.sock").exists():
-            if time.monotonic() > deadline:
-                raise RuntimeError("healer watch did not start")
-            time.sleep(0.01)
+    with healer_watch(config, (work / "fs0.sock").exists, limit_s=LIMIT_S):
         time.sleep(2.0)
         seen: dict[Path, int] = {}
         keys = started_keys(work / "journal", seen)
@@ -113,9 +99,6 @@ def run_healer(work: Path, samples: int, rng: random.Random, notify: str) -> lis
             return f"/run/bench{n}.sock#1/ensure_virtiofsd/1" in keys
 
         return measure(log, samples, rng, reacted)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=LIMIT_S)
 
 
 def run_sec(work: Path, samples: int, rng: random.Random, poll_s: float) -> list[float]:
@@ -180,8 +163,7 @@ def main() -> int:
     for notify in args.notify:
         with tempfile.TemporaryDirectory(prefix="healer-append-") as tmp:
             found = run_healer(Path(tmp), args.samples, random.Random(args.seed), notify)
-        setting = 'notify = "inotify"' if notify == "inotify" else f"notify_step_ms = {notify}"
-        rows.append(row("healer watch", setting, found))
+        rows.append(row("healer watch", watcher_label(notify), found))
     if args.sec_poll and shutil.which("sec") is None:
         print("sec is not installed: apt-get install sec (or pass --sec-poll with no values)")
         return 2

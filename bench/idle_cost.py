@@ -13,10 +13,11 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _healer import healer_watch, watcher_label, watcher_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -46,14 +47,9 @@ def sample(proc: subprocess.Popen[bytes], seconds: float) -> tuple[float, float,
 def run_healer(work: Path, shares: int, seconds: float, metrics: str, notify: str) -> str:
     log = work / "ch.log"
     log.write_text("")
-    watcher = (
-        'notify = "inotify"\n'
-        if notify == "inotify"
-        else f'notify = "watchfiles"\nnotify_step_ms = {notify}\n'
-    )
     lines = [
         f'[healer]\njournal = "{work / "journal"}"\nrules = "{ROOT / "rules"}"\n'
-        f'metrics = "{metrics}"\n{watcher}'
+        f'metrics = "{metrics}"\n{watcher_lines(notify)}'
     ]
     for n in range(shares):
         shared = work / f"shared{n}"
@@ -65,26 +61,15 @@ def run_healer(work: Path, shares: int, seconds: float, metrics: str, notify: st
     lines.append(f'[[source]]\npath = "{log}"\n')
     config = work / "healer.toml"
     config.write_text("\n".join(lines))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "healer", "watch", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not all((work / f"fs{n}.sock").exists() for n in range(shares)):
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("healer did not start its shares")
-            time.sleep(0.1)
+
+    def started() -> bool:
+        return all((work / f"fs{n}.sock").exists() for n in range(shares))
+
+    with healer_watch(config, started) as proc:
         time.sleep(3.0)  # let start-up settle
         cpu, rss, threads = sample(proc, seconds)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-    setting = 'notify = "inotify"' if notify == "inotify" else f"notify_step_ms = {notify}"
-    return (
-        f"| healer watch, {shares} shares + 1 log | {setting} | {cpu:.2f} | {rss:.1f} | {threads} |"
-    )
+    peer = f"healer watch, {shares} shares + 1 log"
+    return f"| {peer} | {watcher_label(notify)} | {cpu:.2f} | {rss:.1f} | {threads} |"
 
 
 def run_sec(work: Path, seconds: float, poll: float) -> str:

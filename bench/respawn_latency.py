@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _healer import healer_watch
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -87,21 +89,8 @@ def healer_peer(work: Path, shared: Path, kills: int) -> tuple[list[float], int]
         f'[healer]\njournal = "{work / "journal"}"\nrules = "{rules}"\n\n'
         f'[[share]]\nname = "bench"\nsocket = "{sock}"\nshared_dir = "{shared}"\n'
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "healer", "watch", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + LIMIT_S
-        while not sock.exists():
-            if time.monotonic() > deadline:
-                raise RuntimeError("healer watch did not create its socket")
-            time.sleep(0.01)
+    with healer_watch(config, sock.exists, limit_s=LIMIT_S) as proc:
         return measure(proc, sock, kills)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=LIMIT_S)
 
 
 def loop_peer(
