@@ -31,7 +31,7 @@ def jsonl(output: bytes) -> list[dict[str, object]]:
 
 
 def test_replay_without_files_runs_the_embedded_incident() -> None:
-    """The README's first command: the user's real incident, with the shipped rules."""
+    """The README's offline example (`healer replay`): the user's real incident, with the shipped rules."""
     result = healer("replay", "--format", "jsonl")
     assert result.returncode == EXIT_OK
     assert b"embedded example incident" in result.stderr

@@ -79,7 +79,7 @@ def test_golden_is_valid_json_lines() -> None:
     ("name", "excerpt_id"), [("incident-docker.log", "CH01"), ("incident-vm.sh.log", "CH02")]
 )
 def test_embedded_example_is_the_real_excerpt(name: str, excerpt_id: str) -> None:
-    """The README's first command replays the corpus excerpt, byte for byte."""
+    """The README's offline example (`healer replay`) replays the corpus excerpt, byte for byte."""
     example = (Path(__file__).parent.parent / "healer" / "examples" / name).read_bytes()
     (excerpt,) = [e for e in EXCERPTS if e.id == excerpt_id]
     assert example == excerpt.body.replace(b"\n\n", b"\n")

@@ -1,7 +1,7 @@
 """`healer watch` end to end with the real virtiofsd: kill it, see it healed, stop cleanly.
 
 The guest is a recording transport (an argv that appends its arguments to a file):
-the real guest rig with QEMU is a later issue. Waits are bounded; no timing is asserted.
+the real guest rig is tests/test_guest.py. Waits are bounded; no timing is asserted.
 """
 
 from __future__ import annotations
