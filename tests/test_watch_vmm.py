@@ -212,7 +212,7 @@ def test_a_stalled_readd_of_one_share_does_not_hold_up_another_share(setup: Path
 def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or reaped while read
         return ""
 
 

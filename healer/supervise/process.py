@@ -176,20 +176,24 @@ def children(pid: int) -> list[int]:
     found: list[int] = []
     try:
         tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return found
     for task in tasks:
         try:
             found += [int(p) for p in (task / "children").read_text().split()]
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
             continue  # a thread ended while we looked
     return found
 
 
 def exists(pid: int) -> bool:
-    """Whether a process with this pid exists (zombies count as gone)."""
+    """Whether a process with this pid exists (zombies count as gone).
+
+    A process reaped between opening its stat file and reading it makes the read
+    fail with ESRCH: that, too, means it is gone.
+    """
     try:
         status = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1]
-    except (FileNotFoundError, IndexError):
+    except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
     return status != "Z"
