@@ -3,6 +3,8 @@ and the ``[healer]`` lines of a watcher setting."""
 
 from __future__ import annotations
 
+import argparse
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["healer_watch", "watcher_label", "watcher_lines"]
+__all__ = ["add_peer_arguments", "healer_watch", "sec_is_missing", "watcher_label", "watcher_lines"]
 
 
 @contextmanager
@@ -45,3 +47,22 @@ def watcher_lines(notify: str) -> str:
 
 def watcher_label(notify: str) -> str:
     return 'notify = "inotify"' if notify == "inotify" else f"watchfiles, step {notify} ms"
+
+
+def add_peer_arguments(parser: argparse.ArgumentParser, notify: list[str]) -> None:
+    """``--notify`` (healer's watchers to run) and ``--sec-poll`` (SEC's, same run)."""
+    parser.add_argument(
+        "--notify", nargs="+", default=notify,
+        help='healer watchers: "inotify", or watchfiles steps in ms',
+    )  # fmt: skip
+    parser.add_argument(
+        "--sec-poll", type=float, nargs="*", default=[0.1, 0.01], help="SEC --poll-timeout values"
+    )
+
+
+def sec_is_missing(polls: list[float]) -> bool:
+    """True (and says so) when SEC runs are asked for and SEC is not installed."""
+    if polls and shutil.which("sec") is None:
+        print("sec is not installed: apt-get install sec (or pass --sec-poll with no values)")
+        return True
+    return False

@@ -23,7 +23,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-from _healer import healer_watch, watcher_label, watcher_lines
+from _healer import (
+    add_peer_arguments,
+    healer_watch,
+    sec_is_missing,
+    watcher_label,
+    watcher_lines,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT_S = 30.0
@@ -149,23 +155,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--samples", type=int, default=100)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument(
-        "--notify",
-        nargs="+",
-        default=["20", "5", "inotify"],
-        help='healer watchers: watchfiles steps in ms, or "inotify"',
-    )
-    parser.add_argument(
-        "--sec-poll", type=float, nargs="*", default=[0.1, 0.01], help="SEC --poll-timeout values"
-    )
+    add_peer_arguments(parser, ["20", "5", "inotify"])
     args = parser.parse_args()
     rows = []
     for notify in args.notify:
         with tempfile.TemporaryDirectory(prefix="healer-append-") as tmp:
             found = run_healer(Path(tmp), args.samples, random.Random(args.seed), notify)
         rows.append(row("healer watch", watcher_label(notify), found))
-    if args.sec_poll and shutil.which("sec") is None:
-        print("sec is not installed: apt-get install sec (or pass --sec-poll with no values)")
+    if sec_is_missing(args.sec_poll):
         return 2
     for poll in args.sec_poll:
         with tempfile.TemporaryDirectory(prefix="sec-append-") as tmp:

@@ -17,7 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from _healer import healer_watch, watcher_label, watcher_lines
+from _healer import (
+    add_peer_arguments,
+    healer_watch,
+    sec_is_missing,
+    watcher_label,
+    watcher_lines,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -105,22 +111,13 @@ def main() -> int:
         default="127.0.0.1:0",
         help='[healer] metrics: an address (default: a free loopback port) or "off"',
     )
-    parser.add_argument(
-        "--notify",
-        nargs="+",
-        default=["inotify", "20"],
-        help='healer watchers: "inotify", or watchfiles steps in ms',
-    )
-    parser.add_argument(
-        "--sec-poll", type=float, nargs="*", default=[0.1, 0.01], help="SEC --poll-timeout values"
-    )
+    add_peer_arguments(parser, ["inotify", "20"])
     args = parser.parse_args()
     rows = []
     for notify in args.notify:
         with tempfile.TemporaryDirectory(prefix="healer-idle-") as tmp:
             rows.append(run_healer(Path(tmp), args.shares, args.seconds, args.metrics, notify))
-    if args.sec_poll and shutil.which("sec") is None:
-        print("sec is not installed: apt-get install sec (or pass --sec-poll with no values)")
+    if sec_is_missing(args.sec_poll):
         return 2
     for poll in args.sec_poll:
         with tempfile.TemporaryDirectory(prefix="sec-idle-") as tmp:

@@ -69,7 +69,6 @@ class _Share:
     said: int = 0  # events healer itself reported about this share
     copy: BinaryIO | None = None  # share.log: a copy of the daemon's stderr
     sources: dict[int, str] = field(default_factory=dict)
-    restart: tuple[int, str, float] | None = None  # start anew when pid exits: key, deadline
 
 
 def _metrics(config: Config, rules: RuleSet) -> HealerMetrics:
@@ -129,6 +128,9 @@ class Watchdog:
         self.shares: dict[str, _Share] = {}
         self.logs = FollowedLogs(config, self.runner, self.observer, self.tally, clock=clock)
         self._next_look = 0.0
+        # Respawns waiting for a daemon to exit: share -> (pid, decision key, deadline).
+        self.restarts: dict[str, tuple[int, str, float]] = {}
+        self.adopted: dict[str, AdoptedVirtiofsd] = {}  # the adopted shares' daemons
         self.logs_changed = threading.Event()
 
     # --- life cycle ---------------------------------------------------------------
@@ -142,6 +144,7 @@ class Watchdog:
             else:
                 adopted = AdoptedVirtiofsd(share.socket, share.pid_file)
                 self.shares[share.name] = _Share(share, adopted=adopted)
+                self.adopted[share.name] = adopted
         for name, running in self.shares.items():
             if running.daemon is not None:
                 self._start(name)
@@ -304,15 +307,14 @@ class Watchdog:
         share = self.shares[name]
         if share.daemon is None or self.pid(name) != pid:
             return False
-        share.restart = (pid, key, self.clock() + RESTART_GRACE_S)
+        self.restarts[name] = (pid, key, self.clock() + RESTART_GRACE_S)
         return True
 
     def _restarts_due(self) -> None:
         """A daemon that was to exit but still runs after the grace: it kept its client."""
-        for share in self.shares.values():
-            if share.restart is not None and self.clock() >= share.restart[2]:
-                pid, key, _ = share.restart
-                share.restart = None
+        for name, (pid, key, deadline) in list(self.restarts.items()):
+            if self.clock() >= deadline:
+                del self.restarts[name]
                 self.runner.complete(key, "succeeded", f"virtiofsd {pid} still serves")
 
     # --- the loop -----------------------------------------------------------------
@@ -360,11 +362,7 @@ class Watchdog:
             self.runner.ingest([cast(Event, payload)])
 
     def _missing_adopted(self) -> list[str]:
-        return [
-            name
-            for name, share in self.shares.items()
-            if share.adopted is not None and not share.adopted.running()
-        ]
+        return [name for name, found in self.adopted.items() if not found.running()]
 
     def _look_for_adopted(self) -> None:
         """An adopted share without a live daemon may have a new one by now."""
@@ -423,9 +421,10 @@ class Watchdog:
             detail = f"killed by {status.signal}"
         lines = share.daemon.last_lines if share.daemon is not None else ()
         last = b"\n".join(lines).decode("utf-8", "replace")
-        if share.restart is not None and share.restart[0] == pid:  # a respawn waits for this
-            _, key, _ = share.restart
-            share.restart = None
+        waiting = self.restarts.get(name)
+        if waiting is not None and waiting[0] == pid:  # a respawn waits for this exit
+            key = waiting[1]
+            del self.restarts[name]
             self._start(name)
             self.runner.complete(key, "succeeded", f"started when {pid} exited")
         self._healer_says(

@@ -190,18 +190,21 @@ class LiveActions:
     def _is_qemu(self) -> bool:
         return self.config.vmm is not None and self.config.vmm.kind == "qemu"
 
-    def _ready_for_qemu(self, share: ShareConfig) -> bool:
-        """A virtiofsd that runs and serves nobody: the one QEMU's new chardev gets.
+    def _daemon_ready(self, share: ShareConfig, *, unserved: bool = False) -> bool:
+        """A running virtiofsd for the share (never checked by connecting to it).
 
-        A daemon still holding a connection (to the chardev just removed) is about to
-        exit; wait for that and let the loop start the next one.
+        A supervised share without one asks the loop to start it. ``unserved`` (QEMU):
+        it must also serve nobody, since the new chardev needs it; a daemon still
+        holding the removed chardev's connection is about to exit.
         """
         if share.mode == "adopt":
-            return self._adopted_ready(share) and not has_client(share.socket)
-        if not self.daemons.running(share.name):
+            ready = self._adopted_ready(share)
+        elif not self.daemons.running(share.name):
             self.daemons.request_start(share.name)
             return False
-        return not has_client(share.socket)
+        else:
+            ready = True
+        return ready and not (unserved and has_client(share.socket))
 
     def _respawned_under_qemu(self, share: ShareConfig) -> tuple[str, str]:
         """After a respawn (on the share's worker): re-add unless a live daemon is served.
@@ -220,7 +223,7 @@ class LiveActions:
             readd = self.qemu[share.name] = QemuReadd(
                 self.config.vmm,
                 share,
-                is_ready=lambda: self._ready_for_qemu(share),
+                is_ready=lambda: self._daemon_ready(share, unserved=True),
                 report=self.report,
             )
         status, detail = readd()
@@ -240,18 +243,10 @@ class LiveActions:
             return "closed", "no [vmm] configured"
         fs = FsShare(tag=share.tag, socket=share.socket, device_id=share.name)
 
-        def ready() -> bool:
-            # Removing the device ended virtiofsd's one client, so it exits; the loop
-            # starts a fresh one. Never connect to check: that would use it up.
-            if share.mode == "adopt":
-                return self._adopted_ready(share)
-            if not self.daemons.running(share.name):
-                self.daemons.request_start(share.name)
-                return False
-            return True
-
+        # Removing the device ends virtiofsd's one client, so it exits and the loop
+        # starts a fresh one: the sequence waits for that through _daemon_ready.
         try:
-            done = readd_fs(api, fs, is_ready=ready)
+            done = readd_fs(api, fs, is_ready=lambda: self._daemon_ready(share))
         except ChTimeout as exc:
             log.error("re-add of %s timed out: %s", share.name, exc)
             return "timed_out", str(exc)[:500]
