@@ -25,7 +25,7 @@ import orjson
 
 from healer import __version__
 from healer.config import ConfigError, is_loopback, load_config
-from healer.engine.core import Engine
+from healer.engine import Engine
 from healer.engine.rules import default_rules_dir, describe, load_rules
 from healer.errors import InputError
 from healer.events import KINDS, Event

@@ -29,9 +29,17 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from healer.config import load_config
-from healer.engine import load_rules
+from healer.engine import Status, load_rules
 from healer.engine.rules import default_rules_dir
-from healer.journal import JournalCorrupt, read_records
+from healer.journal import (
+    DecisionRecord,
+    EventRecord,
+    JournalCorrupt,
+    OutcomeRecord,
+    Record,
+    TransitionRecord,
+    read_records,
+)
 from healer.supervise import find_virtiofsd
 from healer.watch import Watchdog
 
@@ -72,27 +80,24 @@ class _Printer:
                 self._show(record)
             self.seen = max(self.seen, len(records))
 
-    def _show(self, record: dict[str, Any]) -> None:
-        kind = record.get("type")
-        if kind == "event":
-            self.events += 1
-            event = record["event"]
-            text = event["message"].strip().splitlines()[0][:100] if event["message"] else ""
-            self._say(f"  event    {event['kind']:<28} {text}")
-        elif kind == "transition":
-            self.phase = record["after"]
-            self._say(f"  phase    {record['share']}: {record['before']} -> {record['after']}")
-        elif kind == "decision":
-            self.actions[record["key"]] = record["action"]
-            note = f" ({record['suppressed']})" if record.get("suppressed") else ""
-            self._say(f"  decide   {record['action']:<28} rule {record['rule']}{note}")
-        elif kind == "outcome" and record["key"] in self.actions:
-            self.outcomes[record["key"]] = record["status"]
-            if record["status"] != "started":
-                detail = f" ({record['detail']})" if record.get("detail") else ""
-                self._say(
-                    f"  outcome  {self.actions[record['key']]:<28} {record['status']}{detail}"
-                )
+    def _show(self, record: Record) -> None:
+        match record:
+            case EventRecord(event=event):
+                self.events += 1
+                text = event.message.strip().splitlines()[0][:100] if event.message else ""
+                self._say(f"  event    {event.kind:<28} {text}")
+            case TransitionRecord(transition=moved):
+                self.phase = moved.after
+                self._say(f"  phase    {moved.share}: {moved.before} -> {moved.after}")
+            case DecisionRecord(decision=decision):
+                self.actions[decision.key] = decision.action
+                note = f" ({decision.suppressed})" if decision.suppressed else ""
+                self._say(f"  decide   {decision.action:<28} rule {decision.rule}{note}")
+            case OutcomeRecord(key=key, status=status, detail=detail) if key in self.actions:
+                self.outcomes[key] = status
+                if status != Status.STARTED:
+                    why = f" ({detail})" if detail else ""
+                    self._say(f"  outcome  {self.actions[key]:<28} {status}{why}")
 
     def _say(self, line: str) -> None:
         print(line, file=self.out, flush=True)

@@ -71,13 +71,18 @@ def _kind(cls: _E) -> _E:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Origin:
-    """Who wrote the record: program, pid, thread, source location, uptime clock."""
+    """Who wrote the record: program, pid, thread, source location, uptime clock.
+
+    ``generation`` is healer's number for the virtiofsd instance that wrote it (live
+    only): a pid can be reused, a generation never is.
+    """
 
     program: str | None = None
     pid: int | None = None
     thread: str | None = None
     location: str | None = None
     uptime: float | None = None
+    generation: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -365,6 +370,15 @@ _OWN_FIELDS: dict[type[Event], tuple[dataclasses.Field[Any], ...]] = {
 def to_dict(event: Event) -> dict[str, Any]:
     """The JSON-ready form; kind-specific fields go under ``fields``."""
     origin = event.origin
+    where: dict[str, Any] = {
+        "program": origin.program,
+        "pid": origin.pid,
+        "thread": origin.thread,
+        "location": origin.location,
+        "uptime": origin.uptime,
+    }
+    if origin.generation is not None:  # live only; replay output stays as it was
+        where["generation"] = origin.generation
     return {
         "kind": event.kind,
         "time": event.time.isoformat().replace("+00:00", "Z") if event.time else None,
@@ -373,13 +387,7 @@ def to_dict(event: Event) -> dict[str, Any]:
         "line": event.line,
         "share": event.share,
         "level": event.level,
-        "origin": {
-            "program": origin.program,
-            "pid": origin.pid,
-            "thread": origin.thread,
-            "location": origin.location,
-            "uptime": origin.uptime,
-        },
+        "origin": where,
         "message": event.message,
         "fields": {f.name: _plain(getattr(event, f.name)) for f in _OWN_FIELDS[type(event)]},
         "raw": event.raw,

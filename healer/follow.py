@@ -87,7 +87,7 @@ class FollowedLogs:
         ]
         for source, tag in sources:
             position = self.runner.tails.get(source.name)
-            start = TailPosition.from_dict(position) if position else None
+            start = position
             tailed = _Tailed(source, FileTailer(source.path, start=start), share=tag)
             tailed.resume = self.runner.checkpoints.get(source.name) if start else None
             self.tailed.append(tailed)
@@ -111,17 +111,20 @@ class FollowedLogs:
         live writer puts a record's lines in one write, so they arrive together.)
         """
         assert tailed.parser is not None  # noqa: S101 - checked by the caller
-        events = [self._of(tailed, i) for i in tailed.parser.close() if isinstance(i, Event)]
+        read_at = self.clock()
+        # Live, a record is dated no later than when it was read, even the last one.
+        closed = tailed.parser.close(ingest=datetime.fromtimestamp(read_at, UTC))
+        events = [self._of(tailed, i) for i in closed if isinstance(i, Event)]
         point = tailed.parser.checkpoint()
         identity = tailed.tailer.position.identity
-        tail = TailPosition(identity, point.offset).to_dict()
+        tail = TailPosition(identity, point.offset)
         self.tally.report(self.observer, tailed.config.name, tailed.parser)
         self.runner.ingest(
             events,
             (tailed.config.name, point),
             stream=tailed.stream,
             tail=tail,
-            read_at=self.clock(),
+            read_at=read_at,
         )
 
     def _on_batch(self, tailed: _Tailed, batch: TailBatch) -> None:
@@ -137,9 +140,10 @@ class FollowedLogs:
             tailed.stream = f"{name}@{identity.device}:{identity.inode}:{fingerprint}"
         if batch.kind == "lines" and tailed.parser is not None:
             read_at = self.clock()
-            items = tailed.parser.feed(batch.block, batch.offset, ingest=self._now())
+            ingest = datetime.fromtimestamp(read_at, UTC)
+            items = tailed.parser.feed(batch.block, batch.offset, ingest=ingest)
             point = tailed.parser.checkpoint()
-            tail = TailPosition(batch.identity, point.offset).to_dict()
+            tail = TailPosition(batch.identity, point.offset)
             events = [self._of(tailed, i) for i in items if isinstance(i, Event)]
             self.tally.report(self.observer, name, tailed.parser)
             self.runner.ingest(
@@ -147,7 +151,8 @@ class FollowedLogs:
             )
             return
         if tailed.parser is not None:  # a file ends or a new one starts
-            events = [self._of(tailed, i) for i in tailed.parser.close() if isinstance(i, Event)]
+            closed = tailed.parser.close(ingest=self._now())
+            events = [self._of(tailed, i) for i in closed if isinstance(i, Event)]
             self.tally.report(self.observer, name, tailed.parser)
             self.runner.ingest(events, stream=tailed.stream)
         tailed.parser = None

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Iterable
 from typing import Protocol
 
-from healer.engine.core import Decision, EngineState, Transition
+from healer.engine.model import Decision, EngineState, Transition
 from healer.events import Event
 from healer.parse import SourceParser
 

@@ -7,8 +7,9 @@ from typing import Any
 
 import orjson
 
-from healer.engine.core import Decision, Output, Transition, output_to_dict
+from healer.engine.model import Decision, Output, Transition
 from healer.events import Event, to_dict
+from healer.journal.records import output_to_dict
 from healer.parse import Unrecognized
 
 __all__ = ["Printable", "jsonl_line", "table_header", "table_line"]

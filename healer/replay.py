@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from healer.engine.core import Output
+from healer.engine.model import Output
 from healer.errors import InputError
-from healer.events import Event, from_dict
-from healer.journal import read_records
+from healer.events import Event
+from healer.journal import EventRecord, read_records
 from healer.parse import ParseStats, SourceParser, Unrecognized
 from healer.runner import Runner
 from healer.sources import ReadStats, open_log, read_batches
@@ -142,5 +142,5 @@ def journal_events(path: str) -> Iterator[Event]:
     if root.is_dir() and not any(root.glob("segment-*.jsonl")):
         raise InputError(path, "no journal segments in it", "name a healer journal directory")
     for record in read_records(root):
-        if record.get("type") == "event":
-            yield from_dict(record["event"])
+        if isinstance(record, EventRecord):
+            yield record.event

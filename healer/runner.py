@@ -1,16 +1,17 @@
 """The imperative shell around the engine: journal first, then act.
 
 For each batch of events from a source the runner steps the engine, appends the
-events, the decisions and the source checkpoint to the journal in one write (made
+events, the decisions and the source position to the journal in one write (made
 durable), and only then hands decisions to the executor, journaling ``started``
 before and the result after each action. On start it folds the journal back into
-engine state and reconciles every decision that has no final outcome:
+engine state (:mod:`healer.fold`) and reconciles every decision that has no final
+outcome: never started, it runs (unless its incident has closed: then it is closed
+as superseded); started, the checker asks the world whether it was done.
 
-- never started: it runs now (it was decided, durable, and never attempted);
-- started, no result: the checker looks at the world and the decision is closed
-  as done, run again, or closed as obsolete; it is never blindly repeated;
-- decided by the rules but missing from the journal (a torn write): journaled and
-  treated as never started.
+When the journal cannot be written (a full disk, a read-only file system), the
+runner keeps the records in memory (bounded) and retries; meanwhile only respawns
+run without their decision on disk (virtiofsd must be served), every other action
+waits for the journal, and the degraded state is counted and told to the observer.
 
 Replay uses the same runner with no executor: decisions are recorded ``would_run``.
 """
@@ -21,45 +22,63 @@ import heapq
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-from healer.engine.core import (
+from healer.engine import Engine
+from healer.engine.model import (
+    FINAL,
+    Action,
     Decision,
-    Engine,
     EngineState,
     Output,
+    Status,
     Tick,
     Transition,
-    decision_from_dict,
-    output_to_dict,
-    state_from_dict,
-    state_to_dict,
 )
-from healer.events import Event, from_dict, to_dict
-from healer.journal import Journal
+from healer.events import Event
+from healer.fold import fold
+from healer.journal import (
+    DecisionRecord,
+    EventRecord,
+    Journal,
+    OutcomeRecord,
+    PositionRecord,
+    Record,
+    Snapshot,
+    StartRecord,
+    TickRecord,
+    TransitionRecord,
+)
 from healer.observe import NULL_OBSERVER, Observer
 from healer.parse import Checkpoint
+from healer.sources.tail import TailPosition
 
-__all__ = ["Checker", "Executor", "Runner", "RunnerStats"]
+__all__ = ["Checker", "Executor", "Runner", "RunnerStats", "Verdict"]
 
 _FAILED_KEPT = 4096
-FINAL = frozenset({"succeeded", "failed", "timed_out", "closed", "would_run"})
+RESPAWNS = frozenset({Action.RESPAWN, Action.ENSURE})
+BACKLOG_LIMIT = 100_000  # records kept in memory while the journal cannot be written
+RETRY_S = 2.0  # how often a broken journal is tried again
 
 
 class Executor(Protocol):
-    """Runs one decided action; returns ``succeeded``, ``failed``, ``timed_out``, ``closed``.
+    """Runs one decided action; returns its final status.
 
     ``None`` means the action goes on elsewhere (a worker thread): its outcome comes
     back later through :meth:`Runner.complete`, and nothing waits for it meanwhile.
     """
 
-    def run(self, decision: Decision) -> str | None: ...
+    def run(self, decision: Decision) -> Status | None: ...
+
+
+Verdict = str
+"""What a checker found: ``done``, ``redo`` or ``obsolete``."""
 
 
 class Checker(Protocol):
     """After a crash: was a started action done? ``done``, ``redo`` or ``obsolete``."""
 
-    def check(self, decision: Decision) -> str: ...
+    def check(self, decision: Decision) -> Verdict: ...
 
 
 @dataclass(slots=True)
@@ -68,7 +87,10 @@ class RunnerStats:
     decisions: int = 0
     executed: int = 0
     reconciled: dict[str, int] = field(default_factory=dict)
+    superseded: int = 0
     torn_bytes: int = 0
+    unjournaled: int = 0  # respawns run while the journal could not be written
+    journal_dropped: int = 0  # records lost because the in-memory backlog was full
 
 
 class Runner:
@@ -84,6 +106,7 @@ class Runner:
         snapshot_every: int = 50_000,
         now: Callable[[], float] | None = None,
         observer: Observer = NULL_OBSERVER,
+        identity: StartRecord | None = None,
     ) -> None:
         self.engine = engine
         self.observer = observer  # metrics, logs, tests: told what happens (observe.py)
@@ -93,20 +116,29 @@ class Runner:
         self.journal = journal
         self.executor = executor
         self.checker = checker
+        self.identity = identity or StartRecord(rules=engine.rules.digest)
         self.snapshot_every = snapshot_every
         self.state: EngineState = engine.initial()
         self.checkpoints: dict[str, Checkpoint] = {}
-        self.tails: dict[str, dict[str, Any]] = {}  # source -> tailer position
-        self.seen: dict[str, int] = {}  # source -> offset of the last journaled event
+        self.tails: dict[str, TailPosition] = {}  # source -> tailer position
+        self.seen: dict[str, int] = {}  # stream -> offset of the last journaled event
         self.open: dict[str, Decision] = {}  # decided, no final outcome yet
         self.started: set[str] = set()
         self.stats = RunnerStats()
         self.waiting: list[tuple[float, int, Decision]] = []
         self.running: dict[str, Decision] = {}  # handed to a worker, outcome pending
         self.parked: dict[str, list[Decision]] = {}  # key -> decisions waiting for it
+        self.held: list[Decision] = []  # waiting for the journal to be writable again
         self.failed: dict[str, bool] = {}  # executed keys -> did not succeed
+        self.backlog: list[Record] = []  # records not yet written (journal fault)
+        self._retry_at = 0.0
         self._order = 0
         self._since_snapshot = 0
+
+    @property
+    def degraded(self) -> bool:
+        """The journal could not be written; records wait in memory."""
+        return bool(self.backlog)
 
     # --- start-up -----------------------------------------------------------------
 
@@ -116,90 +148,47 @@ class Runner:
             return []
         recovered = self.journal.recover()
         self.stats.torn_bytes = recovered.torn_bytes
-        if recovered.snapshot is not None:
-            self._load_snapshot(recovered.snapshot)
-        journaled: set[str] = set(self.open)
-        derived: dict[str, Decision] = {}
-        same_rules = True
-        for record in recovered.records:
-            kind = record["type"]
-            if kind == "start":
-                # Decisions are compared only where the journal was written with the
-                # rules in force now: other rules decided other things, on purpose.
-                same_rules = record.get("rules") == self.engine.rules.digest
-                if not same_rules:
-                    derived.clear()
-            elif kind in ("event", "tick"):
-                item: Event | Tick = (
-                    from_dict(record["event"]) if kind == "event" else Tick(record["time"])
-                )
-                self.state, outputs = self.engine.step(self.state, item)
-                if same_rules:
-                    for out in outputs:
-                        if isinstance(out, Decision) and out.suppressed is None:
-                            derived[out.key] = out
-                if isinstance(item, Event):
-                    self.seen[record.get("stream") or item.source] = item.offset
-            elif kind == "decision":
-                decision = decision_from_dict(record)
-                journaled.add(decision.key)
-                if decision.suppressed is None:
-                    self.open[decision.key] = decision
-            elif kind == "outcome":
-                if record["status"] == "started":
-                    self.started.add(record["key"])
-                elif record["status"] in FINAL:
-                    self.open.pop(record["key"], None)
-                    self.started.discard(record["key"])
-            elif kind == "offset":
-                self.checkpoints[record["source"]] = Checkpoint.from_dict(record["checkpoint"])
-                if "tail" in record:
-                    self.tails[record["source"]] = record["tail"]
+        folded = fold(self.engine, recovered.snapshot, recovered.records)
+        self.state = folded.state
+        self.checkpoints, self.tails, self.seen = folded.checkpoints, folded.tails, folded.seen
+        self.open, self.started = folded.open, folded.started
+        self.failed = folded.failed
         self._observe_state()
-        lost = [d for key, d in derived.items() if key not in journaled]
-        self._append([{"type": "start", "rules": self.engine.rules.digest}])
-        if lost:  # decided before the crash, but the write was torn: keep them now
-            self._append([output_to_dict(d) for d in lost])
-            for decision in lost:
-                self.open[decision.key] = decision
+        records: list[Record] = [self.identity, *folded.notes]
+        records += [DecisionRecord(d) for d in folded.lost]
+        self._append(records)
+        for decision in folded.lost:  # decided before the crash, but the write was torn
+            self.open[decision.key] = decision
         return self._reconcile()
 
     def _reconcile(self) -> list[Decision]:
         ran = []
-        for key in sorted(self.open):
+        for key in list(self.open):  # in the order decided: a step before its follower
             decision = self.open[key]
             if key in self.started and self.checker is not None:
                 verdict = self.checker.check(decision)
                 self.stats.reconciled[verdict] = self.stats.reconciled.get(verdict, 0) + 1
                 if verdict in ("done", "obsolete"):
-                    self._outcome(decision, "closed", verdict)
+                    self.failed[key] = verdict != "done"  # a follower of a done step runs
+                    self._outcome(decision, Status.CLOSED, verdict)
                     continue
+            elif decision.after is None and not self.engine.is_current(self.state, decision):
+                self._supersede(decision)
+                continue
             if self.executor is not None:
                 self._dispatch(decision)
                 ran.append(decision)
         return ran
-
-    def _load_snapshot(self, snapshot: dict[str, Any]) -> None:
-        self.state = state_from_dict(snapshot["state"])
-        self.checkpoints = {
-            s: Checkpoint.from_dict(c) for s, c in snapshot.get("checkpoints", {}).items()
-        }
-        self.seen = dict(snapshot.get("seen", {}))
-        self.tails = dict(snapshot.get("tails", {}))
-        for data in snapshot.get("open", []):
-            decision = decision_from_dict(data)
-            self.open[decision.key] = decision
-        self.started = set(snapshot.get("started", []))
 
     # --- running ------------------------------------------------------------------
 
     def ingest(
         self,
         events: Iterable[Event],
-        checkpoint: tuple[str, Checkpoint] | None = None,
+        position: tuple[str, Checkpoint] | None = None,
         *,
         stream: str | None = None,
-        tail: dict[str, Any] | None = None,
+        tail: TailPosition | None = None,
         read_at: float | None = None,
     ) -> list[Output]:
         """Step, journal (durably), then act. Events already journaled are skipped.
@@ -209,7 +198,7 @@ class Runner:
         ``tail`` is the tailer's position, journaled with the checkpoint. ``read_at``
         (live) is when the lines were read, on the ``now`` clock: the detection latency.
         """
-        records: list[dict[str, Any]] = []
+        records: list[Record] = []
         outputs: list[Output] = []
         for event in events:
             key = stream or event.source
@@ -221,30 +210,28 @@ class Runner:
             self.stats.events += 1
             self._observe_step(event, outs, read_at)
             if self.journal is not None:
-                record: dict[str, Any] = {"type": "event", "event": to_dict(event)}
-                if stream is not None:
-                    record["stream"] = stream
-                records.append(record)
-                records += [output_to_dict(o) for o in outs]
+                records.append(EventRecord(event, stream))
+                records += [_record(o) for o in outs]
             outputs += outs
-        if checkpoint is not None:
-            source, point = checkpoint
+        if position is not None:
+            source, point = position
             self.checkpoints[source] = point
             if tail is not None:
                 self.tails[source] = tail
             if self.journal is not None:
-                offset: dict[str, Any] = {
-                    "type": "offset",
-                    "source": source,
-                    "checkpoint": point.to_dict(),
-                }
-                if tail is not None:
-                    offset["tail"] = tail
-                records.append(offset)
+                records.append(PositionRecord(source, point, tail))
         self._observe_state()
         self._append(records)
         self._act(outputs)
         return outputs
+
+    def next_offset(self, stream: str) -> int:
+        """The position of the next event healer itself reports on ``stream``.
+
+        A journaled counter, never a clock: a wall clock stepping back must not make
+        healer's own report of a death look like one already journaled.
+        """
+        return self.seen.get(stream, 0) + 1
 
     def tick(self, time: float) -> list[Output]:
         """Let time pass (live): due timers fire; journaled only when they do."""
@@ -252,9 +239,13 @@ class Runner:
         self._observe_step(None, outputs, None)
         self._observe_state()
         if outputs:
-            self._append([{"type": "tick", "time": time}, *(output_to_dict(o) for o in outputs)])
+            self._append([TickRecord(time), *(_record(o) for o in outputs)])
             self._act(outputs)
         return outputs
+
+    def next_timer(self) -> float | None:
+        """Event time of the engine's next timer (a pair deadline, a circuit retry)."""
+        return self.engine.next_due(self.state)
 
     def _act(self, outputs: list[Output]) -> None:
         for out in outputs:
@@ -265,15 +256,20 @@ class Runner:
                 continue
             self.open[out.key] = out
             if self.executor is None:
-                self._outcome(out, "would_run", "")
+                self._outcome(out, Status.WOULD_RUN, "")
             else:
-                self._dispatch(out)
+                self._dispatch(out, fresh=True)
         self._maybe_snapshot()
 
-    def _dispatch(self, decision: Decision) -> None:
-        """Run now, or wait for ``not_before`` (backoff) and for the step it follows."""
+    def _dispatch(self, decision: Decision, *, fresh: bool = False) -> None:
+        """Run now, or wait for ``not_before`` (backoff) and for the step it follows.
+
+        ``fresh``: decided in the batch being ingested. It runs even if a later event
+        of the same batch already closed its incident; only a decision that waited
+        (for its backoff, or across a restart) can be superseded.
+        """
         if self.now is None:
-            self._execute(decision)
+            self._execute(decision, fresh=fresh)
             return
         # The backoff is relative to the decision; logs may run on another clock.
         delay = max(0.0, decision.not_before - decision.time)
@@ -282,7 +278,7 @@ class Runner:
             heapq.heappush(self.waiting, (self.now() + delay, self._order, decision))
             self._order += 1
             return
-        self._execute(decision)
+        self._execute(decision, fresh=fresh)
 
     def run_due(self) -> list[Decision]:
         """Run the waiting decisions whose time has come, in order (live mode)."""
@@ -297,69 +293,125 @@ class Runner:
                 # Other decisions (other shares) are not held up meanwhile.
                 self.parked.setdefault(before, []).append(decision)
                 continue
-            if before is not None and self.failed.get(before):
-                self._outcome(decision, "closed", f"skipped: {before} did not succeed")
-                continue
-            self._execute(decision)
-            ran.append(decision)
+            if self._execute(decision):
+                ran.append(decision)
         return ran
 
     def next_due(self) -> float | None:
         """When the earliest waiting decision may run (None: nothing waits)."""
         return self.waiting[0][0] if self.waiting else None
 
-    def _execute(self, decision: Decision) -> None:
+    def _execute(self, decision: Decision, *, fresh: bool = False) -> bool:
+        """Run one decision now if it still makes sense; whether it ran."""
         if self.executor is None:
-            return
-        if decision.after is not None and self.failed.get(decision.after):
-            self._outcome(decision, "closed", f"skipped: {decision.after} did not succeed")
-            return
-        self._outcome(decision, "started", "")
+            return False
+        before = decision.after
+        if before is not None and self.failed.get(before, True):
+            # Its predecessor failed, was superseded, or is unknown here.
+            self._outcome(decision, Status.CLOSED, f"skipped: {before} did not succeed")
+            return False
+        # A step that follows one that ran completes its healing even if the incident
+        # has closed meanwhile (the remount after a respawn the VMM reconnected to).
+        if before is None and not fresh and not self.engine.is_current(self.state, decision):
+            self._supersede(decision)
+            return False
+        if self.degraded and decision.action not in RESPAWNS:
+            self.held.append(decision)  # runs once the journal has recorded it
+            return False
+        if self.degraded:
+            self.stats.unjournaled += 1
+        self._outcome(decision, Status.STARTED, "")
         self.started.add(decision.key)
         status = self.executor.run(decision)
         if status is None:
             self.running[decision.key] = decision
-            return
+            return True
         self._finish(decision, status, "")
+        return True
 
-    def complete(self, key: str, status: str, detail: str = "") -> bool:
-        """The outcome of an action that ran on elsewhere; False if none was pending."""
+    def _supersede(self, decision: Decision) -> None:
+        self.stats.superseded += 1
+        share = self.state.shares.get(decision.share)
+        now = share.incident if share is not None and share.incident else "none"
+        detail = f"superseded: incident {decision.incident} is closed (open now: {now})"
+        self._outcome(decision, Status.CLOSED, detail)
+
+    def complete(self, key: str, status: Status, detail: str = "") -> bool:
+        """The outcome of an action that ran elsewhere; False if none was pending."""
         decision = self.running.pop(key, None)
         if decision is None:
             return False
         self._finish(decision, status, detail)
         return True
 
-    def _finish(self, decision: Decision, status: str, detail: str) -> None:
+    def _finish(self, decision: Decision, status: Status, detail: str) -> None:
         self.stats.executed += 1
-        self.failed[decision.key] = status != "succeeded"
+        self.failed[decision.key] = status != Status.SUCCEEDED
         if len(self.failed) > _FAILED_KEPT:  # only recent keys can be an 'after'
             del self.failed[next(iter(self.failed))]
         self._outcome(decision, status, detail)
 
-    def _outcome(self, decision: Decision, status: str, detail: str) -> None:
+    def _outcome(self, decision: Decision, status: Status, detail: str) -> None:
         self._observe_outcome(decision, status)
         if status in FINAL:
             self.open.pop(decision.key, None)
             self.started.discard(decision.key)
+            if decision.key not in self.failed:
+                self.failed[decision.key] = status != Status.SUCCEEDED
             for follower in self.parked.pop(decision.key, []):  # due now, in order
                 when = self.now() if self.now is not None else 0.0
                 heapq.heappush(self.waiting, (when, self._order, follower))
                 self._order += 1
         if self.journal is not None:
-            self._append(
-                [{"type": "outcome", "key": decision.key, "status": status, "detail": detail}]
-            )
+            self._append([OutcomeRecord(decision.key, status, detail)])
 
-    def _append(self, records: list[dict[str, Any]]) -> None:
-        if self.journal is not None and records:
-            try:
-                self.journal.append(records)
-            except OSError as exc:
-                self.observer.journal_failed(exc)
-                raise
-            self.observer.journal_written(len(records))
-            self._since_snapshot += len(records)
+    # --- the journal, and what to do when it cannot be written ---------------------------
+
+    def _append(self, records: list[Record]) -> None:
+        if self.journal is None or not records:
+            return
+        if self.backlog:
+            self._keep(records)
+            self.flush()
+            return
+        try:
+            self.journal.append(records)
+        except OSError as exc:
+            self.observer.journal_failed(exc)
+            self._keep(records)
+            self._retry_at = time.monotonic() + RETRY_S
+            return
+        self.observer.journal_written(len(records))
+        self._since_snapshot += len(records)
+
+    def _keep(self, records: list[Record]) -> None:
+        room = BACKLOG_LIMIT - len(self.backlog)
+        if room < len(records):  # the oldest events go first; decisions are kept
+            self.backlog = [r for r in self.backlog if not isinstance(r, EventRecord)]
+            room = BACKLOG_LIMIT - len(self.backlog)
+            self.stats.journal_dropped += max(0, len(records) - room)
+        self.backlog += records[: max(0, room)]
+
+    def flush(self, *, force: bool = False) -> bool:
+        """Write what waits in memory, if the journal takes it again; whether it did."""
+        if self.journal is None or not self.backlog:
+            return True
+        if not force and time.monotonic() < self._retry_at:
+            return False
+        try:
+            self.journal.append(self.backlog)
+        except OSError as exc:
+            self.observer.journal_failed(exc)
+            self._retry_at = time.monotonic() + RETRY_S
+            return False
+        self.observer.journal_written(len(self.backlog))
+        self._since_snapshot += len(self.backlog)
+        self.backlog = []
+        held, self.held = self.held, []
+        for decision in held:  # recorded now: they may run
+            if decision.key in self.open:
+                self._execute(decision)
+        return True
 
     # --- telling the observer ---------------------------------------------------------
 
@@ -386,8 +438,8 @@ class Runner:
     def _observe_state(self) -> None:
         self.observer.state(self.state, self.now() if self.now is not None else self.state.clock)
 
-    def _observe_outcome(self, decision: Decision, status: str) -> None:
-        if status == "started":
+    def _observe_outcome(self, decision: Decision, status: Status) -> None:
+        if status == Status.STARTED:
             self._started_at[decision.key] = time.monotonic()
             self.observer.action_started(decision)
         elif status in FINAL:
@@ -396,21 +448,27 @@ class Runner:
             self.observer.action_finished(decision, status, took)
 
     def _maybe_snapshot(self) -> None:
-        if self._since_snapshot >= self.snapshot_every:
+        if self._since_snapshot >= self.snapshot_every and not self.degraded:
             self.snapshot()
 
     def snapshot(self) -> None:
         """Write the folded state as a snapshot, so start-up need not read it all."""
-        if self.journal is None:
+        if self.journal is None or self.degraded:
             return
         self.journal.snapshot(
-            {
-                "state": state_to_dict(self.state),
-                "checkpoints": {s: c.to_dict() for s, c in self.checkpoints.items()},
-                "tails": self.tails,
-                "seen": self.seen,
-                "open": [output_to_dict(d) for d in self.open.values()],
-                "started": sorted(self.started),
-            }
+            Snapshot(
+                seq=self.journal.seq,
+                state=self.state,
+                rules=self.engine.rules.digest,
+                checkpoints=dict(self.checkpoints),
+                tails=dict(self.tails),
+                seen=dict(self.seen),
+                open=tuple(self.open.values()),
+                started=tuple(sorted(self.started)),
+            )
         )
         self._since_snapshot = 0
+
+
+def _record(output: Output) -> Record:
+    return DecisionRecord(output) if isinstance(output, Decision) else TransitionRecord(output)

@@ -27,7 +27,7 @@ from typing import BinaryIO, cast
 from healer.actions.live import LiveActions
 from healer.actions.workers import ShareWorkers
 from healer.config import Config, ShareConfig
-from healer.engine import Engine, RuleSet
+from healer.engine import Engine, RuleSet, Status
 from healer.events import Event, Origin, VirtiofsdExited, VirtiofsdListening
 from healer.follow import FollowedLogs
 from healer.journal import Journal
@@ -271,7 +271,7 @@ class Watchdog:
         if self.inputs.empty():  # wake the loop; when inputs wait it wakes anyway
             self._put("wake", "", None)
 
-    def _done(self, key: str, status: str, detail: str) -> None:
+    def _done(self, key: str, status: Status, detail: str) -> None:
         self._put_control("done", key, (status, detail))
 
     def limit_hits(self) -> dict[str, int]:
@@ -315,7 +315,7 @@ class Watchdog:
         for name, (pid, key, deadline) in list(self.restarts.items()):
             if self.clock() >= deadline:
                 del self.restarts[name]
-                self.runner.complete(key, "succeeded", f"virtiofsd {pid} still serves")
+                self.runner.complete(key, Status.SUCCEEDED, f"virtiofsd {pid} still serves")
 
     # --- the loop -----------------------------------------------------------------
 
@@ -352,7 +352,7 @@ class Watchdog:
 
     def _on_control(self, kind: str, name: str, payload: object) -> None:
         if kind == "done":
-            status, detail = cast(tuple[str, str], payload)
+            status, detail = cast(tuple[Status, str], payload)
             self.runner.complete(name, status, detail)
         elif kind == "start" and not self.running(name):
             self._start(name)
@@ -426,7 +426,7 @@ class Watchdog:
             key = waiting[1]
             del self.restarts[name]
             self._start(name)
-            self.runner.complete(key, "succeeded", f"started when {pid} exited")
+            self.runner.complete(key, Status.SUCCEEDED, f"started when {pid} exited")
         self._healer_says(
             VirtiofsdExited,
             share,

@@ -11,13 +11,7 @@ from conftest import EXCERPTS, parse_excerpt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from healer.engine import Decision, Engine, Tick, Transition, load_rules
-from healer.engine.core import (
-    Phase,
-    backoff_delay,
-    state_from_dict,
-    state_to_dict,
-)
+from healer.engine import Decision, Engine, Phase, Tick, Transition, backoff_delay, load_rules
 from healer.engine.rules import Policy
 from healer.events import (
     BackendConnectTimeout,
@@ -29,6 +23,7 @@ from healer.events import (
     VirtiofsdListening,
     VmReset,
 )
+from healer.journal.records import state_from_dict, state_to_dict
 
 ROOT = Path(__file__).parent.parent
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)

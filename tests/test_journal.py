@@ -1,4 +1,5 @@
-"""The journal: round trip, torn tails, corruption, rotation, snapshots, permissions."""
+"""The journal: round trip, torn tails, corruption, rotation, snapshots, permissions,
+and a failed write that leaves the journal as it was."""
 
 from __future__ import annotations
 
@@ -8,23 +9,57 @@ from pathlib import Path
 import orjson
 import pytest
 
-from healer.journal import Journal, JournalCorrupt
+from healer.engine import Action, Decision, EngineState, Status
+from healer.journal import (
+    DecisionRecord,
+    Journal,
+    JournalCorrupt,
+    NoteRecord,
+    OutcomeRecord,
+    Record,
+    Snapshot,
+    read_records,
+)
 
 
-def records(n: int, start: int = 0) -> list[dict[str, object]]:
-    return [{"type": "event", "n": i} for i in range(start, start + n)]
+def records(n: int, start: int = 0, pad: str = "") -> list[Record]:
+    return [NoteRecord("test", f"{i}{pad}") for i in range(start, start + n)]
+
+
+def numbers(found: list[Record]) -> list[str]:
+    return [r.detail for r in found if isinstance(r, NoteRecord)]
+
+
+def decision(key: str) -> DecisionRecord:
+    return DecisionRecord(
+        Decision(key, 1.0, 1.0, "fs0", "fs0#1", Action.RESPAWN, "respawn-on-exit", None)
+    )
 
 
 def test_append_and_recover_round_trip(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j")
     journal.recover()
-    journal.append(records(3))
-    journal.append(records(2, 3))
+    assert journal.append(records(3)) == 3
+    assert journal.append(records(2, 3)) == 5
     journal.close()
     again = Journal(tmp_path / "j").recover()
-    assert [r["seq"] for r in again.records] == [1, 2, 3, 4, 5]
-    assert [r["n"] for r in again.records] == [0, 1, 2, 3, 4]
-    assert all(r["v"] == 1 for r in again.records)
+    assert again.first_seq == 1
+    assert again.last_seq == 5
+    assert numbers(again.records) == ["0", "1", "2", "3", "4"]
+
+
+def test_every_record_kind_round_trips(tmp_path: Path) -> None:
+    written: list[Record] = [
+        decision("fs0#1/respawn_virtiofsd/1"),
+        OutcomeRecord("fs0#1/respawn_virtiofsd/1", Status.STARTED),
+        OutcomeRecord("fs0#1/respawn_virtiofsd/1", Status.FAILED, "exit status 1"),
+        NoteRecord("dropped", "pending pair x|fs0", "fs0"),
+    ]
+    journal = Journal(tmp_path / "j")
+    journal.recover()
+    journal.append(written)
+    journal.close()
+    assert list(read_records(tmp_path / "j")) == written
 
 
 def test_files_are_private(tmp_path: Path) -> None:
@@ -43,7 +78,7 @@ def test_a_torn_last_record_is_cut_at_every_byte(tmp_path: Path) -> None:
     journal = Journal(base)
     journal.recover()
     journal.append(records(2))
-    journal.append([{"type": "decision", "key": "x/respawn/1", "pad": "z" * 40}])
+    journal.append([decision("x#1/respawn_virtiofsd/1")])
     journal.close()
     (segment,) = base.glob("segment-*")
     data = segment.read_bytes()
@@ -53,14 +88,15 @@ def test_a_torn_last_record_is_cut_at_every_byte(tmp_path: Path) -> None:
         case.mkdir(mode=0o700)
         (case / segment.name).write_bytes(data[:cut])
         recovered = Journal(case).recover()
-        assert [r["seq"] for r in recovered.records] == [1, 2]
+        assert numbers(recovered.records) == ["0", "1"]
+        assert len(recovered.records) == 2
         assert recovered.torn_bytes == cut - last_start
         # the journal goes on from a clean line
         again = Journal(case)
         again.recover()
         again.append(records(1, 9))
         again.close()
-        assert [r["seq"] for r in Journal(case).recover().records] == [1, 2, 3]
+        assert numbers(Journal(case).recover().records) == ["0", "1", "9"]
 
 
 def test_garbage_in_the_middle_is_an_error_with_its_line(tmp_path: Path) -> None:
@@ -78,47 +114,60 @@ def test_garbage_in_the_middle_is_an_error_with_its_line(tmp_path: Path) -> None
     assert "fix:" in str(caught.value)
 
 
+def test_a_record_of_a_newer_healer_is_an_error_not_a_guess(tmp_path: Path) -> None:
+    root = tmp_path / "j"
+    root.mkdir(mode=0o700)
+    line = {"v": 99, "seq": 1, "type": "note", "what": "x", "detail": "", "share": None}
+    (root / "segment-000000000001.jsonl").write_bytes(orjson.dumps(line) + b"\n")
+    with pytest.raises(JournalCorrupt, match="newer than this healer reads"):
+        Journal(root).recover()
+
+
 def test_segments_rotate_and_seqs_stay_continuous(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j", segment_bytes=4096)
     journal.recover()
     for batch in range(40):
-        journal.append([{"type": "event", "pad": "x" * 200, "b": batch}])
+        journal.append(records(1, batch, pad="x" * 200))
     journal.close()
     segments = sorted((tmp_path / "j").glob("segment-*"))
     assert len(segments) > 1
     recovered = Journal(tmp_path / "j").recover()
-    assert [r["seq"] for r in recovered.records] == list(range(1, 41))
+    assert recovered.last_seq == 40
+    assert [n.split("x")[0] for n in numbers(recovered.records)] == [str(i) for i in range(40)]
 
 
 def test_snapshot_drops_old_segments_and_recovery_starts_from_it(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j", segment_bytes=4096, keep_segments=1)
     journal.recover()
     for batch in range(40):
-        journal.append([{"type": "event", "pad": "x" * 200, "b": batch}])
+        journal.append(records(1, batch, pad="x" * 200))
     before = len(list((tmp_path / "j").glob("segment-*")))
-    journal.snapshot({"state": {"answer": 42}})
-    journal.append([{"type": "event", "b": 40}])
+    state = EngineState(clock=42.0, inputs=40)
+    journal.snapshot(Snapshot(seq=journal.seq, state=state, rules="abc"))
+    journal.append(records(1, 40))
     journal.close()
     after = len(list((tmp_path / "j").glob("segment-*")))
     assert after < before
     recovered = Journal(tmp_path / "j").recover()
     assert recovered.snapshot is not None
-    assert recovered.snapshot["seq"] == 40
-    assert recovered.snapshot["state"] == {"answer": 42}
-    assert [r["seq"] for r in recovered.records] == [41]
+    assert recovered.snapshot.seq == 40
+    assert recovered.snapshot.state == state
+    assert recovered.snapshot.rules == "abc"
+    assert recovered.first_seq == 41
+    assert numbers(recovered.records) == ["40"]
 
 
 def test_fsync_policy_decides_when_batches_are_durable(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j", fsync="decisions")
     journal.recover()
-    journal.append([{"type": "event"}])
+    journal.append(records(1))
     assert journal.syncs == 0
-    journal.append([{"type": "event"}, {"type": "decision", "key": "k"}])
+    journal.append([*records(1), decision("k#1/notify/1")])
     assert journal.syncs == 1
     journal.close()
     never = Journal(tmp_path / "n", fsync="never")
     never.recover()
-    never.append([{"type": "decision", "key": "k"}])
+    never.append([decision("k#1/notify/1")])
     assert never.syncs == 0
     never.close()
     with pytest.raises(ValueError, match="fsync"):
@@ -128,7 +177,7 @@ def test_fsync_policy_decides_when_batches_are_durable(tmp_path: Path) -> None:
 def test_records_are_json_lines(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j")
     journal.recover()
-    journal.append([{"type": "outcome", "key": "a", "status": "started"}])
+    journal.append([OutcomeRecord("a", Status.STARTED)])
     journal.close()
     (segment,) = (tmp_path / "j").glob("segment-*")
     assert orjson.loads(segment.read_bytes()) == {
@@ -137,4 +186,23 @@ def test_records_are_json_lines(tmp_path: Path) -> None:
         "type": "outcome",
         "key": "a",
         "status": "started",
+        "detail": "",
     }
+
+
+def test_a_failed_write_leaves_the_journal_as_it_was(tmp_path: Path) -> None:
+    """A write that fails (here: the file turned read-only under the journal) gives
+    its seqs back; the same records written later get the next seqs, and nothing
+    half-written stays in the segment."""
+    journal = Journal(tmp_path / "j")
+    journal.recover()
+    journal.append(records(2))
+    (segment,) = (tmp_path / "j").glob("segment-*")
+    journal._file.close()  # the handle breaks as it does on a file system gone bad
+    journal._file = segment.open("rb")
+    with pytest.raises(OSError, match=r"not writable|\[Errno 9\]|write"):
+        journal.append(records(1, 2))
+    assert journal.seq == 2
+    assert journal.append(records(1, 2)) == 3
+    journal.close()
+    assert numbers(Journal(tmp_path / "j").recover().records) == ["0", "1", "2"]

@@ -6,19 +6,19 @@ import errno
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from healer.config import load_config
 from healer.engine import Decision, Engine, Transition, load_rules
 from healer.engine.core import backoff_delay
 from healer.events import Event, VirtiofsdClientConnected, VirtiofsdExited
-from healer.journal import Journal
+from healer.journal import Journal, Record, read_records
 from healer.metrics import EXPORTED, HealerMetrics, MetricsServer, TextfileWriter, failure_kinds
 from healer.observe import FanOut, LineTally, NullObserver
 from healer.parse import SourceParser
@@ -185,10 +185,17 @@ def test_attempts_and_failures_are_separate_counters_and_latency_uses_the_runner
     assert value(metrics, "healer_detection_latency_seconds_sum") == 0.25
 
 
-def test_a_journal_write_that_fails_is_counted_and_raised(tmp_path: Path) -> None:
+def test_a_journal_write_that_fails_is_counted_and_the_records_wait(tmp_path: Path) -> None:
+    """A full disk does not stop healer: the failure is counted, the records wait in
+    memory, and they are written once the journal takes writes again."""
+
     class FullDisk(Journal):
-        def append(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            raise OSError(errno.ENOSPC, "No space left on device")
+        full = True
+
+        def append(self, records: Sequence[Record]) -> int:
+            if self.full:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().append(records)
 
     rules = load_rules(ROOT / "rules")
     metrics = HealerMetrics(rules.policy, clock=lambda: 1234.0)
@@ -198,12 +205,21 @@ def test_a_journal_write_that_fails_is_counted_and_raised(tmp_path: Path) -> Non
     assert value(metrics, "healer_journal_last_write_timestamp_seconds") == 1234.0
     assert good.journal is not None
     good.journal.close()
-    bad = Runner(Engine(rules), FullDisk(tmp_path / "full"), observer=metrics)
-    with pytest.raises(OSError, match="No space"):
-        bad.ingest([exited(0, 1)])
+    journal = FullDisk(tmp_path / "full")
+    bad = Runner(Engine(rules), journal, observer=metrics)
+    bad.start()
+    bad.ingest([exited(0, 1)])
+    # the start record failed; the event then waits without another try (retried every 2 s)
     assert value(metrics, "healer_journal_write_errors_total") == 1
-    assert bad.journal is not None
-    bad.journal.close()
+    assert bad.degraded
+    journal.full = False
+    assert bad.flush(force=True)
+    assert not bad.degraded
+    journal.close()
+    kinds = [type(r).__name__ for r in read_records(tmp_path / "full")]
+    assert kinds[0] == "StartRecord"
+    assert "EventRecord" in kinds
+    assert "DecisionRecord" in kinds
 
 
 def test_lines_of_a_record_still_open_are_not_unparsed_yet() -> None:

@@ -27,6 +27,7 @@ from healer.actions.serial import SerialConsole, SerialRemount
 from healer.actions.workers import ShareWorkers, Work
 from healer.config import Config, ShareConfig
 from healer.engine import Decision
+from healer.engine.model import Status
 from healer.events import Event
 from healer.supervise import has_client, is_listening
 from healer.vmm import (
@@ -111,16 +112,16 @@ class LiveActions:
 
     # --- executor -------------------------------------------------------------------
 
-    def run(self, decision: Decision) -> str | None:
+    def run(self, decision: Decision) -> Status | None:
         """Carry out one decision: a status now, or None when a worker carries on."""
         action = decision.action
         if action in ALERTS:
             log.warning("%s for share %s (rule %s)", action, decision.share, decision.rule)
-            return "succeeded"
+            return Status.SUCCEEDED
         share = self.share_for(decision)
         if share is None:
             log.error("no configured share %r for %s", decision.share, action)
-            return "failed"
+            return Status.FAILED
         if action in RESPAWNS:
             return self._respawn(share, decision)
         if action == "readd_fs":
@@ -128,19 +129,19 @@ class LiveActions:
         if action == "remount_guest":
             return self._submit(share, decision.key, lambda: self._remount(share))
         log.error("action %s is not available in this version", action)
-        return "failed"
+        return Status.FAILED
 
-    def _submit(self, share: ShareConfig, key: str, work: Work) -> str | None:
+    def _submit(self, share: ShareConfig, key: str, work: Work) -> Status | None:
         if self.workers.submit(share.name, key, work):
             return None
         log.error("share %s has too many actions queued: %s not run", share.name, key)
-        return "failed"
+        return Status.FAILED
 
-    def _respawn(self, share: ShareConfig, decision: Decision) -> str | None:
+    def _respawn(self, share: ShareConfig, decision: Decision) -> Status | None:
         name, action = share.name, decision.action
         if share.mode == "adopt":
             if action == "ensure_virtiofsd" and self._adopted_ready(share):
-                return "succeeded"
+                return Status.SUCCEEDED
             return self._submit(share, decision.key, lambda: self._await_adopted(share))
         if self._is_qemu():
             # QEMU 7.2 never reconnects a vhost-user-fs backend: the device keeps the
@@ -152,32 +153,33 @@ class LiveActions:
             return self._submit(share, decision.key, lambda: self._respawned_under_qemu(share))
         if not self.daemons.running(name):
             self.daemons.start(name)
-            return "succeeded"
+            return Status.SUCCEEDED
         if action == "ensure_virtiofsd":
-            return "succeeded"
+            return Status.SUCCEEDED
         # It runs but lost its client (the cause said so): it exits by itself in a
         # moment, and the loop starts the next one at that moment. A decision about
         # an earlier daemon that has been replaced meanwhile has nothing left to do.
         pid = decision.cause.pid if decision.cause is not None else None
         current = self.daemons.pid(name)
         if current is None or (pid is not None and pid != current):
-            return "succeeded"
-        return None if self.daemons.restart_after_exit(name, current, decision.key) else "succeeded"
+            return Status.SUCCEEDED
+        waits = self.daemons.restart_after_exit(name, current, decision.key)
+        return None if waits else Status.SUCCEEDED
 
     def _adopted_ready(self, share: ShareConfig) -> bool:
         return self.daemons.running(share.name) and is_listening(share.socket)
 
-    def _await_adopted(self, share: ShareConfig) -> str:
+    def _await_adopted(self, share: ShareConfig) -> Status:
         """Adopt mode: someone else restarts virtiofsd; wait (bounded) until it listens."""
         deadline = self.clock() + self.adopt_wait_s
         while self.clock() < deadline:
             if self._adopted_ready(share):
-                return "succeeded"
+                return Status.SUCCEEDED
             self.sleep(0.05)
         log.error(
             "adopted virtiofsd of %s did not come back in %.0f s", share.name, self.adopt_wait_s
         )
-        return "timed_out"
+        return Status.TIMED_OUT
 
     def _vmm(self) -> ChApiClient | ChRemote | None:
         vmm = self.config.vmm
@@ -206,17 +208,17 @@ class LiveActions:
             ready = True
         return ready and not (unserved and has_client(share.socket))
 
-    def _respawned_under_qemu(self, share: ShareConfig) -> tuple[str, str]:
+    def _respawned_under_qemu(self, share: ShareConfig) -> tuple[Status, str]:
         """After a respawn (on the share's worker): re-add unless a live daemon is served.
 
         Several reports of one death (the lost client, the exit) each decide a respawn;
         the first re-add serves the new daemon and the later ones find it served.
         """
         if self.daemons.running(share.name) and has_client(share.socket):
-            return "succeeded", "served already"
+            return Status.SUCCEEDED, "served already"
         return self._readd_qemu(share)
 
-    def _readd_qemu(self, share: ShareConfig) -> tuple[str, str]:
+    def _readd_qemu(self, share: ShareConfig) -> tuple[Status, str]:
         assert self.config.vmm is not None  # noqa: S101 - checked by the caller
         readd = self.qemu.get(share.name)
         if readd is None:
@@ -227,20 +229,20 @@ class LiveActions:
                 report=self.report,
             )
         status, detail = readd()
-        if status == "succeeded":
+        if status == Status.SUCCEEDED:
             self.remounted.discard(share.name)
             if readd.reset:  # the guest boots again and mounts the share itself
                 self.remounted.add(share.name)
         return status, detail
 
-    def _readd(self, share: ShareConfig) -> tuple[str, str]:
+    def _readd(self, share: ShareConfig) -> tuple[Status, str]:
         """Remove the fs device, wait until it is gone and virtiofsd runs, add it again."""
         if self._is_qemu():
             return self._readd_qemu(share)
         api = self._vmm()
         if api is None:
             log.info("no [vmm] configured: re-add of %s skipped", share.name)
-            return "closed", "no [vmm] configured"
+            return Status.CLOSED, "no [vmm] configured"
         fs = FsShare(tag=share.tag, socket=share.socket, device_id=share.name)
 
         # Removing the device ends virtiofsd's one client, so it exits and the loop
@@ -249,17 +251,17 @@ class LiveActions:
             done = readd_fs(api, fs, is_ready=lambda: self._daemon_ready(share))
         except ChTimeout as exc:
             log.error("re-add of %s timed out: %s", share.name, exc)
-            return "timed_out", str(exc)[:500]
+            return Status.TIMED_OUT, str(exc)[:500]
         except (ChError, ReaddError) as exc:
             log.error("re-add of %s failed: %s", share.name, exc)
-            return "failed", str(exc)[:500]
+            return Status.FAILED, str(exc)[:500]
         log.warning("re-added %s as %s", share.name, done.device_id)
-        return "succeeded", f"device {done.device_id}"
+        return Status.SUCCEEDED, f"device {done.device_id}"
 
-    def _remount(self, share: ShareConfig) -> str | tuple[str, str]:
+    def _remount(self, share: ShareConfig) -> Status | tuple[Status, str]:
         if self.config.guest is None:
             log.info("no [guest] transport configured: remount of %s skipped", share.name)
-            return "closed", "no [guest] transport configured"
+            return Status.CLOSED, "no [guest] transport configured"
         guest = self.config.guest
         if share.mount_point:
             guest = replace(guest, mount_point=share.mount_point)
@@ -267,12 +269,12 @@ class LiveActions:
             # The device is not connected to a virtiofsd: touching the mount now would
             # block in the guest (and take the console's shell with it).
             log.error("remount of %s skipped: the device is not served", share.name)
-            return "failed", "the device is not served by a virtiofsd"
+            return Status.FAILED, "the device is not served by a virtiofsd"
         if self._is_qemu() and share.name in self.remounted:
             # Under QEMU a mount goes stale only with its device: one remount per re-add
             # (one death is often reported twice: the lost client, then the exit).
             log.info("remount of %s: already mounted since the last re-add", share.name)
-            return "succeeded", "mounted since the last re-add"
+            return Status.SUCCEEDED, "mounted since the last re-add"
         remount: GuestRemount | SerialRemount
         if guest.transport == "serial":
             console = SerialConsole(guest.console, prompt=guest.prompt)
@@ -285,14 +287,14 @@ class LiveActions:
             log.error(
                 "remount of %s failed after %d attempts: %s", share.name, remount.attempts, exc
             )
-            return "failed", f"after {remount.attempts} attempts: {str(exc)[:400]}"
+            return Status.FAILED, f"after {remount.attempts} attempts: {str(exc)[:400]}"
         if self._is_qemu():
             self.remounted.add(share.name)
         if isinstance(remount, SerialRemount) and remount.timings:
             shown = ", ".join(f"{k} {v:g}" for k, v in remount.timings.items())
             log.warning("remounted %s in the guest: %s", share.name, shown)
-            return "succeeded", shown
-        return "succeeded"
+            return Status.SUCCEEDED, shown
+        return Status.SUCCEEDED
 
     # --- checker --------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from healer.config import ShareConfig, VmmConfig
+from healer.engine.model import Status
 from healer.events import DeviceAdded, DeviceRemoved, DeviceRemoveFailed, Event, Origin
 from healer.vmm.qemu_readd import (
     QemuDeviceStuck,
@@ -62,7 +63,7 @@ class QemuReadd:
         self.result: QemuReaddResult | None = None
         self.reset = False  # the last run reset the VM (opt-in escalation)
 
-    def __call__(self) -> tuple[str, str]:
+    def __call__(self) -> tuple[Status, str]:
         """Run the sequence once (twice after an opt-in reset); a runner status."""
         self.runs += 1
         self.reset = False
@@ -81,17 +82,17 @@ class QemuReadd:
                     log.error("re-add of %s: %s", name, exc)
                     self._event(DeviceRemoveFailed, f"QEMU: {exc}", level="ERROR")
                     if exc.escalation != "system_reset":
-                        return "timed_out", str(exc)[:500]
+                        return Status.TIMED_OUT, str(exc)[:500]
                     # The reset completed the unplug: add the device back for the guest
                     # that boots again (its own boot mounts the share).
                     self.reset = True
                     result = readd_fs_qemu(qmp, self.last, is_ready=self.is_ready, policy=policy)
         except QmpTimeout as exc:
             log.error("re-add of %s timed out: %s", name, exc)
-            return "timed_out", str(exc)[:500]
+            return Status.TIMED_OUT, str(exc)[:500]
         except (QemuReaddError, QmpError) as exc:
             log.error("re-add of %s failed: %s", name, exc)
-            return "failed", str(exc)[:500]
+            return Status.FAILED, str(exc)[:500]
         self.result = result
         self.last = result.device
         shown = ", ".join(f"{k} {v:.3f} s" for k, v in result.durations.items())
@@ -99,7 +100,7 @@ class QemuReadd:
         if "device_del" in result.steps:
             self._event(DeviceRemoved, f"QEMU deleted device {name}")
         self._event(DeviceAdded, f"QEMU added device {name} ({shown})")
-        return "succeeded", ("after system_reset: " if self.reset else "") + shown
+        return Status.SUCCEEDED, ("after system_reset: " if self.reset else "") + shown
 
     def _event(self, kind: type[Event], message: str, *, level: str = "INFO") -> None:
         fields: dict[str, str] = {}

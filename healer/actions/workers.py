@@ -19,11 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
+from healer.engine.model import Status
+
 __all__ = ["ShareWorkers", "Work"]
 
 log = logging.getLogger(__name__)
 
-Work = Callable[[], "str | tuple[str, str]"]
+Work = Callable[[], "Status | tuple[Status, str]"]
 """A slow action bound to its arguments; returns a status, or a status and why."""
 
 _STOP = object()
@@ -38,7 +40,7 @@ class _Worker:
 class ShareWorkers:
     """Runs work per share on that share's thread; ``rejected`` counts full queues."""
 
-    def __init__(self, done: Callable[[str, str, str], None], *, queue_limit: int = 16) -> None:
+    def __init__(self, done: Callable[[str, Status, str], None], *, queue_limit: int = 16) -> None:
         """``done(key, status, detail)`` is called from the worker thread."""
         self.done = done
         self.queue_limit = queue_limit
@@ -73,9 +75,10 @@ class ShareWorkers:
             try:
                 result = work()
                 status, detail = (result, "") if isinstance(result, str) else result
+                status = Status(status)
             except Exception as exc:  # an action's bug must not kill the share's worker
                 log.exception("action %s raised", key)
-                status, detail = "failed", f"{type(exc).__name__}: {exc}"
+                status, detail = Status.FAILED, f"{type(exc).__name__}: {exc}"
             self.done(key, status, detail)
 
     def close(self, *, timeout_s: float = 5.0) -> None:

@@ -1,29 +1,42 @@
 """The healing engine: rules as data and a pure decision core."""
 
-from healer.engine.core import (
+from healer.engine.core import Engine, backoff_delay
+from healer.engine.model import (
+    DEFAULT_SHARE,
+    FINAL,
+    HEALING,
+    Action,
+    Cause,
     Decision,
-    Engine,
     EngineState,
+    Output,
     Phase,
+    ShareState,
+    Status,
     Tick,
     Transition,
-    output_from_dict,
-    output_to_dict,
 )
 from healer.engine.rules import Policy, Rule, RulesError, RuleSet, load_rules
 
 __all__ = [
+    "DEFAULT_SHARE",
+    "FINAL",
+    "HEALING",
+    "Action",
+    "Cause",
     "Decision",
     "Engine",
     "EngineState",
+    "Output",
     "Phase",
     "Policy",
     "Rule",
     "RuleSet",
     "RulesError",
+    "ShareState",
+    "Status",
     "Tick",
     "Transition",
+    "backoff_delay",
     "load_rules",
-    "output_from_dict",
-    "output_to_dict",
 ]

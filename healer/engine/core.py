@@ -20,131 +20,26 @@ and the count resets after ``healthy_after`` seconds of health.
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from dataclasses import replace
 
-from healer.engine.rules import HEALING, Policy, Rule, RuleSet
+from healer.engine.model import (
+    DEFAULT_SHARE,
+    HEALING,
+    Action,
+    Cause,
+    Decision,
+    EngineState,
+    Output,
+    Pending,
+    Phase,
+    ShareState,
+    Tick,
+    Transition,
+)
+from healer.engine.rules import Policy, Rule, RuleSet
 from healer.events import Event
 
-__all__ = [
-    "DEFAULT_SHARE",
-    "Cause",
-    "Decision",
-    "Engine",
-    "EngineState",
-    "Phase",
-    "ShareState",
-    "Tick",
-    "Transition",
-    "backoff_delay",
-    "decision_from_dict",
-    "output_from_dict",
-    "output_to_dict",
-    "state_from_dict",
-    "state_to_dict",
-]
-
-DEFAULT_SHARE = "default"
-"""The share of events that name none (one-share setups, old log formats)."""
-
-
-class Phase:
-    """Share phases, as the strings that appear in journals and reports."""
-
-    HEALTHY = "healthy"
-    FAILING = "failing"
-    RECOVERING = "recovering"
-    CIRCUIT_OPEN = "circuit-open"
-
-
-@dataclass(frozen=True, slots=True)
-class Tick:
-    """Time passes with no event (live mode): due timers fire."""
-
-    time: float
-
-
-@dataclass(frozen=True, slots=True)
-class Cause:
-    """The input a decision answers: where it was read."""
-
-    kind: str
-    source: str
-    line: int
-    offset: int
-    time: float
-    pid: int | None = None  # the process the line is about, when known
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """An action for a share. ``key`` is its idempotency key; ``suppressed`` says why not."""
-
-    key: str
-    time: float
-    not_before: float
-    share: str
-    incident: str
-    action: str
-    rule: str
-    cause: Cause | None
-    after: str | None = None
-    attempt: int = 0
-    suppressed: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """A share changed phase; ``incident`` opens on failure and closes on recovery."""
-
-    time: float
-    share: str
-    incident: str
-    before: str
-    after: str
-    reason: str
-    cause: Cause | None
-
-
-Output = Decision | Transition
-
-
-@dataclass(frozen=True, slots=True)
-class ShareState:
-    """Everything the engine remembers about one share."""
-
-    phase: str = Phase.HEALTHY
-    incident: str = ""
-    incidents: int = 0
-    outside: int = 0  # decisions made while healthy (info rules), numbered apart
-    attempt: int = 0
-    healthy_since: float | None = None
-    circuit_until: float | None = None
-    last: dict[str, float] = field(default_factory=dict)  # dedupe key -> decided at
-    last_pid: dict[str, int] = field(default_factory=dict)  # dedupe key -> pid it answered
-    daemon_pid: int | None = None  # the latest virtiofsd the logs showed alive
-    ordinals: dict[str, int] = field(default_factory=dict)  # action -> n in incident
-
-
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """An open pair: ``then`` must arrive by ``deadline`` or the rule escalates."""
-
-    deadline: float
-    cause: Cause
-
-
-@dataclass(frozen=True, slots=True)
-class EngineState:
-    """The whole engine state; equal inputs give equal states."""
-
-    clock: float = float("-inf")
-    inputs: int = 0
-    shares: dict[str, ShareState] = field(default_factory=dict)
-    aliases: dict[str, str] = field(default_factory=dict)  # socket or tag -> share
-    windows: dict[str, tuple[float, ...]] = field(default_factory=dict)
-    cooldowns: dict[str, float] = field(default_factory=dict)
-    pairs: dict[str, Pending] = field(default_factory=dict)
+__all__ = ["Engine", "backoff_delay", "next_backoff"]
 
 
 def backoff_delay(policy: Policy, share: str, attempt: int) -> float:
@@ -160,6 +55,23 @@ def backoff_delay(policy: Policy, share: str, attempt: int) -> float:
     base = min(policy.backoff_max_s, policy.backoff_initial_s * 2.0 ** min(attempt - 1, 64))
     draw = random.Random(f"{policy.seed}:{share}:{attempt}").random()  # noqa: S311 - jitter, not crypto
     return round(base * (1 + policy.backoff_jitter * draw), 6)
+
+
+def next_backoff(policy: Policy, name: str, share: ShareState, at: float) -> float:
+    """How long the share's next respawn would wait, at event time ``at``.
+
+    The count of respawns starts over once the share has been healthy for
+    ``healthy_after`` (the same test :meth:`Engine._open_incident` applies).
+    """
+    return backoff_delay(policy, name, 0 if _healthy_long(policy, share, at) else share.attempt)
+
+
+def _healthy_long(policy: Policy, share: ShareState, at: float) -> bool:
+    return (
+        share.phase == Phase.HEALTHY
+        and share.healthy_since is not None
+        and at - share.healthy_since >= policy.healthy_after_s
+    )
 
 
 class _Step:
@@ -194,11 +106,56 @@ class Engine:
                 self._by_kind.setdefault(kind, []).append(rule)
             for kind in rule.then:
                 self._by_then.setdefault(kind, []).append(rule)
+        self._rules = {rule.id: rule for rule in rules.rules}
         self._recovery = frozenset(rules.policy.recovery_kinds)
         self.kinds = rules.kinds()
 
     def initial(self) -> EngineState:
         return EngineState()
+
+    def is_current(self, state: EngineState, decision: Decision) -> bool:
+        """Whether a decision still belongs to what is going on for its share.
+
+        A decision made outside any incident (an info rule) always does; one made in
+        an incident does while that incident is open. A respawn waiting for its
+        backoff whose incident has closed meanwhile has nothing left to heal.
+        """
+        if decision.incident.endswith("#0"):
+            return True
+        share = state.shares.get(decision.share)
+        return share is not None and share.incident == decision.incident
+
+    def next_due(self, state: EngineState) -> float | None:
+        """Event time of the earliest timer: a pair deadline or a circuit retry."""
+        times = [pending.deadline for pending in state.pairs.values()]
+        times += [
+            share.circuit_until
+            for share in state.shares.values()
+            if share.phase == Phase.CIRCUIT_OPEN and share.circuit_until is not None
+        ]
+        return min(times) if times else None
+
+    def adopt(self, state: EngineState) -> tuple[EngineState, list[str]]:
+        """State folded under other rules, fitted to these: what no rule can use goes.
+
+        Pair, threshold and cooldown entries are keyed ``rule|share``; those of rules
+        that do not exist (or changed how they correlate) now would never fire, or
+        would fire wrongly. Returns the new state and what was dropped, in words.
+        """
+        by_id = {rule.id: rule for rule in self.rules.rules}
+        dropped: list[str] = []
+
+        def keep(table: str, key: str, correlate: str) -> bool:
+            rule = by_id.get(key.split("|", 1)[0])
+            if rule is not None and rule.correlate == correlate:
+                return True
+            dropped.append(f"{table} {key}: rule {key.split('|', 1)[0]} is not in the rules now")
+            return False
+
+        pairs = {k: v for k, v in state.pairs.items() if keep("pending pair", k, "pair")}
+        windows = {k: v for k, v in state.windows.items() if keep("window", k, "threshold")}
+        cooldowns = {k: v for k, v in state.cooldowns.items() if keep("cooldown", k, "cooldown")}
+        return replace(state, pairs=pairs, windows=windows, cooldowns=cooldowns), dropped
 
     def step(self, state: EngineState, item: Event | Tick) -> tuple[EngineState, list[Output]]:
         """Decide on one input.
@@ -242,11 +199,11 @@ class Engine:
         ]
         # A storm opens the circuit before anything heals on the same event, and an
         # open circuit is not opened (nor alerted) again.
-        fired.sort(key=lambda rule: "open_circuit" not in rule.actions)
+        fired.sort(key=lambda rule: Action.OPEN_CIRCUIT not in rule.actions)
         if self._stale(run, share, item):
             return self._commit(state, run), run.out
         for rule in fired:
-            if "open_circuit" in rule.actions and run.share(share).phase == Phase.CIRCUIT_OPEN:
+            if Action.OPEN_CIRCUIT in rule.actions and run.share(share).phase == Phase.CIRCUIT_OPEN:
                 continue
             self._act(run, share, rule, rule.actions, cause=cause)
         return self._commit(state, run), run.out
@@ -320,8 +277,10 @@ class Engine:
         for key in sorted(k for k, p in run.pairs.items() if now > p.deadline):
             pending = run.pairs[key]
             rule_id, share = key.split("|", 1)
-            rule = next(r for r in self.rules.rules if r.id == rule_id)
             run.pairs = {k: v for k, v in run.pairs.items() if k != key}
+            rule = self._rules.get(rule_id)
+            if rule is None:  # a state folded under other rules (see adopt)
+                continue
             self._act(run, share, rule, rule.actions, cause=pending.cause, at=pending.deadline)
         for name in sorted(run.shares):
             state = run.shares[name]
@@ -331,7 +290,7 @@ class Engine:
                 self._decide(
                     run,
                     name,
-                    "respawn_virtiofsd",
+                    Action.RESPAWN,
                     "circuit-retry",
                     cause=None,
                     when=due,
@@ -371,7 +330,7 @@ class Engine:
         run: _Step,
         share: str,
         rule: Rule,
-        actions: tuple[str, ...],
+        actions: tuple[Action, ...],
         *,
         cause: Cause | None,
         at: float | None = None,
@@ -381,7 +340,9 @@ class Engine:
             return
         when = run.now if at is None else at
         state = run.share(share)
-        acts = rule.severity != "info" or any(a in HEALING or a == "open_circuit" for a in actions)
+        acts = rule.severity != "info" or any(
+            a in HEALING or a == Action.OPEN_CIRCUIT for a in actions
+        )
         if state.phase == Phase.HEALTHY and acts:
             if all(self._repeats(state, a, rule.id, cause, when) for a in actions):
                 return  # a late report of what was just healed: no new incident
@@ -392,7 +353,7 @@ class Engine:
             after = decided or after
 
     def _repeats(
-        self, state: ShareState, action: str, rule: str, cause: Cause | None, when: float
+        self, state: ShareState, action: Action, rule: str, cause: Cause | None, when: float
     ) -> bool:
         """The same action for the share within the dedupe window, about the same process,
         with no recovery in between (a death after a recovery is a new death)."""
@@ -412,10 +373,7 @@ class Engine:
         state = run.share(share)
         number = state.incidents + 1
         incident = f"{share}#{number}"
-        healthy_long = (
-            state.healthy_since is not None
-            and when - state.healthy_since >= self.policy.healthy_after_s
-        )
+        healthy_long = _healthy_long(self.policy, state, when)
         run.put(
             share,
             replace(
@@ -435,7 +393,7 @@ class Engine:
         self,
         run: _Step,
         share: str,
-        action: str,
+        action: Action,
         rule: str,
         *,
         cause: Cause | None,
@@ -454,10 +412,10 @@ class Engine:
         suppressed = None
         if state.phase == Phase.CIRCUIT_OPEN and action in HEALING and not retry:
             suppressed = "circuit open"
-        elif action == "restart_vm" and not self.policy.allow_restart_vm:
+        elif action == Action.RESTART_VM and not self.policy.allow_restart_vm:
             suppressed = "restart_vm is not allowed by the policy"
         attempt, delay = 0, 0.0
-        if action == "respawn_virtiofsd" and suppressed is None and not retry:
+        if action == Action.RESPAWN and suppressed is None and not retry:
             attempt = state.attempt
             delay = backoff_delay(self.policy, share, attempt)
             state = replace(state, attempt=attempt + 1)
@@ -484,8 +442,8 @@ class Engine:
         if pid is not None:
             state = replace(state, last_pid={**state.last_pid, dedupe: pid})
         if state.phase != Phase.HEALTHY:
-            state = replace(state, ordinals={**state.ordinals, action: ordinal})
-        if action == "open_circuit" and state.phase != Phase.CIRCUIT_OPEN:
+            state = replace(state, ordinals={**state.ordinals, action.value: ordinal})
+        if action == Action.OPEN_CIRCUIT and state.phase != Phase.CIRCUIT_OPEN:
             run.out.append(
                 Transition(when, share, incident, state.phase, Phase.CIRCUIT_OPEN, rule, cause)
             )
@@ -527,58 +485,8 @@ class Engine:
         )
 
 
-def _dedupe_key(action: str, rule: str) -> str:
-    """Healing actions merge across rules; other actions per rule."""
-    return action if action in HEALING or action == "open_circuit" else f"{action}:{rule}"
-
-
-def output_to_dict(output: Output) -> dict[str, Any]:
-    """JSON-ready form of a decision or transition (journal, reports)."""
-    data = asdict(output)
-    data["type"] = "decision" if isinstance(output, Decision) else "transition"
-    return data
-
-
-def decision_from_dict(data: dict[str, Any]) -> Decision:
-    """A journaled decision record back as a Decision."""
-    values = {k: v for k, v in data.items() if k not in ("type", "v", "seq")}
-    cause = values.get("cause")
-    values["cause"] = Cause(**cause) if cause else None
-    return Decision(**values)
-
-
-def output_from_dict(data: dict[str, Any]) -> Output:
-    """Inverse of :func:`output_to_dict`."""
-    if data["type"] == "decision":
-        return decision_from_dict(data)
-    values = {k: v for k, v in data.items() if k not in ("type", "v", "seq")}
-    cause = values.get("cause")
-    values["cause"] = Cause(**cause) if cause else None
-    return Transition(**values)
-
-
-def state_to_dict(state: EngineState) -> dict[str, Any]:
-    """JSON-ready engine state, for journal snapshots."""
-    return {
-        "clock": state.clock if state.clock != float("-inf") else None,
-        "inputs": state.inputs,
-        "shares": {name: asdict(share) for name, share in state.shares.items()},
-        "aliases": state.aliases,
-        "windows": {k: list(v) for k, v in state.windows.items()},
-        "cooldowns": state.cooldowns,
-        "pairs": {k: asdict(v) for k, v in state.pairs.items()},
-    }
-
-
-def state_from_dict(data: dict[str, Any]) -> EngineState:
-    """Inverse of :func:`state_to_dict`."""
-    clock = data["clock"]
-    return EngineState(
-        clock=float("-inf") if clock is None else clock,
-        inputs=data["inputs"],
-        shares={name: ShareState(**share) for name, share in data["shares"].items()},
-        aliases=dict(data["aliases"]),
-        windows={k: tuple(v) for k, v in data["windows"].items()},
-        cooldowns=dict(data["cooldowns"]),
-        pairs={k: Pending(v["deadline"], Cause(**v["cause"])) for k, v in data["pairs"].items()},
-    )
+def _dedupe_key(action: Action, rule: str) -> str:
+    """Healing actions merge across rules; other actions per rule (plain strings: the
+    keys go into the journal's JSON)."""
+    merged = action in HEALING or action == Action.OPEN_CIRCUIT
+    return action.value if merged else f"{action.value}:{rule}"

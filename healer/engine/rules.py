@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from healer.engine.model import HEALING, Action
 from healer.events import KINDS, Event
 from healer.tomlspot import LocatedError, Problem, Spots, suggest
 
@@ -34,18 +35,17 @@ __all__ = [
     "load_rules",
 ]
 
-ACTIONS: dict[str, str] = {
-    "respawn_virtiofsd": "start virtiofsd again on the share's socket (with backoff)",
-    "ensure_virtiofsd": "make sure virtiofsd listens; respawn it only if it does not",
-    "readd_fs": "remove the fs device if present, wait until gone, add it again",
-    "remount_guest": "unmount and mount the share in the guest, then probe it",
-    "open_circuit": "stop healing the share (restart storm), alert, retry slowly",
-    "notify": "record an alert for operators",
-    "restart_vm": "restart the VM (opt-in: needs policy.allow_restart_vm = true)",
+ACTIONS: dict[Action, str] = {
+    Action.RESPAWN: "start virtiofsd again on the share's socket (with backoff)",
+    Action.ENSURE: "make sure virtiofsd listens; respawn it only if it does not",
+    Action.READD: "remove the fs device if present, wait until gone, add it again",
+    Action.REMOUNT: "unmount and mount the share in the guest, then probe it",
+    Action.OPEN_CIRCUIT: "stop healing the share (restart storm), alert, retry slowly",
+    Action.NOTIFY: "record an alert for operators",
+    Action.RESTART_VM: "restart the VM (opt-in: needs policy.allow_restart_vm = true)",
 }
 """Every action a rule may ask for, with what it does."""
 
-HEALING = frozenset({"respawn_virtiofsd", "ensure_virtiofsd", "readd_fs", "remount_guest"})
 CORRELATIONS = ("single", "threshold", "pair", "cooldown")
 SEVERITIES = ("info", "warning", "critical")
 MAX_WINDOW_S = 7 * 24 * 3600.0
@@ -135,14 +135,14 @@ class Rule:
 
     id: str
     on: frozenset[str]
-    actions: tuple[str, ...]
+    actions: tuple[Action, ...]
     description: str = ""
     severity: str = "warning"
     correlate: str = "single"
     count: int = 1
     window_s: float = 0.0
     then: frozenset[str] = frozenset()
-    then_actions: tuple[str, ...] = ()
+    then_actions: tuple[Action, ...] = ()
     where: tuple[FieldIn | MessageMatches, ...] = ()
     file: str = ""
     line: int = 0
@@ -302,19 +302,21 @@ def _kinds(raw: Any, index: int, key: str, where: _Locator, out: list[Problem]) 
 
 def _actions(
     raw: Any, index: int, key: str, where: _Locator, out: list[Problem]
-) -> tuple[str, ...]:
+) -> tuple[Action, ...]:
     actions = _strings(raw)
     if actions is None:
         out.append(
-            where.problem(index, key, f"{key} must list actions", f"choose from {list(ACTIONS)}")
+            where.problem(
+                index, key, f"{key} must list actions", f"choose from {[a.value for a in ACTIONS]}"
+            )
         )
         return ()
     for action in actions:
         if action not in ACTIONS:
             out.append(
-                where.problem(index, key, f"unknown action {action!r}", suggest(action, ACTIONS))
+                where.problem(index, key, f"unknown action {action!r}", suggest(action, [a.value for a in ACTIONS]))
             )
-    return tuple(a for a in actions if a in ACTIONS)
+    return tuple(Action(a) for a in actions if a in ACTIONS)
 
 
 def _rule(raw: Any, index: int, where: _Locator, out: list[Problem]) -> Rule | None:
@@ -403,7 +405,7 @@ def _rule(raw: Any, index: int, where: _Locator, out: list[Problem]) -> Rule | N
             )
         )
     then: frozenset[str] = frozenset()
-    then_actions: tuple[str, ...] = ()
+    then_actions: tuple[Action, ...] = ()
     if correlate == "pair":
         then = _kinds(raw.get("then"), index, "then", where, out)
         then_actions = _actions(raw.get("then_actions", []), index, "then_actions", where, out)
@@ -430,7 +432,7 @@ def _rule(raw: Any, index: int, where: _Locator, out: list[Problem]) -> Rule | N
                 index,
                 "actions",
                 "the rule asks for no action",
-                f"list actions from {list(ACTIONS)}",
+                f"list actions from {[a.value for a in ACTIONS]}",
             )
         )
     predicates = _where(raw.get("where", {}), on, index, where, out)

@@ -28,7 +28,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from healer import __version__
-from healer.engine.core import Decision, EngineState, Phase, Transition, backoff_delay
+from healer.engine import Decision, EngineState, Phase, Transition
+from healer.engine.core import next_backoff
 from healer.engine.rules import ACTIONS, Policy, RuleSet
 from healer.events import KINDS, Event
 
@@ -325,24 +326,16 @@ class HealerMetrics:
 
     # --- scrape side --------------------------------------------------------------
 
-    def share_gauges(self) -> dict[str, tuple[str, bool, float]]:
+    def share_gauges(self) -> dict[str, tuple[Phase, bool, float]]:
         """Per share label: phase, circuit open, backoff of the next respawn (seconds)."""
         state, at = self._state, self._at
-        out: dict[str, tuple[str, bool, float]] = {}
+        out: dict[str, tuple[Phase, bool, float]] = {}
         names = set(state.shares) | set(self._known)
         for name in sorted(names):
             label = self.label(name)
             share = state.shares.get(name)
             phase = share.phase if share is not None else Phase.HEALTHY
-            backoff = 0.0
-            if share is not None:
-                healthy_long = (
-                    share.phase == Phase.HEALTHY
-                    and share.healthy_since is not None
-                    and at - share.healthy_since >= self.policy.healthy_after_s
-                )
-                attempt = 0 if healthy_long else share.attempt
-                backoff = backoff_delay(self.policy, name, attempt)
+            backoff = 0.0 if share is None else next_backoff(self.policy, name, share, at)
             before = out.get(label)
             if before is not None:  # several names of one share: the worst of them
                 worst = max(before[0], phase, key=PHASES.index)
@@ -369,7 +362,7 @@ class _ShareGauges(Collector):
         return self._families(self.metrics.share_gauges(), self.metrics.running())
 
     def _families(
-        self, shares: dict[str, tuple[str, bool, float]], running: dict[str, int]
+        self, shares: dict[str, tuple[Phase, bool, float]], running: dict[str, int]
     ) -> Iterator[GaugeMetricFamily]:
         supervised = self.metrics.supervised
         up = GaugeMetricFamily(

@@ -7,8 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from healer.engine.core import Phase, Transition
-from healer.engine.rules import HEALING
+from healer.engine.model import HEALING, Phase, Transition
 from healer.events import Event
 from healer.report._format import cause_where, cite, clip, stamp
 from healer.report._hints import hints

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from healer.engine.core import Cause
+    from healer.engine.model import Cause
 
 __all__ = [
     "TIMER",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Iterable
 
-from healer.engine.core import DEFAULT_SHARE, Cause, Decision, Phase, Transition
+from healer.engine.model import DEFAULT_SHARE, Cause, Decision, Phase, Transition
 from healer.events import Event
 from healer.parse import Unrecognized
 from healer.report._building import Building, Seen, Tally, event_entry, sorted_items

@@ -1,9 +1,15 @@
 """The journal: an append-only, segmented JSON-lines log that is the source of truth.
 
 Every input event, tick, decision, transition, action outcome and source offset is a
-record ``{"v": 1, "seq": n, "type": ..., ...}`` with a gap-free ``seq``. On start the
+typed record (:mod:`healer.journal.records`) written as one JSON line
+``{"v": 1, "seq": n, "type": ..., ...}`` with a gap-free ``seq``. On start the
 journal is read back (from the newest snapshot on), a torn last line left by a crash
 is cut off, and the caller folds the records to rebuild its state.
+
+A write that fails (a full disk, a file system turned read-only) leaves the journal
+as it was before the write: the partial line is cut off again when possible, the
+``seq`` numbers are given back, and the error goes to the caller, who may retry the
+same records later.
 
 Durability (``fsync``): ``"decisions"`` (default) makes a batch durable when it holds
 a decision, an outcome or an offset, which the runner writes before it runs an
@@ -14,8 +20,9 @@ batch; ``"never"`` leaves it to the OS (tests, replays). Files are created 0600 
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,12 +30,20 @@ from typing import Any
 import orjson
 
 from healer.errors import HealerError
+from healer.journal.records import (
+    DURABLE,
+    Record,
+    RecordError,
+    Snapshot,
+    decode,
+    decode_snapshot,
+    encode,
+    encode_snapshot,
+)
 
-__all__ = ["SCHEMA", "Journal", "JournalCorrupt", "Recovered", "read_records", "read_segment"]
+__all__ = ["Journal", "JournalCorrupt", "Recovered", "read_records", "read_segment"]
 
-SCHEMA = 1
 FSYNC_POLICIES = ("decisions", "always", "never")
-_DURABLE_TYPES = frozenset({"decision", "outcome", "offset", "start"})
 _SEGMENT = "segment-{:012d}.jsonl"
 _SNAPSHOT = "snapshot-{:012d}.json"
 
@@ -48,8 +63,9 @@ class JournalCorrupt(HealerError):
 class Recovered:
     """What reading the journal found."""
 
-    snapshot: dict[str, Any] | None = None
-    records: list[dict[str, Any]] = field(default_factory=list)
+    snapshot: Snapshot | None = None
+    records: list[Record] = field(default_factory=list)  # their seqs run from first_seq
+    first_seq: int = 1
     last_seq: int = 0
     torn_bytes: int = 0
 
@@ -89,14 +105,17 @@ class Journal:
         snapshot_seq = 0
         snapshots = sorted(self.directory.glob("snapshot-*.json"))
         if snapshots:
-            result.snapshot = orjson.loads(snapshots[-1].read_bytes())
-            snapshot_seq = int(result.snapshot["seq"])
+            try:
+                result.snapshot = decode_snapshot(orjson.loads(snapshots[-1].read_bytes()))
+            except (ValueError, RecordError) as exc:
+                raise JournalCorrupt(snapshots[-1], 1, f"unreadable snapshot: {exc}") from exc
+            snapshot_seq = result.snapshot.seq
             result.last_seq = snapshot_seq
+        result.first_seq = snapshot_seq + 1
         segments = self._segments()
         for index, path in enumerate(segments):
             last = index == len(segments) - 1
-            for record in self._read_segment(path, last=last, result=result):
-                seq = record["seq"]
+            for seq, record in self._read_segment(path, last=last, result=result):
                 if seq <= snapshot_seq:
                     continue
                 if seq != result.last_seq + 1:
@@ -108,7 +127,7 @@ class Journal:
 
     def _read_segment(
         self, path: Path, *, last: bool, result: Recovered
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[tuple[int, Record]]:
         records, good_end, size = read_segment(path, last=last)
         yield from records
         if good_end < size:
@@ -122,29 +141,46 @@ class Journal:
 
     # --- writing ----------------------------------------------------------------
 
-    def append(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Write records with the next seqs; sync per the fsync policy. Returns them."""
+    def append(self, records: Sequence[Record]) -> int:
+        """Write records with the next seqs; sync per the fsync policy; the last seq.
+
+        On an OSError nothing of the batch counts: the seqs are given back and the
+        segment is cut back to where it was (when the file system lets us).
+        """
         if not records:
-            return []
-        if self._file is None or self._size >= self.segment_bytes:
-            self._rotate()
-        stamped = []
+            return self.seq
+        first = self.seq
         chunks = []
-        for record in records:
-            self.seq += 1
-            full = {"v": SCHEMA, "seq": self.seq, **record}
-            stamped.append(full)
-            chunks.append(orjson.dumps(full) + b"\n")
+        for number, record in enumerate(records, first + 1):
+            chunks.append(orjson.dumps({"seq": number, **encode(record)}) + b"\n")
         data = b"".join(chunks)
-        self._file.write(data)
-        self._file.flush()
+        durable = self.fsync == "always" or (
+            self.fsync == "decisions" and any(type(r) in DURABLE for r in records)
+        )
+        try:
+            if self._file is None or self._size >= self.segment_bytes:
+                self._rotate()
+            self._file.write(data)
+            self._file.flush()
+            if durable:
+                os.fsync(self._file.fileno())
+                self.syncs += 1
+        except OSError:
+            self._undo()
+            raise
         self._size += len(data)
-        if self.fsync == "always" or (
-            self.fsync == "decisions" and any(r["type"] in _DURABLE_TYPES for r in records)
-        ):
-            os.fsync(self._file.fileno())
-            self.syncs += 1
-        return stamped
+        self.seq = first + len(records)
+        return self.seq
+
+    def _undo(self) -> None:
+        """After a failed write: cut the partial line off and start on a fresh handle."""
+        file, self._file = self._file, None
+        if file is None:
+            return
+        with contextlib.suppress(OSError):
+            file.truncate(self._size)
+        with contextlib.suppress(OSError):
+            file.close()
 
     def _rotate(self) -> None:
         if self._file is not None:
@@ -160,16 +196,18 @@ class Journal:
         self._size = path.stat().st_size
         _sync_dir(self.directory)
 
-    def snapshot(self, state: dict[str, Any]) -> Path:
-        """Write a snapshot at the current seq (atomic), then drop old segments.
-
-        Segments wholly before the snapshot are deleted, keeping ``keep_segments``.
+    def snapshot(self, snapshot: Snapshot) -> Path:
+        """Write a snapshot (atomic; its ``seq`` must be the current one), then drop
+        old segments: those wholly before it, keeping ``keep_segments``.
         """
+        if snapshot.seq != self.seq:
+            msg = f"a snapshot at seq {snapshot.seq} while the journal is at {self.seq}"
+            raise ValueError(msg)
         path = self.directory / _SNAPSHOT.format(self.seq)
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as file:
-            file.write(orjson.dumps({"v": SCHEMA, "seq": self.seq, **state}))
+            file.write(orjson.dumps(encode_snapshot(snapshot)))
             file.flush()
             os.fsync(file.fileno())
         tmp.replace(path)
@@ -199,8 +237,9 @@ def _sync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def read_segment(path: Path, *, last: bool) -> tuple[list[dict[str, Any]], int, int]:
-    """The records of one segment, read only: (records, end of the last good one, size).
+def read_segment(path: Path, *, last: bool) -> tuple[list[tuple[int, Record]], int, int]:
+    """The records of one segment with their seqs, read only: (records, end of the last
+    good one, size).
 
     A torn record is allowed only at the end of the ``last`` segment; anything else
     that cannot be read raises :class:`JournalCorrupt` with its line.
@@ -209,11 +248,11 @@ def read_segment(path: Path, *, last: bool) -> tuple[list[dict[str, Any]], int, 
     lines = data.split(b"\n")
     tail = lines.pop()  # bytes after the last newline: empty unless torn
     good_end = len(data) - len(tail)
-    records: list[dict[str, Any]] = []
+    records: list[tuple[int, Record]] = []
     for number, line in enumerate(lines, 1):
         try:
-            record = orjson.loads(line)
-            if not isinstance(record, dict) or "seq" not in record:
+            parsed = orjson.loads(line)
+            if not isinstance(parsed, dict) or not isinstance(parsed.get("seq"), int):
                 raise ValueError("not a journal record")
         except ValueError as exc:
             if last and number == len(lines) and not tail:
@@ -221,16 +260,18 @@ def read_segment(path: Path, *, last: bool) -> tuple[list[dict[str, Any]], int, 
                 tail = line
                 break
             raise JournalCorrupt(path, number, f"unreadable record: {exc}") from exc
-        if record.get("v") != SCHEMA:
-            raise JournalCorrupt(path, number, f"schema {record.get('v')} is not {SCHEMA}")
-        records.append(record)
+        try:
+            records.append((parsed["seq"], decode(parsed)))
+        except RecordError as exc:
+            raise JournalCorrupt(path, number, str(exc)) from exc
     if tail and not last:
         raise JournalCorrupt(path, len(lines) + 1, "a segment ends in a partial record")
     return records, good_end, len(data)
 
 
-def read_records(path: Path) -> Iterator[dict[str, Any]]:
+def read_records(path: Path) -> Iterator[Record]:
     """Every record of a journal directory (or one segment file), changing nothing."""
     segments = sorted(path.glob("segment-*.jsonl")) if path.is_dir() else [path]
     for index, segment in enumerate(segments):
-        yield from read_segment(segment, last=index == len(segments) - 1)[0]
+        for _seq, record in read_segment(segment, last=index == len(segments) - 1)[0]:
+            yield record
