@@ -37,12 +37,14 @@ __all__ = [
     "GuestReboot",
     "GuestTagNotFound",
     "Origin",
+    "VirtiofsdChildTerminated",
     "VirtiofsdClientConnected",
     "VirtiofsdClientDisconnected",
     "VirtiofsdDaemonFailed",
     "VirtiofsdExited",
     "VirtiofsdListening",
     "VirtiofsdPanicked",
+    "VirtiofsdStarted",
     "VirtiofsdStartFailed",
     "VmRebootFailed",
     "VmReset",
@@ -329,6 +331,36 @@ class VirtiofsdStartFailed(ErrorEvent):
     """virtiofsd could not start: pid file lock, bind, missing shared dir, sandbox."""
 
     path: str | None = None
+
+
+@_kind
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VirtiofsdStarted(Event):
+    """healer started (or, after its own restart, adopted) a virtiofsd for the share.
+
+    Reported by healer itself, with the daemon's pid and healer's generation number
+    in ``origin``: from here on, lines and exits of older generations speak only
+    for their own daemon. ``adopted``: found running, not started now; ``served``:
+    a client was connected to it when it was found.
+    """
+
+    adopted: bool = False
+    served: bool = False
+
+
+@_kind
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VirtiofsdChildTerminated(Event):
+    """The Rust daemon's sandbox child was killed; the outer process exits 247 next.
+
+    With ``--sandbox namespace`` the Rust virtiofsd forks at start and the child
+    serves; the outer says "Child process terminated by signal N" when it dies.
+    ``signal`` is the name (``SIGKILL``), ``signo`` the number.
+    """
+
+    default_level: ClassVar[str] = "ERROR"
+    signal: str | None = None
+    signo: int | None = None
 
 
 # --- guest --------------------------------------------------------------------------

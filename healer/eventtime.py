@@ -1,17 +1,34 @@
 """Event time: read the timestamps real logs carry and anchor relative clocks.
 
 Pure functions plus one small per-source state (:class:`SourceClock`); the current
-time is never read here. The rule, applied to each record in source order:
+time is never read here. A caller that reads live passes ``ingest``, the moment it
+read the record's bytes (UTC); a record is always read after it was written, so the
+ingest time bounds the truth from above. The rule, applied to each record in source
+order:
 
-1. a wall-clock timestamp with second precision or better on the record (wrapper or
-   inner) is the event time; if the record also carries an uptime (cloud-hypervisor's
-   seconds since start, the guest's dmesg seconds since boot), the first such pair
-   fixes that clock's boot time;
-2. otherwise an uptime on an anchored clock gives boot time + uptime; an unanchored
-   clock is anchored to the caller's ingest time (live tailing) when there is one;
-3. otherwise a coarse wall clock (the vm.sh minute prefix) is used as is;
-4. otherwise the time of the previous record of the same source is carried forward;
-5. otherwise the time is unknown (``None``).
+1. A wall clock with sub-second precision on the record (the outermost wrapper's,
+   else the program's own) is its time. Live, a stamp later than its ingest time by
+   more than the skew tolerance (:data:`SKEW_TOLERANCE`, a parameter of
+   :class:`SourceClock`) is not believed: it is counted (``future_times``) and the
+   record is treated as having no wall clock; it never anchors an uptime clock.
+   If the record also carries an uptime (cloud-hypervisor's seconds since start, the
+   guest's dmesg seconds since boot), the first such pair fixes that clock's boot
+   time exactly.
+2. A coarse wall clock (whole seconds: Rust env_logger, syslog headers; whole
+   minutes: the vm.sh prefix) means "some time in [stamp, stamp + precision)".
+   Live, the record's uptime estimate (3) is used when it falls within
+   [stamp - tolerance, stamp + precision + tolerance]; else the ingest time when it
+   falls within [stamp, stamp + precision + tolerance]; else (a backlog read later)
+   the stamp. Replay keeps today's order: whole seconds count as precise (1), a
+   minute stamp is used only when no anchored uptime clock gives a time.
+3. Live, every record with an uptime bounds its clock's boot time from above by
+   ``ingest - uptime``; a clock not fixed exactly (1) takes the least bound seen, so
+   ``boot + uptime`` is never later than the record was read and is within the
+   smallest read delay of the truth. An uptime lower than the last one on the same
+   clock is a new boot (the VMM restarted): the anchor is dropped and estimated
+   afresh. In replay only an exact anchor exists, and anchors never change.
+4. Otherwise, live, the ingest time; in replay, the time of the previous record of
+   the same source is carried forward, and before any the time is unknown (``None``).
 
 Records are never reordered, even when their times go backwards.
 """
@@ -19,15 +36,26 @@ Records are never reordered, even when their times go backwards.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 __all__ = [
+    "MINUTE",
+    "SKEW_TOLERANCE",
+    "WHOLE_SECONDS",
     "SourceClock",
     "duration_seconds",
     "parse_compact_minute",
     "parse_iso",
     "parse_syslog",
 ]
+
+SKEW_TOLERANCE = 2.0
+"""Seconds a live wall clock may run ahead of the moment healer read its line."""
+WHOLE_SECONDS = 1.0
+"""The precision of env_logger and syslog stamps; anything finer is precise."""
+MINUTE = 60.0
+"""The precision of the vm.sh ``YYYYMMDDTHH:MM`` prefix."""
 
 _UNIT_SECONDS = {"ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 _ISO = re.compile(
@@ -90,14 +118,34 @@ def parse_syslog(month: str, day: str, clock: str, year: int) -> datetime | None
 
 
 class SourceClock:
-    """Resolves each record's event time for one source; see the module docstring."""
+    """Resolves each record's event time for one source; see the module docstring.
 
-    __slots__ = ("boot", "default_year", "last")
+    ``boot`` maps a clock (``"ch"``, ``"guest"``) to its boot time; ``exact`` names
+    the ones fixed by a precise wall clock (the others are live estimates, which only
+    tighten); ``uptime`` is the last uptime seen live on each, to notice a new boot.
+    ``tolerance`` is how far (seconds) a live wall clock may run ahead of the ingest
+    time and still be believed, and how late a coarse stamp may be read and still
+    count as read at once.
+    """
 
-    def __init__(self, *, default_year: int, boot: dict[str, datetime] | None = None) -> None:
+    __slots__ = ("boot", "default_year", "exact", "future_times", "last", "tolerance", "uptime")
+
+    def __init__(
+        self,
+        *,
+        default_year: int,
+        boot: dict[str, datetime] | None = None,
+        exact: Iterable[str] = (),
+        uptime: dict[str, float] | None = None,
+        tolerance: float = SKEW_TOLERANCE,
+    ) -> None:
         self.default_year = default_year
         self.boot: dict[str, datetime] = dict(boot or {})
+        self.exact: set[str] = set(exact)
+        self.uptime: dict[str, float] = dict(uptime or {})
+        self.tolerance = tolerance
         self.last: datetime | None = None
+        self.future_times = 0
 
     @property
     def year(self) -> int:
@@ -108,25 +156,80 @@ class SourceClock:
         self,
         *,
         wall: datetime | None,
-        precise: bool,
-        uptime: float | None,
-        domain: str | None,
+        precision: float = 0.0,
+        uptime: float | None = None,
+        domain: str | None = None,
         ingest: datetime | None = None,
     ) -> datetime | None:
-        """The event time of one record, updating anchors and the carried time."""
+        """The event time of one record, updating anchors and the carried time.
+
+        ``precision`` is the wall clock's resolution in seconds (0 for an exact stamp,
+        1 for whole seconds, 60 for whole minutes).
+        """
+        if ingest is None:
+            time = self._replayed(wall, precision, uptime, domain)
+        else:
+            time = self._live(wall, precision, uptime, domain, ingest)
+        if time is not None:
+            self.last = time
+        return time
+
+    def _replayed(
+        self, wall: datetime | None, precision: float, uptime: float | None, domain: str | None
+    ) -> datetime | None:
+        """Replay has no read time: whole seconds count as precise, anchors are fixed."""
         time: datetime | None = None
-        if wall is not None and precise:
+        if wall is not None and precision <= WHOLE_SECONDS:
             time = wall
             if uptime is not None and domain is not None and domain not in self.boot:
                 self.boot[domain] = wall - timedelta(seconds=uptime)
+                self.exact.add(domain)
         elif uptime is not None and domain is not None:
-            if domain not in self.boot and ingest is not None:
-                self.boot[domain] = ingest - timedelta(seconds=uptime)
             boot = self.boot.get(domain)
             if boot is not None:
                 time = boot + timedelta(seconds=uptime)
         if time is None:
             time = wall if wall is not None else self.last
-        if time is not None:
-            self.last = time
         return time
+
+    def _live(
+        self,
+        wall: datetime | None,
+        precision: float,
+        uptime: float | None,
+        domain: str | None,
+        ingest: datetime,
+    ) -> datetime:
+        """Read live: the ingest time bounds every estimate, and is the last resort."""
+        slack = timedelta(seconds=self.tolerance)
+        if wall is not None and wall > ingest + slack:
+            self.future_times += 1  # a clock far ahead (or a forged line): not believed
+            wall = None
+        estimate: datetime | None = None
+        if uptime is not None and domain is not None:
+            since = timedelta(seconds=uptime)
+            self._bound(domain, uptime, ingest - since)
+            if wall is not None and precision < WHOLE_SECONDS and domain not in self.exact:
+                self.boot[domain] = wall - since
+                self.exact.add(domain)
+            estimate = self.boot[domain] + since
+        if wall is None:
+            return estimate if estimate is not None else ingest
+        if precision < WHOLE_SECONDS:
+            return wall
+        window_end = wall + timedelta(seconds=precision) + slack
+        if estimate is not None and wall - slack <= estimate <= window_end:
+            return estimate
+        if wall <= ingest <= window_end:
+            return ingest  # read within the stamp's own second (minute): the better guess
+        return wall  # a backlog: the stamp is nearer than the read time
+
+    def _bound(self, domain: str, uptime: float, bound: datetime) -> None:
+        """One live record's upper bound on its clock's boot time."""
+        if uptime < self.uptime.get(domain, uptime):  # the clock went back: a new boot
+            self.boot.pop(domain, None)
+            self.exact.discard(domain)
+        self.uptime[domain] = uptime
+        current = self.boot.get(domain)
+        if current is None or (domain not in self.exact and bound < current):
+            self.boot[domain] = bound

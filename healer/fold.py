@@ -29,7 +29,10 @@ from healer.journal.records import (
 from healer.parse import Checkpoint
 from healer.sources.tail import TailPosition
 
-__all__ = ["Folded", "fold"]
+__all__ = ["END_OF_INPUT", "Folded", "fold"]
+
+END_OF_INPUT = "end of input"
+"""The note a runner journals when a replay's input ends (see Runner.finish)."""
 
 _OUTCOMES_KEPT = 4096  # outcomes remembered: a later step may follow one of them
 
@@ -95,6 +98,8 @@ def fold(engine: Engine, snapshot: Snapshot | None, records: Iterable[Record]) -
                 result.checkpoints[source] = checkpoint
                 if tail is not None:
                     result.tails[source] = tail
+            case NoteRecord(what=what) if what == END_OF_INPUT:
+                result.state, _ = engine.finish(result.state)
             case _:
                 pass  # transitions are derived again; notes and operator commands are history
     result.lost = [d for key, d in derived.items() if key not in journaled]

@@ -132,6 +132,7 @@ def decide(items: Iterable[Item], runner: Runner) -> Iterator[Item | Output]:
         yield item
         if isinstance(item, Event):
             yield from runner.ingest((item,))
+    yield from runner.finish()  # the input ended: a connect still waiting counts now
 
 
 def journal_events(path: str) -> Iterator[Event]:

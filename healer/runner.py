@@ -36,11 +36,12 @@ from healer.engine.model import (
     Transition,
 )
 from healer.events import Event
-from healer.fold import fold
+from healer.fold import END_OF_INPUT, fold
 from healer.journal import (
     DecisionRecord,
     EventRecord,
     Journal,
+    NoteRecord,
     OutcomeRecord,
     PositionRecord,
     Record,
@@ -241,6 +242,16 @@ class Runner:
         if outputs:
             self._append([TickRecord(time), *(_record(o) for o in outputs)])
             self._act(outputs)
+        return outputs
+
+    def finish(self) -> list[Output]:
+        """The input has ended (a replay): recoveries waiting for their session to last
+        are confirmed (see :meth:`Engine.finish`); journaled as an end-of-input note."""
+        self.state, outputs = self.engine.finish(self.state)
+        self._observe_step(None, outputs, None)
+        self._observe_state()
+        if outputs:
+            self._append([NoteRecord(END_OF_INPUT), *(_record(o) for o in outputs)])
         return outputs
 
     def next_timer(self) -> float | None:

@@ -47,12 +47,15 @@ def engine_with(tmp_path: Path, text: str) -> Engine:
 
 
 def run(engine: Engine, items: list[Event | Tick]) -> list[Decision | Transition]:
+    """The outputs of ``items`` as a replay sees them, the end of input included (a
+    connect still within its stale-session wait counts as the recovery then)."""
     state = engine.initial()
     outputs: list[Decision | Transition] = []
     for item in items:
         state, outs = engine.step(state, item)
         outputs += outs
-    return outputs
+    state, outs = engine.finish(state)
+    return outputs + outs
 
 
 def decisions(outputs: list[Decision | Transition]) -> list[Decision]:

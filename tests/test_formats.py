@@ -7,12 +7,18 @@ those that public logs happened to show.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import EXCERPTS, parse, parse_excerpt
 
 from healer.events import KINDS, to_dict
+
+RECORDED = Path(__file__).parent / "fixtures" / "recorded-rust-virtiofsd.log"
+"""Lines recorded for this project (not from public logs): each excerpt's ``### source:``
+line says from which virtiofsd, how and when."""
 
 CH28 = "cloud-hypervisor: 5.123456789s: <vmm> {level}:{loc} -- {msg}"
 CH53 = "cloud-hypervisor:  12.500000s: <{thread}> {level}:{loc} -- {msg}\r"
@@ -363,7 +369,36 @@ def test_rust_panic_message_on_the_next_line() -> None:
     assert event.raw.count("\n") == 1
 
 
+def recorded() -> dict[str, bytes]:
+    """The excerpts of the recorded fixture by id."""
+    text = RECORDED.read_bytes()
+    found = re.findall(rb"^### id: (\w+)\n(.*?)(?=^### source:|\Z)", text, re.M | re.S)
+    return {name.decode(): body for name, body in found}
+
+
+def test_the_rust_sandbox_childs_death_is_one_typed_event() -> None:
+    """Killing only the Rust daemon's sandbox child: the outer process says so (recorded
+    from 1.13.2 and 1.14.0), then exits 247."""
+    excerpts = recorded()
+    assert list(excerpts) == ["RR01", "RR02"]
+    assert [e.kind for e in parse(excerpts["RR01"], year=2026)] == [
+        "VirtiofsdListening",
+        "VirtiofsdChildTerminated",
+    ]
+    (died,) = parse(excerpts["RR02"], year=2026)
+    flat = to_dict(died)
+    assert (flat["kind"], flat["line"], flat["level"]) == ("VirtiofsdChildTerminated", 2, "ERROR")
+    assert flat["time"] == "2026-12-03T08:38:12Z"
+    assert flat["origin"]["location"] == "virtiofsd::util"
+    assert flat["fields"] == {"signal": "SIGKILL", "signo": 9}
+    assert flat["message"] == "Child process terminated by signal 9"
+
+
 def test_every_kind_is_exercised_by_a_real_excerpt_or_a_format_case() -> None:
     seen = {kind for _, _, kind, _ in CASES}
     seen |= {e.kind for ex in EXCERPTS for e in parse_excerpt(ex)}
-    assert seen == set(KINDS)
+    seen |= {e.kind for body in recorded().values() for e in parse(body, year=2026)}
+    # healer reports these itself (a daemon it started, a QEMU step it took): no log has them
+    said_by_healer = {"VirtiofsdStarted"}
+    assert seen | said_by_healer == set(KINDS)
+    assert not seen & said_by_healer

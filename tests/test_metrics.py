@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from healer.config import load_config
 from healer.engine import Decision, Engine, Transition, load_rules
 from healer.engine.core import backoff_delay
+from healer.engine.model import Status
 from healer.events import Event, VirtiofsdClientConnected, VirtiofsdExited
 from healer.journal import Journal, Record, read_records
 from healer.metrics import EXPORTED, HealerMetrics, MetricsServer, TextfileWriter, failure_kinds
@@ -61,6 +62,7 @@ def replayed(events: list[Event]) -> tuple[HealerMetrics, Runner]:
     runner = Runner(Engine(rules), observer=metrics)
     for event in events:
         runner.ingest([event])
+    runner.finish()  # the end of input: a connect still waiting counts as the recovery
     return metrics, runner
 
 
@@ -119,10 +121,10 @@ def test_a_storm_opens_the_circuit_and_the_gauges_say_so() -> None:
 
 
 class _Executor:
-    def __init__(self, status: str) -> None:
+    def __init__(self, status: Status) -> None:
         self.status = status
 
-    def run(self, decision: Decision) -> str:
+    def run(self, decision: Decision) -> Status:
         return self.status
 
 
@@ -135,7 +137,7 @@ def test_labels_of_a_live_watchdog_are_the_configured_share_names() -> None:
         sources=["boot.log"],
         failure_kinds=failure_kinds(rules),
     )
-    runner = Runner(Engine(rules), executor=_Executor("succeeded"), observer=metrics)
+    runner = Runner(Engine(rules), executor=_Executor(Status.SUCCEEDED), observer=metrics)
     # 0 before the first failure: a counter that appears at 1 is invisible to increase()
     assert value(metrics, "healer_failures_total", share="fs0", kind="VirtiofsdExited") == 0
     assert value(metrics, "healer_failures_total", share="fs0", kind="GuestReboot") is None
@@ -155,6 +157,9 @@ def test_labels_of_a_live_watchdog_are_the_configured_share_names() -> None:
     )  # the first is no restart
     assert value(metrics, "healer_share_up", share="fs0") == 0  # started, not yet healthy
     runner.ingest([connected(1, 2, share="tag0")])
+    # a connect is the recovery once its session has lasted stale_session (0.5 s)
+    assert value(metrics, "healer_share_up", share="fs0") == 0
+    runner.tick(at(1.5).timestamp())
     assert value(metrics, "healer_share_up", share="fs0") == 1
     assert metrics.label("/run/fs0.sock") == "fs0"
     assert value(metrics, "healer_recoveries_total", share="fs0") == 1
@@ -166,7 +171,7 @@ def test_attempts_and_failures_are_separate_counters_and_latency_uses_the_runner
     recorder = Recorder()
     runner = Runner(
         Engine(rules),
-        executor=_Executor("failed"),
+        executor=_Executor(Status.FAILED),
         now=lambda: 100.25,
         observer=FanOut([metrics, recorder]),
     )

@@ -7,7 +7,8 @@ import subprocess
 from pathlib import Path
 
 from prometheus_client import generate_latest
-from test_metrics import connected, exited
+from rulepatch import patch_text
+from test_metrics import at, connected, exited
 
 from healer.engine import Engine, load_rules
 from healer.journal import Journal
@@ -40,11 +41,10 @@ def test_every_alert_passes_its_promtool_unit_tests(promtool: str) -> None:
 def test_the_unit_tests_can_fail(promtool: str, tmp_path: Path) -> None:
     """Without keep_firing_for, the storm alert resolves too early: the tests say so."""
     rules = (ROOT / "dashboards" / "healer-alerts.yml").read_text()
-    assert "keep_firing_for: 10m" in rules
-    (tmp_path / "rules.yml").write_text(rules.replace("keep_firing_for: 10m", ""))
+    (tmp_path / "rules.yml").write_text(patch_text(rules, "keep_firing_for: 10m", ""))
     tests = (ROOT / "tests" / "promtool" / "healer-alerts.test.yml").read_text()
     (tmp_path / "t.yml").write_text(
-        tests.replace("../../dashboards/healer-alerts.yml", "rules.yml")
+        patch_text(tests, "../../dashboards/healer-alerts.yml", "rules.yml")
     )
     result = subprocess.run(
         [promtool, "test", "rules", str(tmp_path / "t.yml")],
@@ -76,6 +76,7 @@ def test_the_exposition_passes_promtool_check_metrics(promtool: str, tmp_path: P
     runner = Runner(Engine(rules), Journal(tmp_path / "j"), observer=metrics)
     runner.start()
     runner.ingest([exited(0, 1), connected(3, 2)], read_at=None)
+    runner.tick(at(4).timestamp())  # the session lasted: the connect is the recovery
     metrics.virtiofsd_started("fs0", 10)
     text = generate_latest(metrics.registry).decode()
     assert "healer_journal_writable 1.0" in text

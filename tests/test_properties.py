@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime, timedelta
 
 from conftest import EXCERPTS
 from hypothesis import HealthCheck, given, settings
@@ -133,3 +134,79 @@ def test_resuming_from_a_checkpoint_loses_and_repeats_nothing(data: bytes, cut: 
     rest = data[point.offset :]
     after = (second.feed(rest, point.offset) if rest else []) + second.close()
     assert _events(before) + _events(after) == whole
+
+
+LIVE_T0 = datetime(2024, 12, 23, 7, 44, 50, tzinfo=UTC)
+
+
+def _feed_live(data: bytes, cuts: list[int], *, every: bool = False) -> list[Event]:
+    """Feed ``data`` in blocks as ``_feed_in_blocks`` does, each read a second later."""
+    parser = SourceParser("prop", default_year=2024, keep_unrecognized=every)
+    starts = [0, *[i + 1 for i, b in enumerate(data) if b == 0x0A][:-1]]
+    chosen = sorted({starts[c % len(starts)] for c in cuts} | {0}) if starts else [0]
+    out: list[Event | Unrecognized] = []
+    for n, (begin, end) in enumerate(zip(chosen, [*chosen[1:], len(data)], strict=True)):
+        if end > begin:
+            out += parser.feed(data[begin:end], begin, ingest=LIVE_T0 + timedelta(seconds=n))
+    out += parser.close(ingest=LIVE_T0 + timedelta(seconds=len(chosen)))
+    return [i for i in out if isinstance(i, Event)]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(logs, st.lists(st.integers(min_value=0, max_value=10_000), max_size=8))
+def test_a_live_record_always_has_a_time(data: bytes, cuts: list[int]) -> None:
+    """Whatever the lines carry (or lack), a record read live is never undated."""
+    assert all(e.time is not None for e in _feed_live(data, cuts))
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(logs, st.lists(st.integers(min_value=0, max_value=10_000), max_size=8))
+def test_fast_path_equals_line_path_live(data: bytes, cuts: list[int]) -> None:
+    """Both paths date each record by the read time of the block its head came in."""
+    fast = [event_to_json(e) for e in _feed_live(data, cuts)]
+    assert fast == [event_to_json(e) for e in _feed_live(data, cuts, every=True)]
+
+
+def _ch_line(uptime_us: int) -> bytes:
+    return (
+        f"cloud-hypervisor: {uptime_us / 1e6:10.6f}s: <vmm> INFO:"
+        "virtio-devices/src/vhost_user/mod.rs:393 -- vhost-user backend for socket"
+        " /run/fs.sock disconnected, attempting reconnection\n"
+    ).encode()
+
+
+@settings(max_examples=200)
+@given(
+    st.integers(min_value=0, max_value=10**12),
+    st.integers(min_value=0, max_value=10**8),
+    st.lists(st.tuples(st.integers(0, 10**7), st.integers(0, 10**7)), min_size=1, max_size=30),
+)
+def test_live_uptime_only_lines_are_dated_between_truth_and_read(
+    boot_us: int, first_up_us: int, steps: list[tuple[int, int]]
+) -> None:
+    """cloud-hypervisor lines with only an uptime, each read after a random delay:
+    every time lies between when the line was written and when it was read, within
+    the smallest read delay so far of the truth (whole microseconds: exact)."""
+    boot = LIVE_T0 + timedelta(microseconds=boot_us)
+    parser = SourceParser("ch", default_year=2024)
+    uptime_us, read, offset = first_up_us, boot, 0
+    written: list[datetime] = []
+    reads: list[datetime] = []
+    out: list[Event | Unrecognized] = []
+    for gap_us, delay_us in steps:
+        uptime_us += gap_us
+        written.append(boot + timedelta(microseconds=uptime_us))
+        read = max(read, written[-1] + timedelta(microseconds=delay_us))  # read in order
+        reads.append(read)
+        line = _ch_line(uptime_us)
+        out += parser.feed(line, offset, ingest=read)
+        offset += len(line)
+    out += parser.close()
+    times = [i.time for i in out if isinstance(i, Event)]
+    assert len(times) == len(steps)
+    smallest = reads[0] - written[0]
+    for time, wrote, got in zip(times, written, reads, strict=True):
+        smallest = min(smallest, got - wrote)
+        assert time is not None
+        assert wrote <= time <= got
+        assert time - wrote == smallest

@@ -22,6 +22,8 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+from healer.engine import daemons
+from healer.engine.daemons import DEATHS, Verdict
 from healer.engine.model import (
     DEFAULT_SHARE,
     HEALING,
@@ -133,7 +135,23 @@ class Engine:
             for share in state.shares.values()
             if share.phase == Phase.CIRCUIT_OPEN and share.circuit_until is not None
         ]
+        times += [s.confirm_at for s in state.shares.values() if s.confirm_at is not None]
         return min(times) if times else None
+
+    def finish(self, state: EngineState) -> tuple[EngineState, list[Output]]:
+        """The input has ended (a replay): recoveries still waiting for their session to
+        last are confirmed, dated at their connect; nothing else fires."""
+        pending = [s.confirm_at for s in state.shares.values() if s.confirm_at is not None]
+        if not pending:
+            return state, []
+        run = _Step(state, state.clock)
+        for name in sorted(run.shares):
+            share = run.shares[name]
+            if share.confirm_at is not None and share.confirm_cause is not None:
+                connect = share.confirm_cause
+                run.put(name, replace(share, confirm_at=None, confirm_cause=None))
+                self._recover(run, name, connect)
+        return self._commit(state, run, count=False), run.out
 
     def adopt(self, state: EngineState) -> tuple[EngineState, list[str]]:
         """State folded under other rules, fitted to these: what no rule can use goes.
@@ -166,7 +184,7 @@ class Engine:
         """
         if isinstance(item, Tick):
             return self._tick(state, item.time)
-        if item.kind not in self.kinds and item.kind != "FsDeviceCreating":
+        if item.kind not in self.kinds and item.kind not in _ALWAYS:
             if item.time is None:
                 return state, []
             return self._tick(state, item.time.timestamp())
@@ -177,14 +195,37 @@ class Engine:
         run = _Step(state, now)
         # Only virtiofsd's own pid tells two deaths apart (a supervisor's pid does not).
         pid = item.origin.pid if item.origin.program == "virtiofsd" else None
-        cause = Cause(item.kind, item.source, item.line, item.offset, now, pid)
+        cause = Cause(
+            item.kind, item.source, item.line, item.offset, now, pid, item.origin.generation
+        )
         share = self._share_of(run, item)
         if pid is not None and item.kind != "VirtiofsdExited":  # a sign of that daemon's life
             current = run.share(share)
             if current.daemon_pid != pid:
                 run.put(share, replace(current, daemon_pid=pid))
         self._fire_due(run, now)
-        if item.kind in self._recovery:
+        if item.kind == "VirtiofsdStarted":
+            run.put(share, daemons.started(run.share(share), item, now))
+            return self._commit(state, run), run.out
+        if item.kind in DEATHS:
+            # Whom a report is about follows from when it was written, not from the
+            # engine's clock (which a later line may have moved on already).
+            written = item.time.timestamp() if item.time is not None else now
+            verdict, generation = daemons.death_of(run.share(share), item, written, self.policy)
+            if verdict in (Verdict.REPEAT, Verdict.STALE):
+                return self._commit(state, run), run.out  # decided already, or by another
+            if verdict != Verdict.UNKNOWN:
+                run.put(share, daemons.mark_dead(run.share(share), generation, now, verdict))
+                cause = replace(cause, generation=generation)
+            if verdict == Verdict.DRAIN:
+                self._drain(run, share, item, cause)
+                return self._commit(state, run), run.out
+        if item.kind == "VirtiofsdClientConnected" and item.kind in self._recovery:
+            current, now_or_later = daemons.connected(run.share(share), item, cause, self.policy)
+            run.put(share, current)
+            if now_or_later:
+                self._recover(run, share, cause)
+        elif item.kind in self._recovery:
             self._recover(run, share, cause)
         for rule in self._by_then.get(item.kind, ()):
             key = f"{rule.id}|{share}"
@@ -200,7 +241,7 @@ class Engine:
         # A storm opens the circuit before anything heals on the same event, and an
         # open circuit is not opened (nor alerted) again.
         fired.sort(key=lambda rule: Action.OPEN_CIRCUIT not in rule.actions)
-        if self._stale(run, share, item):
+        if cause.generation is None and self._stale(run, share, item):
             return self._commit(state, run), run.out
         for rule in fired:
             if Action.OPEN_CIRCUIT in rule.actions and run.share(share).phase == Phase.CIRCUIT_OPEN:
@@ -262,18 +303,29 @@ class Engine:
 
     @staticmethod
     def _due(state: EngineState, now: float) -> bool:
-        """Whether some pair deadline or circuit retry has come."""
+        """Whether some pair deadline, circuit retry or recovery confirmation has come."""
         if any(now > pending.deadline for pending in state.pairs.values()):
             return True
         return any(
-            share.phase == Phase.CIRCUIT_OPEN
-            and share.circuit_until is not None
-            and now >= share.circuit_until
+            (
+                share.phase == Phase.CIRCUIT_OPEN
+                and share.circuit_until is not None
+                and now >= share.circuit_until
+            )
+            or (share.confirm_at is not None and now >= share.confirm_at)
             for share in state.shares.values()
         )
 
     def _fire_due(self, run: _Step, now: float) -> None:
-        """Pairs past their deadline escalate; open circuits retry when due."""
+        """Recoveries whose session lasted are confirmed; pairs past their deadline
+        escalate; open circuits retry when due."""
+        for name in sorted(run.shares):
+            state = run.shares[name]
+            if state.confirm_at is not None and now >= state.confirm_at:
+                connect = state.confirm_cause
+                run.put(name, replace(state, confirm_at=None, confirm_cause=None))
+                if connect is not None:
+                    self._recover(run, name, connect)
         for key in sorted(k for k, p in run.pairs.items() if now > p.deadline):
             pending = run.pairs[key]
             rule_id, share = key.split("|", 1)
@@ -357,6 +409,8 @@ class Engine:
     ) -> bool:
         """The same action for the share within the dedupe window, about the same process,
         with no recovery in between (a death after a recovery is a new death)."""
+        if cause is not None and cause.generation is not None:
+            return False  # deduplicated by daemon generation already (daemons.py)
         dedupe = _dedupe_key(action, rule)
         last = state.last.get(dedupe)
         if last is None or when - last >= self.policy.dedupe_s:
@@ -400,8 +454,12 @@ class Engine:
         when: float,
         after: str | None = None,
         retry: bool = False,
+        note: str | None = None,
     ) -> str | None:
-        """Record one decision (or a suppressed one); return its key when it will run."""
+        """Record one decision (or a suppressed one); return its key when it will run.
+
+        ``note`` (a drained stale connection) decides a respawn at once: no backoff,
+        no attempt counted."""
         state = run.share(share)
         if not retry and self._repeats(state, action, rule, cause, when):
             return None  # the same request, seen again within the dedupe window
@@ -415,7 +473,7 @@ class Engine:
         elif action == Action.RESTART_VM and not self.policy.allow_restart_vm:
             suppressed = "restart_vm is not allowed by the policy"
         attempt, delay = 0, 0.0
-        if action == Action.RESPAWN and suppressed is None and not retry:
+        if action == Action.RESPAWN and suppressed is None and not retry and note is None:
             attempt = state.attempt
             delay = backoff_delay(self.policy, share, attempt)
             state = replace(state, attempt=attempt + 1)
@@ -437,6 +495,7 @@ class Engine:
             after=after,
             attempt=attempt,
             suppressed=suppressed,
+            note=note,
         )
         state = replace(state, last={**state.last, dedupe: when})
         if pid is not None:
@@ -461,6 +520,34 @@ class Engine:
         run.out.append(decision)
         return None if suppressed else key
 
+    def _drain(self, run: _Step, share: str, event: Event, cause: Cause) -> None:
+        """A dead connection was served and is gone: the next daemon, at once.
+
+        No incident opens for it and no storm counts it; the rule named is the one
+        that respawns for this kind (the decision cites it), if any."""
+        rule = next(
+            (
+                r
+                for r in self._by_kind.get(event.kind, ())
+                if Action.RESPAWN in r.actions and r.matches(event)
+            ),
+            None,
+        )
+        session = ""
+        state = run.share(share)
+        since = cause.time - (state.served_since or cause.time)
+        session = f"the client left {since * 1000:.0f} ms after connecting" if since else ""
+        note = f"stale connection drained: {session or 'its client left at once'}"
+        self._decide(
+            run,
+            share,
+            Action.RESPAWN,
+            rule.id if rule is not None else "stale-connection",
+            cause=cause,
+            when=cause.time,
+            note=note,
+        )
+
     def _recover(self, run: _Step, share: str, cause: Cause) -> None:
         """A recovery signal: the share is served again; close the incident."""
         state = run.share(share)
@@ -483,6 +570,10 @@ class Engine:
                 circuit_until=None,
             ),
         )
+
+
+_ALWAYS = frozenset({"FsDeviceCreating", "VirtiofsdStarted"})
+"""Kinds the engine reads whether or not a rule names them."""
 
 
 def _dedupe_key(action: Action, rule: str) -> str:

@@ -140,6 +140,15 @@ class ShareState:
     last_pid: dict[str, int] = field(default_factory=dict)  # dedupe key -> pid it answered
     daemon_pid: int | None = None  # the latest virtiofsd the logs showed alive
     ordinals: dict[str, int] = field(default_factory=dict)  # action -> n in incident
+    # Live, healer numbers the daemons it runs (see healer.engine.daemons):
+    generation: int | None = None  # the newest daemon instance
+    started: float | None = None  # when it started (event time)
+    dead: tuple[int, ...] = ()  # generations whose death was decided on (the latest few)
+    served_by: int | None = None  # the generation that reported a client (None: unknown)
+    served_since: float | None = None  # when that client connected
+    confirm_at: float | None = None  # a recovery counts from served_since once this passes
+    confirm_cause: Cause | None = None  # the connect that recovery will cite
+    drains: tuple[float, ...] = ()  # stale connections drained in the last minute
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,11 @@ class Policy:
     seed: int = 0
     allow_restart_vm: bool = False
     recovery_kinds: tuple[str, ...] = ("VirtiofsdClientConnected", "DeviceAdded")
+    # A client that leaves this soon after connecting was a dead connection (a probe,
+    # a VMM that died while queued): a recovery only counts once the session lasted
+    # this long, and such a death is respawned at once, not counted towards storms.
+    stale_session_s: float = 0.5
+    stale_limit: int = 10  # stale connections per minute treated so; beyond, ordinary deaths
 
 
 _POLICY_KEYS = {
@@ -96,6 +101,8 @@ _POLICY_KEYS = {
     "seed": "seed",
     "allow_restart_vm": "allow_restart_vm",
     "recovery_kinds": "recovery_kinds",
+    "stale_session": "stale_session_s",
+    "stale_limit": "stale_limit",
 }
 
 
@@ -314,7 +321,12 @@ def _actions(
     for action in actions:
         if action not in ACTIONS:
             out.append(
-                where.problem(index, key, f"unknown action {action!r}", suggest(action, [a.value for a in ACTIONS]))
+                where.problem(
+                    index,
+                    key,
+                    f"unknown action {action!r}",
+                    suggest(action, [a.value for a in ACTIONS]),
+                )
             )
     return tuple(Action(a) for a in actions if a in ACTIONS)
 

@@ -323,6 +323,9 @@ def state_from_dict(data: Mapping[str, Any]) -> EngineState:
 def _share_state(data: Mapping[str, Any]) -> ShareState:
     values = dict(data)
     values["phase"] = Phase(values["phase"])
+    values["confirm_cause"] = _cause(values.get("confirm_cause"))
+    for name in ("dead", "drains"):
+        values[name] = tuple(values.get(name, ()))
     return ShareState(**values)
 
 

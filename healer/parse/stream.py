@@ -10,14 +10,14 @@ starting byte offset and, when live, the ingest time.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from ahocorasick_rs import BytesAhoCorasick
 
 from healer.events import Event
-from healer.eventtime import SourceClock
+from healer.eventtime import MINUTE, SKEW_TOLERANCE, WHOLE_SECONDS, SourceClock, parse_iso
 from healer.parse import ch_remote, cloud_hypervisor, guest, supervisor, virtiofsd
 from healer.parse.envelope import peel
 from healer.parse.patterns import Built, Pattern
@@ -68,6 +68,9 @@ _CHAIN_LINE = re.compile(
 _PAREN_CONTINUATION = re.compile(rb"^(?:\S+ )?\([A-Z]\w*\(")
 _MODE_PLAIN, _MODE_CHAIN, _MODE_JSON, _MODE_PANIC = range(4)
 _MAX_WALK = 1 << 20  # bytes an indented hit may look back for its head
+# Any ISO-8601 stamp a wrapper or program writes; its fraction tells its precision.
+_ISO_STAMP = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,](\d+))?(?:Z|[+-]\d\d:?\d\d)?")
+_STAMP_REACH = 4096  # characters of a record's head searched for the stamp it was dated by
 
 
 def is_candidate(line: bytes) -> bool:
@@ -80,20 +83,40 @@ class Checkpoint:
     """Where to resume a source: byte offset, lines before it, and its clock.
 
     It always lies on a record boundary, before any record still open, so a
-    resumed parser re-reads that record whole.
+    resumed parser re-reads that record whole. ``exact`` names the uptime clocks
+    whose ``boot`` a precise wall clock fixed; the others are live estimates that
+    later reads may still tighten (a checkpoint written before this field existed
+    has only estimates). ``uptime`` is the last uptime read live on each clock, so a
+    VMM restarted while healer was down is still seen as a new boot.
     """
 
     offset: int
     line: int
     boot: dict[str, str]
     last: str | None
+    exact: tuple[str, ...] = ()
+    uptime: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
-        return {"offset": self.offset, "line": self.line, "boot": self.boot, "last": self.last}
+        return {
+            "offset": self.offset,
+            "line": self.line,
+            "boot": self.boot,
+            "last": self.last,
+            "exact": list(self.exact),
+            "uptime": self.uptime,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Checkpoint:
-        return cls(int(data["offset"]), int(data["line"]), dict(data["boot"]), data["last"])
+        return cls(
+            int(data["offset"]),
+            int(data["line"]),
+            dict(data["boot"]),
+            data["last"],
+            tuple(data.get("exact", ())),
+            {k: float(v) for k, v in data.get("uptime", {}).items()},
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +131,11 @@ class Unrecognized:
 
 @dataclass(slots=True)
 class ParseStats:
-    """Counts for one source; ``unparsed_lines`` excludes empty lines."""
+    """Counts for one source; ``unparsed_lines`` excludes empty lines.
+
+    ``future_times`` counts records read live whose wall clock was ahead of the
+    ingest time by more than the skew tolerance, and so was not believed.
+    """
 
     lines: int = 0
     blank_lines: int = 0
@@ -116,6 +143,7 @@ class ParseStats:
     events: int = 0
     event_lines: int = 0
     long_records: int = 0
+    future_times: int = 0
 
     @property
     def unparsed_lines(self) -> int:
@@ -136,6 +164,25 @@ def _indented(line: bytes) -> bool:
     return line[:1] in _INDENT and not line.isspace()
 
 
+def _precision(rec: Record) -> float:
+    """The resolution, in seconds, of the wall clock that dates ``rec``.
+
+    The wrappers and parsers only say whether a stamp is precise (the vm.sh minute
+    prefix is not); the stamp's own text says how precise. An ISO stamp is as fine
+    as its fraction; one without a fraction (Rust env_logger) and a syslog header
+    (no ISO text) count whole seconds.
+    """
+    if rec.wall is None:
+        return 0.0
+    if not rec.precise:
+        return MINUTE
+    for m in _ISO_STAMP.finditer(rec.head, 0, _STAMP_REACH):
+        if parse_iso(m.group(0)) == rec.wall:
+            digits = m.group(1)
+            return 10.0 ** -len(digits) if digits else WHOLE_SECONDS
+    return 1e-6 if rec.wall.microsecond else WHOLE_SECONDS
+
+
 class SourceParser:
     """Stateful per-source parser, fed blocks of whole lines.
 
@@ -153,10 +200,11 @@ class SourceParser:
         keep_unrecognized: bool = False,
         max_record_lines: int = 256,
         resume: Checkpoint | None = None,
+        skew_tolerance: float = SKEW_TOLERANCE,
     ) -> None:
         self.source = source
         self.stats = ParseStats()
-        self.clock = SourceClock(default_year=default_year)
+        self.clock = SourceClock(default_year=default_year, tolerance=skew_tolerance)
         self.keep_unrecognized = keep_unrecognized
         self.max_record_lines = max_record_lines
         self._line = 0  # number of the last line seen
@@ -164,6 +212,8 @@ class SourceParser:
         if resume is not None:
             self._line, self._end = resume.line, resume.offset
             self.clock.boot = {k: datetime.fromisoformat(v) for k, v in resume.boot.items()}
+            self.clock.exact = set(resume.exact) & set(resume.boot)
+            self.clock.uptime = dict(resume.uptime)
             self.clock.last = datetime.fromisoformat(resume.last) if resume.last else None
         # The open record: its lines, offset, first line number, mode, and whether
         # the prefilter kept it. Open means a later line may still continue it.
@@ -172,6 +222,9 @@ class SourceParser:
         self._open_line = 0
         self._open_mode = _MODE_PLAIN
         self._open_hit = False
+        # When the open record's first line was read (live), which is what dates it:
+        # the record may be closed only by a later block, or by ``close``.
+        self._open_ingest: datetime | None = None
 
     def feed(
         self, block: bytes, offset: int, ingest: datetime | None = None
@@ -203,12 +256,18 @@ class SourceParser:
             offset, line = self._open_at, self._open_line - 1
         else:
             offset, line = self._end, self._line
-        boot = {k: v.isoformat() for k, v in self.clock.boot.items()}
-        last = self.clock.last.isoformat() if self.clock.last else None
-        return Checkpoint(offset, line, boot, last)
+        clock = self.clock
+        boot = {k: v.isoformat() for k, v in clock.boot.items()}
+        last = clock.last.isoformat() if clock.last else None
+        exact = tuple(sorted(clock.exact))
+        return Checkpoint(offset, line, boot, last, exact, dict(clock.uptime))
 
     def close(self, ingest: datetime | None = None) -> list[Event | Unrecognized]:
-        """End of input: finish the open record."""
+        """End of input: finish the open record.
+
+        A record fed live keeps the ingest time of the block that brought it;
+        ``ingest`` dates only a record that had none.
+        """
         out: list[Event | Unrecognized] = []
         self._close_open(ingest, out)
         return out
@@ -235,14 +294,14 @@ class SourceParser:
                 continue  # already part of the previous record
             number += block.count(b"\n", pos, start)
             head, head_number = self._head_of(block, pos, start, number, offset)
-            self._begin_hit(block, head, start, head_number, offset)
+            self._begin_hit(block, head, start, head_number, offset, ingest=ingest)
             pos = block.index(b"\n", start) + 1
             number += 1
             pos, number = self._extend(block, pos, number)
             if pos >= len(block):
                 return  # the record may go on in the next block
             self._close_open(ingest, out)
-        self._remember_tail(block, pos, number, offset)
+        self._remember_tail(block, pos, number, offset, ingest)
 
     @staticmethod
     def _candidates(block: bytes, pos: int) -> list[int]:
@@ -276,7 +335,14 @@ class SourceParser:
         return head, head_number
 
     def _begin_hit(
-        self, block: bytes, head: int, start: int, head_number: int, offset: int
+        self,
+        block: bytes,
+        head: int,
+        start: int,
+        head_number: int,
+        offset: int,
+        *,
+        ingest: datetime | None,
     ) -> None:
         end = block.index(b"\n", start)
         if head < 0:
@@ -284,6 +350,7 @@ class SourceParser:
         else:
             lines = block[head:end].split(b"\n")
             self._open_at, self._open_line = offset + head, head_number
+            self._open_ingest = ingest
         self._open = lines
         self._open_mode = _mode(lines[0])
         self._open_hit = True
@@ -300,7 +367,9 @@ class SourceParser:
             pos, number = end + 1, number + 1
         return pos, number
 
-    def _remember_tail(self, block: bytes, pos: int, number: int, offset: int) -> None:
+    def _remember_tail(
+        self, block: bytes, pos: int, number: int, offset: int, ingest: datetime | None
+    ) -> None:
         """Keep the block's last record: an indented line in the next block may hit.
 
         When the whole block (from ``pos`` 0) continues the tail kept from the block
@@ -308,8 +377,10 @@ class SourceParser:
         """
         earlier = self._open if pos == 0 and not self._open_hit else []
         earlier_at, earlier_line = self._open_at, self._open_line
+        earlier_ingest = self._open_ingest
         self._open_hit = False
         self._open = []
+        self._open_ingest = None
         if pos >= len(block):
             return
         last = max(block.rfind(b"\n", pos, len(block) - 1) + 1, pos)
@@ -327,9 +398,11 @@ class SourceParser:
         if last == 0 and earlier and lines[0][:1] in _INDENT:
             self._open = [*earlier, *lines]
             self._open_at, self._open_line = earlier_at, earlier_line
+            self._open_ingest = earlier_ingest
         else:
             self._open = lines
             self._open_at, self._open_line = offset + last, head_number
+            self._open_ingest = ingest
 
     # --- the line path (reference; also reports unrecognised records) ------------
 
@@ -353,6 +426,7 @@ class SourceParser:
                 continue
             self._open = [line]
             self._open_at, self._open_line = here, number
+            self._open_ingest = ingest
             self._open_hit = is_candidate(line)
             self._open_mode = _mode(line)
 
@@ -363,11 +437,11 @@ class SourceParser:
 
     def _close_open(self, ingest: datetime | None, out: list[Event | Unrecognized]) -> None:
         if self._open and (self._open_hit or self.keep_unrecognized):
-            self._finish(
-                self._open, self._open_at, self._open_line, ingest, out, hit=self._open_hit
-            )
+            read = self._open_ingest if self._open_ingest is not None else ingest
+            self._finish(self._open, self._open_at, self._open_line, read, out, hit=self._open_hit)
         self._open = []
         self._open_hit = False
+        self._open_ingest = None
 
     def _continues(self, mode: int, pending: list[bytes], line: bytes) -> bool:
         if len(pending) >= self.max_record_lines:
@@ -434,11 +508,12 @@ class SourceParser:
         cls, fields = built
         time = self.clock.resolve(
             wall=rec.wall,
-            precise=rec.precise,
+            precision=_precision(rec),
             uptime=rec.uptime,
             domain=rec.domain,
             ingest=ingest,
         )
+        self.stats.future_times = self.clock.future_times
         return make_event(cls, rec, time, fields)
 
     @staticmethod
