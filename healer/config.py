@@ -8,6 +8,8 @@ placeholders are the known ``{names}``. Text from logs never fills a placeholder
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import tomllib
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ __all__ = [
     "VmmConfig",
     "is_loopback",
     "load_config",
+    "runtime_dir",
 ]
 
 PLACEHOLDERS = frozenset({"fd", "shared_dir", "socket", "tag", "mount_point", "api_socket", "id"})
@@ -47,6 +50,7 @@ _HEALER = {
     "notify_step_ms",
     "action_queue",
     "adopt_wait",
+    "runtime",
 }
 _SHARE = {
     "name",
@@ -141,6 +145,7 @@ class Config:
     notify_step_ms: int = 20  # watchfiles' step: latency vs idle wake-ups
     action_queue: int = 16  # slow actions waiting per share, beyond which they fail
     adopt_wait: float = 60.0  # seconds to wait for an adopted virtiofsd to come back
+    runtime: str = ""  # the holder's directory ("": see runtime_dir)
 
 
 class _Check:
@@ -270,6 +275,7 @@ def load_config(path: Path | str) -> Config:
             'e.g. "127.0.0.1:9464", or "off"',
         )
     textfile = check.absolute(healer, "metrics_textfile", ("healer",), required=False)
+    runtime = check.absolute(healer, "runtime", ("healer",), required=False)
     if textfile is not None and not textfile.endswith(".prom"):
         check.bad(
             ("healer", "metrics_textfile"),
@@ -327,6 +333,7 @@ def load_config(path: Path | str) -> Config:
         notify_step_ms=int(limits["notify_step_ms"]),
         action_queue=int(limits["action_queue"]),
         adopt_wait=float(limits["adopt_wait"]),
+        runtime=runtime or "",
     )
 
 
@@ -344,6 +351,25 @@ def _number(
                   f"e.g. {key} = {default}")  # fmt: skip
         return default
     return value
+
+
+def runtime_dir(config: Config) -> Path:
+    """Where the holder keeps its socket, its state and the daemons' stderr files.
+
+    Not on the journal's disk by default: a journal disk that fills up or fails must not
+    keep a virtiofsd from starting. ``[healer] runtime`` if set; else, for root, a
+    directory under /run named after the journal; for others under $XDG_RUNTIME_DIR;
+    else ``<journal>/holder``.
+    """
+    if config.runtime:
+        return Path(config.runtime)
+    name = hashlib.sha256(config.journal.encode()).hexdigest()[:12]
+    if os.geteuid() == 0 and Path("/run").is_dir():
+        return Path("/run/healer") / name
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and Path(runtime).is_dir():
+        return Path(runtime) / "healer" / name
+    return Path(config.journal) / "holder"
 
 
 def is_loopback(address: str) -> bool:

@@ -227,14 +227,23 @@ class LineTally:
         # source -> the parser last seen, its lines and unparsed lines reported so far
         self._seen: dict[str, tuple[SourceParser, int, int]] = {}
 
-    def report(self, observer: Observer, source: str, parser: SourceParser) -> None:
+    def report(
+        self, observer: Observer, source: str, parser: SourceParser, *, key: str | None = None
+    ) -> None:
+        """Tell ``observer`` what ``parser`` read since the last report under ``key``
+        (default: ``source``; several parsers of one source each need their own)."""
         stats = parser.stats
         unparsed = max(0, stats.unparsed_lines - parser.open_lines)
-        last, lines_before, unparsed_before = self._seen.get(source, (parser, 0, 0))
+        key = key or source
+        last, lines_before, unparsed_before = self._seen.get(key, (parser, 0, 0))
         if last is not parser:
             lines_before = unparsed_before = 0
         more_lines = stats.lines - lines_before
         more_unparsed = max(0, unparsed - unparsed_before)
         if more_lines > 0 or more_unparsed > 0:
             observer.lines(source, max(0, more_lines), more_unparsed)
-        self._seen[source] = (parser, stats.lines, max(unparsed, unparsed_before))
+        self._seen[key] = (parser, stats.lines, max(unparsed, unparsed_before))
+
+    def forget(self, key: str) -> None:
+        """A parser that is done (a dead daemon's stderr): stop remembering it."""
+        self._seen.pop(key, None)

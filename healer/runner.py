@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from healer.engine import Engine
@@ -54,7 +54,7 @@ from healer.observe import NULL_OBSERVER, Observer
 from healer.parse import Checkpoint
 from healer.sources.tail import TailPosition
 
-__all__ = ["Checker", "Executor", "Runner", "RunnerStats", "Verdict"]
+__all__ = ["Checker", "Executor", "Outcome", "Runner", "RunnerStats", "Verdict"]
 
 _FAILED_KEPT = 4096
 RESPAWNS = frozenset({Action.RESPAWN, Action.ENSURE})
@@ -62,14 +62,18 @@ BACKLOG_LIMIT = 100_000  # records kept in memory while the journal cannot be wr
 RETRY_S = 2.0  # how often a broken journal is tried again
 
 
+Outcome = Status | tuple[Status, str]
+"""An action's final status, with why when there is something to say."""
+
+
 class Executor(Protocol):
-    """Runs one decided action; returns its final status.
+    """Runs one decided action; returns its final status (and why).
 
     ``None`` means the action goes on elsewhere (a worker thread): its outcome comes
     back later through :meth:`Runner.complete`, and nothing waits for it meanwhile.
     """
 
-    def run(self, decision: Decision) -> Status | None: ...
+    def run(self, decision: Decision) -> Outcome | None: ...
 
 
 Verdict = str
@@ -180,6 +184,18 @@ class Runner:
                 self._dispatch(decision)
                 ran.append(decision)
         return ran
+
+    def use_engine(self, engine: Engine) -> list[str]:
+        """New rules (a reload): the state carries over, fitted to them (see
+        :meth:`Engine.adopt`); journaled as a new start under the new digest. Returns
+        what had to be dropped, in words."""
+        state, dropped = engine.adopt(self.state)
+        self.engine, self.state = engine, state
+        self._severity = {rule.id: rule.severity for rule in engine.rules.rules}
+        self.identity = replace(self.identity, rules=engine.rules.digest)
+        self._append([self.identity, *(NoteRecord("dropped", what) for what in dropped)])
+        self._observe_state()
+        return dropped
 
     # --- running ------------------------------------------------------------------
 
@@ -333,11 +349,12 @@ class Runner:
             self.stats.unjournaled += 1
         self._outcome(decision, Status.STARTED, "")
         self.started.add(decision.key)
-        status = self.executor.run(decision)
-        if status is None:
+        result = self.executor.run(decision)
+        if result is None:
             self.running[decision.key] = decision
             return True
-        self._finish(decision, status, "")
+        status, detail = (result, "") if isinstance(result, str) else result
+        self._finish(decision, Status(status), detail)
         return True
 
     def _supersede(self, decision: Decision) -> None:

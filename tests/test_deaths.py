@@ -39,7 +39,9 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def _daemon(kind: type[Event], generation: int, seconds: float, pid: int, source: str) -> Event:
+def _daemon(
+    kind: type[Event], generation: int, seconds: float, pid: int, source: str, **fields: object
+) -> Event:
     n = next(_line)
     return kind(
         time=at(seconds),
@@ -48,6 +50,7 @@ def _daemon(kind: type[Event], generation: int, seconds: float, pid: int, source
         line=n,
         share="fs0",
         origin=Origin(program="virtiofsd", pid=pid, generation=generation),
+        **fields,
     )
 
 
@@ -72,7 +75,15 @@ def lost(generation: int, seconds: float, source: str = "stderr") -> Event:
 
 
 def exited(generation: int, seconds: float, pid: int | None = None) -> Event:
-    return _daemon(VirtiofsdExited, generation, seconds, pid or 100 + generation, "holder")
+    """Killed (SIGKILL), as a fault kills it."""
+    return _daemon(
+        VirtiofsdExited, generation, seconds, pid or 100 + generation, "holder", signal="SIGKILL"
+    )
+
+
+def left(generation: int, seconds: float) -> Event:
+    """Exited 0: its client left (virtiofsd serves one client, then ends)."""
+    return _daemon(VirtiofsdExited, generation, seconds, 100 + generation, "holder", status=0)
 
 
 def vmm_disconnected(seconds: float) -> Event:
@@ -247,7 +258,7 @@ def test_dead_connections_are_drained_without_backoff_incident_or_storm() -> Non
     items: list[Event] = [started(1, 0.0)]
     for n in range(1, 8):
         t = 10.0 * n
-        items += [connected(n, t), lost(n, t + 0.002), exited(n, t + 0.003)]
+        items += [connected(n, t), lost(n, t + 0.002), left(n, t + 0.003)]
         items.append(started(n + 1, t + 0.01))
     outputs, phase = run(items)
     respawns = [o for o in outputs if isinstance(o, Decision) and o.action == Action.RESPAWN]
@@ -270,7 +281,7 @@ def test_a_dead_connection_ahead_of_the_vmm_is_not_a_recovery() -> None:
         started(2, 5.008),
         connected(2, 5.009),  # a probe queued before the VMM
         lost(2, 5.011),
-        exited(2, 5.012),
+        left(2, 5.012),
         started(3, 5.02),
         connected(3, 5.021),  # the VMM
     ]
@@ -283,6 +294,18 @@ def test_a_dead_connection_ahead_of_the_vmm_is_not_a_recovery() -> None:
     assert [o.time for o in recovered] == [at(5.021).timestamp()]
     assert incidents(outputs) == ["fs0#1"]
     assert phase == Phase.HEALTHY
+
+
+def test_a_daemon_killed_soon_after_its_client_connected_is_a_death_not_a_drain() -> None:
+    """Killed 20 ms after the VMM connected: an ordinary death (respawn and remount),
+    although its session was short; only a clean exit marks a dead connection."""
+    items = [started(1, 0.0), connected(1, 0.01), lost(1, 0.03), exited(1, 0.03)]
+    outputs, _ = run(items)
+    assert healings(outputs) == {"respawn": 1, "remount": 1}
+    respawn = next(o for o in outputs if isinstance(o, Decision) and o.action == Action.RESPAWN)
+    assert respawn.note is None
+    assert respawn.cause is not None
+    assert respawn.cause.kind == "VirtiofsdExited"  # the lost-client line waited for it
 
 
 def test_a_session_that_lasted_is_a_recovery_and_its_end_a_death() -> None:
@@ -301,7 +324,7 @@ def test_drains_beyond_the_limit_count_as_deaths(limit_hit_at: int) -> None:
     items: list[Event] = [started(1, 0.0)]
     for n in range(1, limit_hit_at + 1):
         t = 1.0 * n
-        items += [connected(n, t), exited(n, t + 0.002), started(n + 1, t + 0.01)]
+        items += [connected(n, t), left(n, t + 0.002), started(n + 1, t + 0.01)]
     outputs, _ = run(items)
     respawns = [o for o in outputs if isinstance(o, Decision) and o.action == Action.RESPAWN]
     assert [d.note is not None for d in respawns] == [True] * 10 + [False]

@@ -3,7 +3,11 @@ and a failed write that leaves the journal as it was."""
 
 from __future__ import annotations
 
+import errno
+import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -198,11 +202,40 @@ def test_a_failed_write_leaves_the_journal_as_it_was(tmp_path: Path) -> None:
     journal.recover()
     journal.append(records(2))
     (segment,) = (tmp_path / "j").glob("segment-*")
-    journal._file.close()  # the handle breaks as it does on a file system gone bad
-    journal._file = segment.open("rb")
-    with pytest.raises(OSError, match=r"not writable|\[Errno 9\]|write"):
+    assert journal._fd is not None
+    os.close(journal._fd)  # the handle breaks as it does on a file system gone bad
+    journal._fd = os.open(segment, os.O_RDONLY)
+    with pytest.raises(OSError, match="Bad file descriptor"):
         journal.append(records(1, 2))
     assert journal.seq == 2
     assert journal.append(records(1, 2)) == 3
     journal.close()
     assert numbers(Journal(tmp_path / "j").recover().records) == ["0", "1", "2"]
+
+
+def test_a_write_cut_short_by_the_disk_leaves_no_partial_record(tmp_path: Path) -> None:
+    """A disk that takes half a batch (here: a file size limit, as a full disk does)
+    leaves no half record behind: the retried batch follows the last whole one."""
+    script = f"""
+import resource, signal
+from healer.journal import Journal, NoteRecord
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+journal = Journal({str(tmp_path / "j")!r}, fsync="never")
+journal.recover()
+journal.append([NoteRecord("test", "0")])
+resource.setrlimit(resource.RLIMIT_FSIZE, (400, resource.RLIM_INFINITY))
+big = [NoteRecord("test", str(n) + "x" * 150) for n in (1, 2, 3)]
+try:
+    journal.append(big)
+except OSError as exc:
+    print("failed", exc.errno)
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+journal.append(big)
+journal.close()
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["failed", str(errno.EFBIG)]
+    found = numbers(Journal(tmp_path / "j").recover().records)
+    assert [n.split("x")[0] for n in found] == ["0", "1", "2", "3"]

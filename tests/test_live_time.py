@@ -8,12 +8,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from healer.config import Config, ShareConfig, SourceConfig
+from healer.config import SourceConfig
 from healer.events import Event
-from healer.follow import FollowedLogs
+from healer.live.logs import TailedLog, TailedLogs
 from healer.observe import NULL_OBSERVER, LineTally
 from healer.parse import Checkpoint, SourceParser, Unrecognized
 from healer.runner import Runner
+from healer.shares import ShareKeys, ShareNames
 
 T0 = datetime(2024, 12, 23, 7, 44, 50, tzinfo=UTC)
 RUST = b"[2024-12-23T07:44:50Z INFO  virtiofsd] Client disconnected, shutting down\n"
@@ -204,7 +205,7 @@ def test_a_record_spread_over_blocks_is_dated_by_its_first_line() -> None:
 
 
 class _Collecting:
-    """Just what :class:`FollowedLogs` uses of a runner: no journal, no engine."""
+    """Just what :class:`TailedLogs` uses of a runner: no journal, no engine."""
 
     def __init__(self) -> None:
         self.tails: dict[str, Any] = {}
@@ -220,14 +221,11 @@ def test_a_tailed_uptime_only_log_is_dated_when_read_up_to_eof(tmp_path: Path) -
     """The record that ends the file is flushed at EOF with the time it was read."""
     log = tmp_path / "ch.log"
     log.write_bytes(ch(10.0) + ch(10.5))
-    share = ShareConfig("s", "tag", "/run/fs.sock", str(tmp_path))
-    config = Config("healer.toml", str(tmp_path / "j"), (share,), (SourceConfig(str(log), "ch"),))
+    keys = ShareKeys([ShareNames("s", "tag", "/run/fs.sock")])
     runner = _Collecting()
     read_at = T0.timestamp() + 0.25
-    logs = FollowedLogs(
-        config, cast(Runner, runner), NULL_OBSERVER, LineTally(), clock=lambda: read_at
-    )
-    logs.start()
+    logs = TailedLogs(cast(Runner, runner), keys, NULL_OBSERVER, LineTally(), clock=lambda: read_at)
+    logs.start([TailedLog(SourceConfig(str(log), "ch"))])
     try:
         logs.read()
     finally:

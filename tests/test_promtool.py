@@ -41,7 +41,7 @@ def test_every_alert_passes_its_promtool_unit_tests(promtool: str) -> None:
 def test_the_unit_tests_can_fail(promtool: str, tmp_path: Path) -> None:
     """Without keep_firing_for, the storm alert resolves too early: the tests say so."""
     rules = (ROOT / "dashboards" / "healer-alerts.yml").read_text()
-    (tmp_path / "rules.yml").write_text(patch_text(rules, "keep_firing_for: 10m", ""))
+    (tmp_path / "rules.yml").write_text(patch_text(rules, "keep_firing_for: 10m", "", count=2))
     tests = (ROOT / "tests" / "promtool" / "healer-alerts.test.yml").read_text()
     (tmp_path / "t.yml").write_text(
         patch_text(tests, "../../dashboards/healer-alerts.yml", "rules.yml")

@@ -8,16 +8,16 @@ for a daemon someone else restarts) go to the share's worker thread and report
 their outcome later (:meth:`healer.runner.Runner.complete`), so one share's minute
 long re-add never holds up another share's respawn.
 
-Every argv and API call is built from the validated configuration: the share is
-looked up by the name, tag or socket the engine decided on, and a decision naming
-no configured share does nothing.
+Every argv and API call is built from the validated configuration: a decision names
+its share by its key (the configured name, see :mod:`healer.shares`), and a decision
+naming no configured share does nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Protocol
 
@@ -25,7 +25,8 @@ from healer.actions.guest import GuestRemount, RemountFailed
 from healer.actions.qemu import QemuReadd
 from healer.actions.serial import SerialConsole, SerialRemount
 from healer.actions.workers import ShareWorkers, Work
-from healer.config import Config, ShareConfig
+from healer.runner import Outcome
+from healer.config import GuestConfig, ShareConfig, VmmConfig
 from healer.engine import Decision
 from healer.engine.model import Status
 from healer.events import Event
@@ -62,8 +63,8 @@ class Daemons(Protocol):
         """The pid of the share's running virtiofsd, if one runs."""
         ...
 
-    def start(self, name: str) -> None:
-        """Start the supervised virtiofsd now (decision loop only)."""
+    def start(self, name: str) -> str | None:
+        """Start the supervised virtiofsd now (decision loop only); why not, if it failed."""
         ...
 
     def request_start(self, name: str) -> None:
@@ -83,16 +84,20 @@ class LiveActions:
 
     def __init__(
         self,
-        config: Config,
+        shares: Sequence[ShareConfig],
         daemons: Daemons,
         workers: ShareWorkers,
         *,
+        vmm: VmmConfig | None = None,
+        guest: GuestConfig | None = None,
         adopt_wait_s: float = 60.0,
         report: Callable[[Event], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.config = config
+        self.shares = {share.name: share for share in shares}
+        self.vmm = vmm
+        self.guest = guest
         self.daemons = daemons
         self.workers = workers
         self.report = report or (lambda event: None)
@@ -103,16 +108,11 @@ class LiveActions:
         self.clock = clock
 
     def share_for(self, decision: Decision) -> ShareConfig | None:
-        for share in self.config.shares:
-            if decision.share in (share.name, share.tag, share.socket):
-                return share
-        if decision.share == "default" and len(self.config.shares) == 1:
-            return self.config.shares[0]
-        return None
+        return self.shares.get(decision.share)
 
     # --- executor -------------------------------------------------------------------
 
-    def run(self, decision: Decision) -> Status | None:
+    def run(self, decision: Decision) -> Outcome | None:
         """Carry out one decision: a status now, or None when a worker carries on."""
         action = decision.action
         if action in ALERTS:
@@ -137,7 +137,7 @@ class LiveActions:
         log.error("share %s has too many actions queued: %s not run", share.name, key)
         return Status.FAILED
 
-    def _respawn(self, share: ShareConfig, decision: Decision) -> Status | None:
+    def _respawn(self, share: ShareConfig, decision: Decision) -> Outcome | None:
         name, action = share.name, decision.action
         if share.mode == "adopt":
             if action == "ensure_virtiofsd" and self._adopted_ready(share):
@@ -148,12 +148,14 @@ class LiveActions:
             # dead connection until it is removed and added again.
             if not self.daemons.running(name):
                 log.info("virtiofsd of %s is gone: starting it", name)
-                self.daemons.start(name)
+                failed = self.daemons.start(name)
+                if failed is not None:
+                    return Status.FAILED, failed
                 log.info("virtiofsd of %s started: re-adding the device", name)
             return self._submit(share, decision.key, lambda: self._respawned_under_qemu(share))
         if not self.daemons.running(name):
-            self.daemons.start(name)
-            return Status.SUCCEEDED
+            failed = self.daemons.start(name)
+            return Status.SUCCEEDED if failed is None else (Status.FAILED, failed)
         if action == "ensure_virtiofsd":
             return Status.SUCCEEDED
         # It runs but lost its client (the cause said so): it exits by itself in a
@@ -182,7 +184,7 @@ class LiveActions:
         return Status.TIMED_OUT
 
     def _vmm(self) -> ChApiClient | ChRemote | None:
-        vmm = self.config.vmm
+        vmm = self.vmm
         if vmm is None or vmm.kind == "qemu":
             return None
         if vmm.ch_remote:
@@ -190,7 +192,7 @@ class LiveActions:
         return ChApiClient(vmm.api_socket)
 
     def _is_qemu(self) -> bool:
-        return self.config.vmm is not None and self.config.vmm.kind == "qemu"
+        return self.vmm is not None and self.vmm.kind == "qemu"
 
     def _daemon_ready(self, share: ShareConfig, *, unserved: bool = False) -> bool:
         """A running virtiofsd for the share (never checked by connecting to it).
@@ -219,11 +221,11 @@ class LiveActions:
         return self._readd_qemu(share)
 
     def _readd_qemu(self, share: ShareConfig) -> tuple[Status, str]:
-        assert self.config.vmm is not None  # noqa: S101 - checked by the caller
+        assert self.vmm is not None  # noqa: S101 - checked by the caller
         readd = self.qemu.get(share.name)
         if readd is None:
             readd = self.qemu[share.name] = QemuReadd(
-                self.config.vmm,
+                self.vmm,
                 share,
                 is_ready=lambda: self._daemon_ready(share, unserved=True),
                 report=self.report,
@@ -259,10 +261,10 @@ class LiveActions:
         return Status.SUCCEEDED, f"device {done.device_id}"
 
     def _remount(self, share: ShareConfig) -> Status | tuple[Status, str]:
-        if self.config.guest is None:
+        if self.guest is None:
             log.info("no [guest] transport configured: remount of %s skipped", share.name)
             return Status.CLOSED, "no [guest] transport configured"
-        guest = self.config.guest
+        guest = self.guest
         if share.mount_point:
             guest = replace(guest, mount_point=share.mount_point)
         if self._is_qemu() and not has_client(share.socket):
@@ -319,9 +321,9 @@ class LiveActions:
 
     def _device_served(self, share: ShareConfig) -> bool:
         """The VMM lists the device and a client is connected to its virtiofsd."""
-        if self.config.vmm is not None and self.config.vmm.kind == "qemu":
+        if self.vmm is not None and self.vmm.kind == "qemu":
             try:
-                with QmpClient(self.config.vmm.qmp_socket) as qmp:
+                with QmpClient(self.vmm.qmp_socket) as qmp:
                     present = describe_device(qmp, share.name) is not None
             except QmpError:
                 return False

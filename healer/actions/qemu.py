@@ -110,9 +110,9 @@ class QemuReadd:
             kind(
                 time=datetime.fromtimestamp(self.clock(), UTC),
                 source=f"healer:qmp:{self.share.name}",
-                offset=time.time_ns(),
+                offset=0,  # the decision loop gives it the stream's next position
                 line=self.runs,
-                share=self.share.tag,
+                share=self.share.name,
                 level=level,
                 message=message,
                 raw=message,

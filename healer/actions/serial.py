@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from healer.actions.guest import RemountFailed
+from healer.unixsock import connect_unix
 
 __all__ = ["ConsoleError", "ConsoleResult", "SerialConsole", "SerialRemount", "remount_command"]
 
@@ -110,15 +111,11 @@ class SerialConsole:
         return ConsoleResult(int(found.group(1)), output, round(self.clock() - began, 6))
 
     def _connect(self) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.connect_timeout_s)
         try:
-            sock.connect(self.path)
+            return connect_unix(self.path, self.connect_timeout_s)
         except OSError as exc:
-            sock.close()
             msg = f"serial console {self.path} is unreachable: {exc.strerror or exc}"
             raise ConsoleError(msg) from exc
-        return sock
 
     def _prompted(self, buffer: bytes) -> re.Match[bytes] | None:
         # Line editors follow the prompt with terminal queries (busybox: ESC [6n).

@@ -215,10 +215,18 @@ class Engine:
             if verdict in (Verdict.REPEAT, Verdict.STALE):
                 return self._commit(state, run), run.out  # decided already, or by another
             if verdict != Verdict.UNKNOWN:
-                run.put(share, daemons.mark_dead(run.share(share), generation, now, verdict))
                 cause = replace(cause, generation=generation)
             if verdict == Verdict.DRAIN:
+                run.put(share, daemons.mark_dead(run.share(share), generation, now, verdict))
                 self._drain(run, share, item, cause)
+                return self._commit(state, run), run.out
+            if verdict == Verdict.NEW:
+                # The death is decided once some rule decides on it: a report no rule
+                # heals (a start failure only storms count) leaves it to the exit.
+                before = len(run.out)
+                self._fire(run, share, item, cause)
+                if any(isinstance(out, Decision) for out in run.out[before:]):
+                    run.put(share, daemons.mark_dead(run.share(share), generation, now, verdict))
                 return self._commit(state, run), run.out
         if item.kind == "VirtiofsdClientConnected" and item.kind in self._recovery:
             current, now_or_later = daemons.connected(run.share(share), item, cause, self.policy)
@@ -233,21 +241,30 @@ class Engine:
             if pending is not None and now <= pending.deadline:
                 run.pairs = {k: v for k, v in run.pairs.items() if k != key}
                 self._act(run, share, rule, rule.then_actions, cause=cause)
+        if cause.generation is None and self._stale(run, share, item):
+            self._fire(run, share, item, cause, count_only=True)
+            return self._commit(state, run), run.out
+        self._fire(run, share, item, cause)
+        return self._commit(state, run), run.out
+
+    def _fire(
+        self, run: _Step, share: str, item: Event, cause: Cause, *, count_only: bool = False
+    ) -> None:
+        """The rules for this event: correlated (windows counted), then acted on."""
         fired = [
             rule
             for rule in self._by_kind.get(item.kind, ())
             if rule.matches(item) and self._correlate(run, rule, share, cause)
         ]
+        if count_only:
+            return
         # A storm opens the circuit before anything heals on the same event, and an
         # open circuit is not opened (nor alerted) again.
         fired.sort(key=lambda rule: Action.OPEN_CIRCUIT not in rule.actions)
-        if cause.generation is None and self._stale(run, share, item):
-            return self._commit(state, run), run.out
         for rule in fired:
             if Action.OPEN_CIRCUIT in rule.actions and run.share(share).phase == Phase.CIRCUIT_OPEN:
                 continue
             self._act(run, share, rule, rule.actions, cause=cause)
-        return self._commit(state, run), run.out
 
     @staticmethod
     def _stale(run: _Step, share: str, event: Event) -> bool:
@@ -363,6 +380,12 @@ class Engine:
             run.cooldowns = {**run.cooldowns, key: now}
             return True
         if rule.correlate == "threshold":
+            if cause.generation is not None:  # one daemon's death counts once, however told
+                seen = run.share(share)
+                mark = f"{rule.id}|{cause.generation}"
+                if mark in seen.counted:
+                    return False
+                run.put(share, replace(seen, counted=(*seen.counted, mark)[-16:]))
             times = tuple(t for t in run.windows.get(key, ()) if t >= now - rule.window_s)
             times += (now,)
             if len(times) >= rule.count:

@@ -14,12 +14,15 @@ so a report is tied to one daemon instance:
 - the first report of a daemon's death decides; later ones repeat it; a report about
   a daemon older than the current one decides nothing (a newer one already runs).
 
-A client that leaves within ``stale_session`` seconds of connecting was a dead
-connection (a connect-and-close probe, a VMM that died while it waited in the
-socket's backlog): its daemon is respawned at once, without backoff and without
-counting towards a restart storm, and its connect was never a recovery. That is why,
-while an incident is open, a connect counts as the recovery (dated when it
-happened) only once the session has lasted ``stale_session``.
+A daemon that exits cleanly (status 0: its client left) within ``stale_session``
+seconds of its client connecting served a dead connection (a connect-and-close probe,
+a VMM that died while it waited in the socket's backlog): it is respawned at once,
+without backoff and without counting towards a restart storm, and its connect was
+never a recovery. Other reports of a death in that window (its "client disconnected"
+line, the VMM's) wait for the exit to say which it was; a daemon killed or failing
+in that window is an ordinary death. That is why, while an incident is open, a
+connect counts as the recovery (dated when it happened) only once the session has
+lasted ``stale_session``.
 
 Without generations (a replay of plain logs) only the stale-session rule applies;
 deaths are told apart by pid and the dedupe window, as before (see core.py).
@@ -87,7 +90,7 @@ def death_of(
     """Which daemon a death report is about, and what that makes of it."""
     generation = event.origin.generation
     if generation is None and share.generation is None:
-        return (Verdict.DRAIN if _drained(share, None, now, policy) else Verdict.UNKNOWN), None
+        return _short(share, event, None, now, policy) or Verdict.UNKNOWN, None
     if generation is None:
         # The VMM's word: about the daemon serving it then, if healer knows that one.
         if share.started is not None and now < share.started:
@@ -99,9 +102,19 @@ def death_of(
         return Verdict.REPEAT, generation
     if share.generation is not None and generation < share.generation:
         return Verdict.STALE, generation
-    if _drained(share, generation, now, policy):
-        return Verdict.DRAIN, generation
-    return Verdict.NEW, generation
+    return _short(share, event, generation, now, policy) or Verdict.NEW, generation
+
+
+def _short(
+    share: ShareState, event: Event, generation: int | None, now: float, policy: Policy
+) -> Verdict | None:
+    """Within a short session: a clean exit is a drain; other reports wait for the exit."""
+    if not _drained(share, generation, now, policy):
+        return None
+    if event.kind != "VirtiofsdExited":
+        return Verdict.STALE  # the exit that follows tells a dead connection from a death
+    clean = getattr(event, "status", None) == 0 and getattr(event, "signal", None) is None
+    return Verdict.DRAIN if clean else None
 
 
 def mark_dead(

@@ -149,6 +149,7 @@ class ShareState:
     confirm_at: float | None = None  # a recovery counts from served_since once this passes
     confirm_cause: Cause | None = None  # the connect that recovery will cite
     drains: tuple[float, ...] = ()  # stale connections drained in the last minute
+    counted: tuple[str, ...] = ()  # "rule|generation" a storm window has counted already
 
 
 @dataclass(frozen=True, slots=True)

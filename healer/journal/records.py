@@ -324,7 +324,7 @@ def _share_state(data: Mapping[str, Any]) -> ShareState:
     values = dict(data)
     values["phase"] = Phase(values["phase"])
     values["confirm_cause"] = _cause(values.get("confirm_cause"))
-    for name in ("dead", "drains"):
+    for name in ("dead", "drains", "counted"):
         values[name] = tuple(values.get(name, ()))
     return ShareState(**values)
 

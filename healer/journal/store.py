@@ -25,7 +25,6 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -93,8 +92,10 @@ class Journal:
         self.keep_segments = keep_segments
         self.seq = 0
         self.syncs = 0
-        self._file: Any = None
-        self._size = 0
+        self._fd: int | None = None  # the segment being appended to
+        self._path: Path | None = None
+        self._size = 0  # its size up to the last whole record
+        self._torn = False  # a failed write may have left part of a record after _size
 
     # --- reading ----------------------------------------------------------------
 
@@ -158,42 +159,57 @@ class Journal:
             self.fsync == "decisions" and any(type(r) in DURABLE for r in records)
         )
         try:
-            if self._file is None or self._size >= self.segment_bytes:
+            if self._torn:
+                self._cut()  # never append after part of a record
+            if self._fd is None or self._size >= self.segment_bytes:
                 self._rotate()
-            self._file.write(data)
-            self._file.flush()
+            assert self._fd is not None  # noqa: S101 - _rotate opened it
+            view = memoryview(data)
+            while view:  # unbuffered: what is not written is nowhere, not in a buffer
+                view = view[os.write(self._fd, view) :]
             if durable:
-                os.fsync(self._file.fileno())
+                os.fsync(self._fd)
                 self.syncs += 1
         except OSError:
-            self._undo()
+            self._torn = True
+            try:
+                self._cut()
+            except OSError:  # a read-only file system: cut on the next attempt
+                self._close_fd()
             raise
         self._size += len(data)
         self.seq = first + len(records)
         return self.seq
 
-    def _undo(self) -> None:
-        """After a failed write: cut the partial line off and start on a fresh handle."""
-        file, self._file = self._file, None
-        if file is None:
-            return
-        with contextlib.suppress(OSError):
-            file.truncate(self._size)
-        with contextlib.suppress(OSError):
-            file.close()
+    def _cut(self) -> None:
+        """Cut the segment back to its last whole record (after a failed write)."""
+        if self._fd is None and self._path is not None:
+            self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        if self._fd is not None:
+            os.ftruncate(self._fd, self._size)
+        self._torn = False
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
 
     def _rotate(self) -> None:
-        if self._file is not None:
-            os.fsync(self._file.fileno())
-            self._file.close()
+        if self._fd is not None:
+            os.fsync(self._fd)
+            self._close_fd()
+            reopened = False
+        else:
+            reopened = True
         segments = self._segments()
-        if segments and self._file is None and segments[-1].stat().st_size < self.segment_bytes:
+        if reopened and segments and segments[-1].stat().st_size < self.segment_bytes:
             path = segments[-1]  # continue the newest segment after a restart
         else:
             path = self.directory / _SEGMENT.format(self.seq + 1)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self._file = os.fdopen(fd, "ab")
-        self._size = path.stat().st_size
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._path = path
+        self._size = os.fstat(self._fd).st_size
         _sync_dir(self.directory)
 
     def snapshot(self, snapshot: Snapshot) -> Path:
@@ -223,10 +239,10 @@ class Journal:
         return path
 
     def close(self) -> None:
-        if self._file is not None:
-            os.fsync(self._file.fileno())
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            with contextlib.suppress(OSError):  # a disk gone bad: the records are in memory
+                os.fsync(self._fd)
+            self._close_fd()
 
 
 def _sync_dir(directory: Path) -> None:

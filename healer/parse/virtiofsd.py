@@ -8,8 +8,10 @@ Rust: ``[2024-12-23T04:50:24Z INFO  virtiofsd] msg`` (level padded to 5), or
 from __future__ import annotations
 
 import re
+import signal
 
 from healer.events import (
+    VirtiofsdChildTerminated,
     VirtiofsdClientConnected,
     VirtiofsdClientDisconnected,
     VirtiofsdDaemonFailed,
@@ -39,6 +41,7 @@ KEYWORDS = (
     "vhost socket",
     "failed to stat source",
     "Error",
+    "Child process terminated",
 )
 
 _ENV_LOGGER = re.compile(
@@ -129,6 +132,16 @@ def _fv_panic(rec: Record, m: re.Match[str]) -> Built:
     return VirtiofsdPanicked, {"implementation": "c", **error_fields(m.group(1))}
 
 
+def _child_terminated(rec: Record, m: re.Match[str]) -> Built:
+    """The Rust outer process reports its sandbox child's death by number."""
+    signo = int(m.group(1))
+    try:
+        name: str | None = signal.Signals(signo).name
+    except ValueError:
+        name = None
+    return VirtiofsdChildTerminated, {"signal": name, "signo": signo}
+
+
 def _start_failed(rec: Record, m: re.Match[str]) -> Built:
     path = m.groupdict().get("path") or m.groupdict().get("source")
     return VirtiofsdStartFailed, {"path": path, **error_fields(m.group(0))}
@@ -151,6 +164,7 @@ PATTERNS: list[Pattern] = [
     (re.compile(r"thread '([^']*)' panicked at ([^\s']+:\d+:\d+):?\s*(.*)"), _panicked),
     (re.compile(r"thread '([^']*)' panicked at '(.*)', (\S+:\d+:\d+)"), _panicked_old),
     (re.compile(r"fv_panic: (.*)"), _fv_panic),
+    (re.compile(r"Child process terminated by signal (\d+)"), _child_terminated),
     (
         re.compile(
             r"Failed to start daemon: .*"

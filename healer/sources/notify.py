@@ -38,7 +38,9 @@ def watch_files(
     """Yield the watched paths that may have changed, and ``set()`` as a poll tick.
 
     The parent directories are watched (not the files: a rotated or not yet created
-    file must still be noticed), non-recursively. A non-empty set means "poll these
+    file must still be noticed), non-recursively. A path that is a directory when the
+    watch starts stands for every file in it (a change to any of them reports the
+    directory). A non-empty set means "poll these
     now"; an empty set, which comes about every ``poll_interval_s`` however busy the
     directory is, means "poll everything": the safety net for missed or coalesced
     notifications, and for files whose directory does not exist yet. The generator
@@ -59,12 +61,13 @@ def watch_files(
     import watchfiles  # noqa: PLC0415  # only the watcher needs it, never the tailer
 
     targets = {Path(p).absolute() for p in paths}
+    folders = {t for t in targets if t.is_dir()}
     interval_ms = max(1, round(poll_interval_s * 1000))
     timeout_ms = max(step_ms, interval_ms // 4)
     last_tick = time.monotonic()
 
     def parents() -> list[Path]:
-        return sorted({t.parent for t in targets if t.parent.is_dir()})
+        return sorted({t.parent for t in targets - folders if t.parent.is_dir()} | folders)
 
     while not stop.is_set():
         dirs = parents()
@@ -89,6 +92,7 @@ def watch_files(
         try:
             for changes in changes_seen:
                 hit = {p for _, raw in changes if (p := Path(raw)) in targets}
+                hit |= {p.parent for _, raw in changes if (p := Path(raw)).parent in folders}
                 if hit:
                     yield hit
                 now = time.monotonic()
@@ -140,6 +144,7 @@ def watch_inotify(
     into a tick (poll everything). Raises ``OSError`` when inotify is not available.
     """
     targets = {Path(p).absolute() for p in paths}
+    folders = {t for t in targets if t.is_dir()}
     libc = ctypes.CDLL(None, use_errno=True)
     fd = libc.inotify_init1(_IN_CLOEXEC | _IN_NONBLOCK)
     if fd < 0:
@@ -148,7 +153,8 @@ def watch_inotify(
     watched: dict[int, Path] = {}
 
     def add_watches() -> None:
-        for directory in sorted({t.parent for t in targets} - set(watched.values())):
+        wanted = {t.parent for t in targets - folders} | folders
+        for directory in sorted(wanted - set(watched.values())):
             wd = libc.inotify_add_watch(fd, os.fsencode(directory), _IN_EVENTS)
             if wd >= 0:
                 watched[wd] = directory
@@ -162,7 +168,7 @@ def watch_inotify(
             hit: set[Path] = set()
             overflow = False
             if readable:
-                hit, overflow = _read_events(fd, watched, targets)
+                hit, overflow = _read_events(fd, watched, targets, folders)
             if hit:
                 yield hit
             now = time.monotonic()
@@ -174,7 +180,9 @@ def watch_inotify(
         os.close(fd)
 
 
-def _read_events(fd: int, watched: dict[int, Path], targets: set[Path]) -> tuple[set[Path], bool]:
+def _read_events(
+    fd: int, watched: dict[int, Path], targets: set[Path], folders: set[Path]
+) -> tuple[set[Path], bool]:
     """The watched paths named by the pending inotify events, and whether it overflowed."""
     hit: set[Path] = set()
     overflow = False
@@ -194,3 +202,5 @@ def _read_events(fd: int, watched: dict[int, Path], targets: set[Path]) -> tuple
                 path = directory / os.fsdecode(name.rstrip(b"\0"))
                 if path in targets:
                     hit.add(path)
+                elif directory in folders:
+                    hit.add(directory)

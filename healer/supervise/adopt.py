@@ -6,6 +6,14 @@ or, failing that, as the process holding the listening socket (the socket's inod
 in /proc/net/unix, matched against /proc/PID/fd), sees its exit at once through a
 pidfd (no polling, and no child relationship needed), and reads readiness from the
 kernel's socket table. It never connects: that would end the daemon's one session.
+
+The process holding the socket is not always the daemon: the Rust virtiofsd (with
+its default ``--sandbox namespace``) forks at start, and only the child, inside its
+own namespaces, holds the listener, while the outer process (the one its launcher
+started and its pid file names) waits for it and exits when it dies. So the daemon
+is the outermost process of the chain above the socket's holder that runs the same
+program image: the same /proc/PID/exe and cmdline (a fork without exec). Both are
+compared because a daemon run through its release's loader has the loader as exe.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from pathlib import Path
 from healer.supervise.held import listening_inode
 from healer.supervise.process import exists
 
-__all__ = ["AdoptedVirtiofsd", "read_pid_file", "socket_owner"]
+__all__ = ["AdoptedVirtiofsd", "daemon_of", "read_pid_file", "socket_owner"]
 
 
 def read_pid_file(path: str | Path) -> int | None:
@@ -55,6 +63,43 @@ def socket_owner(path: str | Path, *, proc: Path = Path("/proc")) -> int | None:
     return None
 
 
+def _image(pid: int, proc: Path) -> tuple[str, bytes] | None:
+    """What a process runs: its executable and argv; None if it is gone or has no argv."""
+    try:
+        cmdline = (proc / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return None
+    try:
+        exe = str((proc / str(pid) / "exe").readlink())
+    except OSError:
+        exe = ""  # not ours to look at: the argv alone must match
+    return (exe, cmdline) if cmdline else None
+
+
+def _parent(pid: int, proc: Path) -> int | None:
+    try:
+        stat = (proc / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(") ", 1)[-1].split()
+    return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+
+
+def daemon_of(pid: int, *, proc: Path = Path("/proc")) -> int:
+    """The outermost process above ``pid`` (itself included) running the same image.
+
+    For the Rust daemon's sandbox child this is the outer virtiofsd; for a process
+    that did not fork itself (the C daemon, Rust with ``--sandbox none``), ``pid``.
+    """
+    image = _image(pid, proc)
+    while image is not None:
+        parent = _parent(pid, proc)
+        if parent is None or parent <= 1 or _image(parent, proc) != image:
+            break
+        pid = parent
+    return pid
+
+
 class AdoptedVirtiofsd:
     """One adopted share's daemon: located by pid file or socket, its exit watched."""
 
@@ -64,10 +109,13 @@ class AdoptedVirtiofsd:
         self.pid: int | None = None
 
     def locate(self) -> int | None:
-        """Find the daemon now (pid file first, then the socket's owner)."""
+        """Find the daemon now (pid file first, then the socket's owner), as the
+        outermost process of its fork chain (see :func:`daemon_of`)."""
         pid = read_pid_file(self.pid_file) if self.pid_file else None
         if pid is None:
             pid = socket_owner(self.socket)
+        if pid is not None:
+            pid = daemon_of(pid)
         self.pid = pid
         return pid
 

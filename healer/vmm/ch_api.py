@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from healer.unixsock import connect_unix
 from healer.vmm.errors import ChApiError, ChError, ChTimeout, ChUnreachable, error_messages
 
 __all__ = ["DEFAULT_TIMEOUT_S", "MAX_TAG_BYTES", "ChApiClient", "fs_config"]
@@ -77,15 +78,13 @@ class _UnixConnection(http.client.HTTPConnection):
         self._deadline = deadline
 
     def connect(self) -> None:
-        sock = _DeadlineSocket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.deadline = self._deadline
-        try:
+        def make() -> _DeadlineSocket:
+            sock = _DeadlineSocket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.deadline = self._deadline
             sock._arm()
-            sock.connect(self._path)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
+            return sock
+
+        self.sock = connect_unix(self._path, None, make=make)
 
 
 class ChApiClient:

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from healer.errors import HealerError
+from healer.unixsock import connect_unix
 
 __all__ = [
     "QmpClient",
@@ -119,12 +120,9 @@ class QmpClient:
             raise QmpUnreachable(self.path, "no such socket", errno=exc.errno) from exc
         if not stat.S_ISSOCK(mode):
             raise QmpUnreachable(self.path, "not a socket")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout_s)
         try:
-            sock.connect(self.path)
+            sock = connect_unix(self.path, self.timeout_s)
         except OSError as exc:
-            sock.close()
             raise QmpUnreachable(self.path, exc.strerror or str(exc), errno=exc.errno) from exc
         self._sock = sock
         self._buffer.clear()

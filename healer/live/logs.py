@@ -5,26 +5,36 @@ Each ``[[source]]`` (and each adopted share's own ``log``) gets a
 read up to, and a :class:`~healer.parse.SourceParser` per file. Offsets count per
 file: a rotated file, and a truncated one (same inode, new first line), are streams
 of their own, so the runner's "already journaled" check never confuses two files.
-Events are named by the configured tag of the share they are about.
+Each event is given the key of the share it is about (:class:`healer.shares.ShareKeys`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from healer.config import Config, SourceConfig
+from healer.config import SourceConfig
 from healer.events import Event
 from healer.observe import LineTally, Observer
 from healer.parse import Checkpoint, SourceParser
 from healer.runner import Runner
+from healer.shares import ShareKeys
 from healer.sources.tail import FileTailer, TailBatch, TailPosition
 
-__all__ = ["FollowedLogs"]
+__all__ = ["TailedLog", "TailedLogs"]
 
 READS_PER_TURN = 64  # polls of one log per turn: a huge backlog is read over several
+
+
+@dataclass(frozen=True, slots=True)
+class TailedLog:
+    """A log to follow; ``share``: the share it is about when its lines name none (an
+    adopted daemon's own log)."""
+
+    source: SourceConfig
+    share: str | None = None
 
 
 @dataclass(slots=True)
@@ -36,34 +46,27 @@ class _Tailed:
     resume: Checkpoint | None = None
     parser: SourceParser | None = None
     stream: str = ""
-    share: str | None = None  # the tag of the share whose virtiofsd writes this log
+    share: str | None = None
 
 
-class FollowedLogs:
+class TailedLogs:
     """The watchdog's tailed logs; :meth:`read` runs on the decision loop only."""
 
     def __init__(
         self,
-        config: Config,
         runner: Runner,
+        keys: ShareKeys,
         observer: Observer,
         tally: LineTally,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.config = config
         self.runner = runner
+        self.keys = keys
         self.observer = observer
         self.tally = tally
         self.clock = clock
         self.tailed: list[_Tailed] = []
-        # With one share, a line that names none (a VM reset) is about that one.
-        self.only_share = config.shares[0].tag if len(config.shares) == 1 else None
-        self.aliases = {
-            alias: share.tag
-            for share in config.shares
-            for alias in (share.name, share.tag, share.socket)
-        }
 
     @property
     def paths(self) -> list[str]:
@@ -77,20 +80,27 @@ class FollowedLogs:
         for tailed in self.tailed:
             tailed.tailer.close()
 
-    def start(self) -> None:
+    def start(self, logs: Sequence[TailedLog]) -> None:
         """Tailers resume where the journal says each log was read up to."""
-        sources: list[tuple[SourceConfig, str | None]] = [(s, None) for s in self.config.sources]
-        sources += [  # an adopted virtiofsd's own log tells about its share
-            (SourceConfig(share.log, f"virtiofsd:{share.name}"), share.tag)
-            for share in self.config.shares
-            if share.mode == "adopt" and share.log
-        ]
-        for source, tag in sources:
-            position = self.runner.tails.get(source.name)
-            start = position
-            tailed = _Tailed(source, FileTailer(source.path, start=start), share=tag)
-            tailed.resume = self.runner.checkpoints.get(source.name) if start else None
-            self.tailed.append(tailed)
+        for log in logs:
+            self.add(log)
+
+    def add(self, log: TailedLog) -> None:
+        source = log.source
+        start = self.runner.tails.get(source.name)
+        tailed = _Tailed(source, FileTailer(source.path, start=start), share=log.share)
+        tailed.resume = self.runner.checkpoints.get(source.name) if start else None
+        self.tailed.append(tailed)
+
+    def remove(self, name: str) -> None:
+        """Stop following a source (removed from the configuration by a reload)."""
+        for tailed in [t for t in self.tailed if t.config.name == name]:
+            tailed.tailer.close()
+            self.tailed.remove(tailed)
+
+    @property
+    def names(self) -> list[str]:
+        return [t.config.name for t in self.tailed]
 
     def read(self) -> None:
         for tailed in self.tailed:
@@ -160,17 +170,9 @@ class FollowedLogs:
             tailed.parser = SourceParser(name, default_year=self._now().year)
 
     def _of(self, tailed: _Tailed, event: Event) -> Event:
-        """Name the share an event is about by its configured tag.
-
-        Logs name a share by tag, socket path or device id; a share's own virtiofsd
-        log is about that share even where its lines name none, and so is every line
-        when there is only one share.
-        """
-        share = event.share
-        if share is None:
-            share = tailed.share or self.only_share
-        share = self.aliases.get(share, share) if share is not None else None
-        return event if share == event.share else replace(event, share=share)
+        """The event with the key of its share: a share's own daemon log is about that
+        share even where its lines name none."""
+        return self.keys.resolve(event, default=tailed.share)
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)

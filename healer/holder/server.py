@@ -1,0 +1,649 @@
+"""The holder: owns the shares' listening sockets and is the parent of every virtiofsd.
+
+It does nothing else: no parsing, no rules, no journal, no decisions. The brain
+(``healer watch``) tells it what to do over a private control socket and is told when
+a daemon ends. Because the data path lives here, the brain may crash, be restarted or
+upgraded without a VMM noticing: the daemons keep serving, and a VMM that connects
+meanwhile waits in the socket's backlog. One thread, one ``select`` loop, no polling
+while idle.
+
+Its directory (``<journal>/holder``, 0700) holds ``holder.lock`` (one holder per
+directory), ``holder.sock`` (the control socket, 0600, one brain at a time, peer
+credentials checked), ``holder.json`` (see :mod:`healer.holder.state`) and
+``stderr/<share>.<generation>.log``, each daemon's stderr, which the holder opens and
+never reads. Under systemd it says READY=1 and keeps each listener in the service's
+file-descriptor store, so even a holder restart loses no socket.
+
+Signals: SIGTERM stops everything (daemons, sockets); SIGINT, SIGHUP, SIGUSR1,
+SIGUSR2 and SIGPIPE are ignored and logged. The holder is its daemons' subreaper, so
+a Rust daemon's sandbox child that outlives its parent is reaped here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import fcntl
+import os
+import selectors
+import signal
+import socket
+import stat
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from healer.holder import protocol as p
+from healer.holder.state import Daemon, Share, Store, start_time
+from healer.supervise.adopt import socket_owner
+from healer.supervise.held import listening_inode
+from healer.systemd import Notifier, listen_fds
+
+__all__ = ["Holder", "main"]
+
+_PR_SET_CHILD_SUBREAPER = 36
+_IGNORED = (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE)
+_HANDLED = (signal.SIGTERM, signal.SIGCHLD, *_IGNORED)
+_SAFETY_S = 60.0  # the loop looks at its children this often even with nothing to do
+
+
+def say(text: str) -> None:
+    print(f"healer-holder[{os.getpid()}]: {text}", file=sys.stderr, flush=True)
+
+
+class Refused(Exception):
+    """A request that cannot be carried out; the text is the reply's reason."""
+
+
+class Holder:
+    """One holder directory's state and loop."""
+
+    def __init__(self, directory: Path, lock: int, notifier: Notifier | None = None) -> None:
+        self.directory = directory
+        self.lock = lock  # held for life; passed on across a reexec
+        self.stderr = directory / "stderr"
+        self.notifier = notifier or Notifier.from_environ()
+        self.store = Store(directory / "holder.json")
+        self.shares: dict[str, Share] = {}
+        self.exits: list[p.Exited] = []
+        self.started_at = time.time()
+        self.reexecs = 0
+        self.selector = selectors.DefaultSelector()
+        self.brain: socket.socket | None = None
+        self.control: socket.socket | None = None
+        self.buffer = bytearray(p.MAX_MESSAGE)
+        self.stopping = False
+        self._ignored_said: set[int] = set()
+        self._restored: dict[str, list[int]] = {}
+
+    # --- start-up -----------------------------------------------------------------
+
+    def restore(self, inherited: dict[str, Any] | None = None) -> None:
+        """Take over what the last holder (or this one before a reexec) had."""
+        if inherited is not None:
+            self._from_reexec(inherited)
+        else:
+            shares, self.exits = self.store.load()
+            for share in shares:
+                self.shares[share.name] = share
+                daemon = share.daemon
+                if daemon is not None and not self._adopt(share, daemon):
+                    share.daemon = None
+            self._restored = listen_fds()
+        for name, fds in self._restored.items():
+            kept = self.shares.get(name)
+            for fd in fds:
+                sock = socket.socket(fileno=fd)
+                if kept is not None and kept.listener is None and _bound_to(sock, kept):
+                    kept.listener = sock
+                    kept.inode = kept.inode or _file_inode(kept.socket)
+                    say(f"listener of {name} taken back from the service manager")
+                else:
+                    sock.close()
+        self._save()
+
+    def _adopt(self, share: Share, daemon: Daemon) -> bool:
+        """A daemon the last holder ran: watched again if it is the same process."""
+        if daemon.starttime is None or start_time(daemon.pid) != daemon.starttime:
+            self._exited(share, daemon, None, None, known=False)
+            say(f"virtiofsd {daemon.pid} of {share.name} is gone (it ran under the last holder)")
+            return False
+        try:
+            daemon.pidfd = os.pidfd_open(daemon.pid)
+        except ProcessLookupError:
+            self._exited(share, daemon, None, None, known=False)
+            return False
+        daemon.child = False
+        self.selector.register(daemon.pidfd, selectors.EVENT_READ, ("pidfd", share.name))
+        say(f"adopted virtiofsd {daemon.pid} of {share.name} (generation {daemon.generation})")
+        return True
+
+    def bind_control(self) -> None:
+        path = self.directory / "holder.sock"
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # we hold the lock: a socket file left here is a dead holder's
+        control = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        old = os.umask(0o177)
+        try:
+            control.bind(str(path))
+        finally:
+            os.umask(old)
+        control.listen(4)
+        control.setblocking(False)
+        self.control = control
+        self.selector.register(control, selectors.EVENT_READ, ("control", ""))
+
+    # --- the loop -----------------------------------------------------------------
+
+    def serve(self) -> int:
+        read, write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(write)
+        for number in _HANDLED:
+            signal.signal(number, lambda *_: None)  # the wakeup fd carries the number
+        self.selector.register(read, selectors.EVENT_READ, ("signals", ""))
+        self._reap()  # children that ended while the image was being replaced
+        self.notifier.ready(self._status())
+        say(f"holding {len(self.shares)} share(s) in {self.directory}")
+        while not self.stopping:
+            for key, _ in self.selector.select(_SAFETY_S):
+                kind, name = key.data
+                if kind == "signals":
+                    self._signals(read)
+                elif kind == "control":
+                    self._accept()
+                elif kind == "brain":
+                    self._from_brain()
+                elif kind == "pidfd":
+                    self._adopted_gone(name)
+            self._reap()
+        self._shutdown()
+        return 0
+
+    def _signals(self, fd: int) -> None:
+        with contextlib.suppress(BlockingIOError):
+            for number in os.read(fd, 512):
+                if number == signal.SIGTERM:
+                    say("SIGTERM: stopping every share")
+                    self.stopping = True
+                elif number in _IGNORED and number not in self._ignored_said:
+                    self._ignored_said.add(number)
+                    say(f"{signal.Signals(number).name} ignored (SIGTERM stops the holder)")
+
+    def _reap(self) -> None:
+        """Collect every child that ended: a daemon's exit, or a stray (subreaped)."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            for share in self.shares.values():
+                daemon = share.daemon
+                if daemon is not None and daemon.child and daemon.pid == pid:
+                    code = os.waitstatus_to_exitcode(status)
+                    name = signal.Signals(-code).name if code < 0 else None
+                    self._exited(share, daemon, None if code < 0 else code, name, known=True)
+                    break
+            else:
+                say(f"reaped process {pid} (not a daemon of a share)")
+
+    def _adopted_gone(self, name: str) -> None:
+        share = self.shares.get(name)
+        if share is None or share.daemon is None or share.daemon.pidfd is None:
+            return
+        self._exited(share, share.daemon, None, None, known=False)
+
+    def _exited(
+        self, share: Share, daemon: Daemon, code: int | None, sig: str | None, *, known: bool
+    ) -> None:
+        if daemon.pidfd is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(daemon.pidfd)
+            os.close(daemon.pidfd)
+            daemon.pidfd = None
+        gone = p.Exited(share.name, daemon.generation, daemon.pid, code, sig, time.time(), known)
+        if share.daemon is daemon:
+            share.daemon = None
+        self.exits.append(gone)
+        how = sig or (f"status {code}" if known else "status unknown")
+        say(f"virtiofsd {daemon.pid} of {share.name} (generation {daemon.generation}) ended: {how}")
+        self._save()
+        self._tell(gone)
+
+    # --- the brain ------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        assert self.control is not None  # noqa: S101 - bound before the loop
+        try:
+            conn, _ = self.control.accept()
+        except BlockingIOError:
+            return
+        p.configure(conn)
+        pid, uid, _gid = _peer(conn)
+        refusal = None
+        if uid not in (0, os.getuid()):
+            refusal = f"uid {uid} is not served here"
+        elif self.brain is not None:
+            other, _, _ = _peer(self.brain)
+            refusal = f"busy: brain pid {other} is connected"
+        if refusal is not None:
+            with contextlib.suppress(OSError):
+                p.send(conn, p.Failed(0, refusal))
+            conn.close()
+            say(f"refused a connection from pid {pid}: {refusal}")
+            return
+        conn.setblocking(True)
+        conn.settimeout(5.0)  # a brain that stops reading must not hold the holder
+        self.brain = conn
+        self.selector.register(conn, selectors.EVENT_READ, ("brain", ""))
+        say(f"brain pid {pid} connected")
+
+    def _drop_brain(self) -> None:
+        if self.brain is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(self.brain)
+            self.brain.close()
+            self.brain = None
+            say("brain went away; the daemons keep serving")
+
+    def _from_brain(self) -> None:
+        assert self.brain is not None  # noqa: S101 - registered only while connected
+        try:
+            received = p.receive(self.brain, self.buffer)
+        except p.ProtocolError as exc:
+            self._reply(p.Failed(exc.id or 0, str(exc)))
+            return
+        except OSError:
+            self._drop_brain()
+            return
+        if received is None:
+            self._drop_brain()
+            return
+        data, fds = received
+        message: p.Request | None = None
+        try:
+            decoded = p.decode(data)
+            if not isinstance(decoded, p.REQUESTS):
+                raise p.ProtocolError(f"{decoded.OP} is not a request", getattr(decoded, "id", 0))
+            message = decoded
+            reply, out = self._handle(message, fds)
+        except p.ProtocolError as exc:
+            reply, out = p.Failed(exc.id or 0, str(exc)), []
+        except Refused as exc:
+            reply, out = p.Failed(message.id if message is not None else 0, str(exc)), []
+        except Exception as exc:  # a bug handling one request must not stop the data path
+            say(f"error handling a request: {type(exc).__name__}: {exc}")
+            reply, out = p.Failed(p.peek_id(data) or 0, f"{type(exc).__name__}: {exc}"), []
+        finally:
+            for fd in fds:  # descriptors a request brought are ours only as dups
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._reply(reply, out)
+        if isinstance(reply, p.Done) and isinstance(message, p.Shutdown | p.Reexec):
+            if isinstance(message, p.Shutdown):
+                self.stopping = True
+            else:
+                self._reexec()
+
+    def _reply(self, reply: p.Reply, fds: Sequence[int] = ()) -> None:
+        if self.brain is None:
+            return
+        try:
+            p.send(self.brain, reply, fds)
+        except OSError:
+            self._drop_brain()
+
+    def _tell(self, gone: p.Exited) -> None:
+        if self.brain is not None:
+            try:
+                p.send(self.brain, gone)
+            except OSError:
+                self._drop_brain()
+
+    # --- requests ---------------------------------------------------------------------
+
+    def _handle(self, m: p.Request, fds: list[int]) -> tuple[p.Reply, list[int]]:
+        match m:
+            case p.Hello():
+                if m.protocol != p.PROTOCOL:
+                    raise Refused(f"protocol {m.protocol} asked, this holder speaks {p.PROTOCOL}")
+                return self._hello(m)
+            case p.Listen():
+                return self._listen(m, fds)
+            case p.Spawn():
+                return self._spawn(m), []
+            case p.Signal():
+                daemon = self._running(m.share, m.generation)
+                os.kill(daemon.pid, m.signum)
+                return p.Done(m.id), []
+            case p.Ack():
+                self.exits = [
+                    e for e in self.exits if (e.share, e.generation) != (m.share, m.generation)
+                ]
+                self._save()
+                return p.Done(m.id), []
+            case p.Release():
+                self._release(m.share)
+                self._save()
+                return p.Done(m.id), []
+            case p.Shutdown() | p.Reexec():
+                return p.Done(m.id), []
+        raise Refused(f"{m.OP} is not handled")  # pragma: no cover - exhaustive above
+
+    def _hello(self, m: p.Hello) -> tuple[p.Reply, list[int]]:
+        shares = tuple(s.state() for s in self.shares.values())
+        state = p.HolderState(
+            os.getpid(), p.PROTOCOL, self.started_at, self.reexecs, shares, tuple(self.exits)
+        )
+        fds = [s.listener.fileno() for s in self.shares.values() if s.listener is not None]
+        return p.StateReply(m.id, state), fds
+
+    def _listen(self, m: p.Listen, fds: list[int]) -> tuple[p.Reply, list[int]]:
+        share = self.shares.get(m.share)
+        if share is None:
+            if len(self.shares) >= p.MAX_SHARES:
+                raise Refused(f"at most {p.MAX_SHARES} shares")
+            share = self.shares[m.share] = Share(m.share, m.path)
+        if share.socket != m.path and share.listener is not None:
+            self._close_listener(share)
+        share.socket = m.path
+        if share.listener is None or not _bound_to(share.listener, share, on_disk=True):
+            if share.listener is not None:
+                share.listener.close()
+                share.listener = None
+            given = [socket.socket(fileno=os.dup(fd)) for fd in fds[:1]]
+            if given and _bound_to(given[0], share):
+                share.listener = given[0]
+                say(f"listener of {m.share} given back by the brain")
+            else:
+                for sock in given:
+                    sock.close()
+                share.listener = _bind(m.path, m.backlog)
+                say(f"listening on {m.path} for {m.share}")
+            share.inode = _file_inode(m.path)
+            self.notifier.store_fds(m.share, [share.listener.fileno()])
+        if share.inode is None:
+            share.inode = _file_inode(m.path)
+        self._save()
+        return p.Listening(m.id, m.share, share.inode or 0), [share.listener.fileno()]
+
+    def _spawn(self, m: p.Spawn) -> p.Spawned:
+        share = self.shares.get(m.share)
+        if share is None or share.listener is None:
+            raise Refused(f"share {m.share} has no listener (listen first)")
+        if share.daemon is not None:
+            raise Refused(f"virtiofsd {share.daemon.pid} of {m.share} still runs")
+        if m.generation <= share.generation:
+            raise Refused(f"generation {m.generation} is not above {share.generation}")
+        path = self.stderr / f"{m.share}.{m.generation}.log"
+        try:
+            self.stderr.mkdir(mode=0o700, exist_ok=True)
+            err = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:  # its stderr is not worth an unserved share
+            say(f"stderr of {m.share} goes nowhere: {path}: {exc.strerror}")
+            err = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+            path = Path(os.devnull)
+        listener = os.dup(share.listener.fileno())
+        os.set_inheritable(listener, True)  # the one descriptor virtiofsd inherits
+        try:
+            argv = [a.replace("{fd}", str(listener)) for a in m.argv]
+            env = dict(os.environ) | dict(m.env or ())
+            actions = [
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, err, 1),
+                (os.POSIX_SPAWN_DUP2, err, 2),
+            ]
+            pid = os.posix_spawn(
+                argv[0],
+                argv,
+                env,
+                file_actions=actions,
+                setsid=True,  # a hang-up or ^C in the user's shell never reaches it
+                setsigmask=(),
+                setsigdef=_HANDLED,  # the holder's handlers must not leak into virtiofsd
+            )
+        except OSError as exc:
+            if path != Path(os.devnull):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise Refused(f"cannot run {m.argv[0]}: {exc.strerror or exc}") from exc
+        finally:
+            os.close(listener)
+            os.close(err)
+        started = time.time()
+        share.generation = m.generation
+        share.daemon = Daemon(m.generation, pid, started, start_time(pid), m.argv)
+        self._save()
+        say(f"started virtiofsd {pid} for {m.share} (generation {m.generation})")
+        return p.Spawned(m.id, m.share, m.generation, pid, started, str(path))
+
+    def _running(self, name: str, generation: int) -> Daemon:
+        share = self.shares.get(name)
+        if share is None or share.daemon is None or share.daemon.generation != generation:
+            raise Refused(f"generation {generation} of {name} is not running")
+        return share.daemon
+
+    # --- stopping ------------------------------------------------------------------------
+
+    def _release(self, name: str) -> None:
+        share = self.shares.pop(name, None)
+        if share is None:
+            return
+        if share.daemon is not None:
+            _stop(share.daemon)
+            if share.daemon.pidfd is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    self.selector.unregister(share.daemon.pidfd)
+                os.close(share.daemon.pidfd)
+        self._close_listener(share)
+        self.exits = [e for e in self.exits if e.share != name]
+        for old in self.stderr.glob(f"{name}.*.log"):
+            with contextlib.suppress(OSError):
+                old.unlink()
+        say(f"released {name}")
+
+    def _close_listener(self, share: Share) -> None:
+        if share.listener is None:
+            return
+        with contextlib.suppress(OSError):
+            if share.inode is not None and os.lstat(share.socket).st_ino == share.inode:
+                Path(share.socket).unlink()  # only our own socket file
+        share.listener.close()
+        share.listener = None
+        self.notifier.remove_fds(share.name)
+
+    def _shutdown(self) -> None:
+        self.notifier.stopping("stopping every share")
+        for name in list(self.shares):
+            self._release(name)
+        self.store.remove()
+        with contextlib.suppress(OSError):
+            (self.directory / "holder.sock").unlink()
+        say("stopped")
+
+    def _reexec(self) -> None:
+        """Become a fresh holder image with the same pid: children and sockets stay."""
+        carried: dict[str, Any] = {
+            "reexecs": self.reexecs + 1,
+            "started_at": self.started_at,
+            "exits": [e.fields() for e in self.exits],
+            "shares": {},
+        }
+        keep: list[int] = []
+        shares: dict[str, Any] = {}
+        for share in self.shares.values():
+            listener = share.listener.fileno() if share.listener is not None else None
+            if listener is not None:
+                os.set_inheritable(listener, True)
+                keep.append(listener)
+            d = share.daemon
+            shares[share.name] = {
+                "socket": share.socket,
+                "inode": share.inode,
+                "generation": share.generation,
+                "listener": listener,
+                "daemon": None
+                if d is None
+                else [d.generation, d.pid, d.started_at, d.starttime, list(d.argv), d.child],
+            }
+        carried["shares"] = shares
+        memfd = os.memfd_create("healer-holder-state", 0)  # inheritable: no MFD_CLOEXEC
+        os.write(memfd, orjson.dumps(carried))
+        self._drop_brain()
+        say("replacing the holder image (same pid)")
+        os.set_inheritable(self.lock, True)
+        argv = [sys.executable, "-m", "healer.holder", "--dir", str(self.directory)]
+        argv += ["--inherit", str(memfd), "--lock", str(self.lock)]
+        os.execv(sys.executable, argv)  # noqa: S606 - this very program, no shell
+
+    def _from_reexec(self, carried: dict[str, Any]) -> None:
+        """The state the image before this one wrote (trusted: it is this program)."""
+        self.reexecs = int(carried["reexecs"])
+        self.started_at = float(carried["started_at"])
+        self.exits = [p.Exited.decode(orjson.dumps(raw)) for raw in carried["exits"]]
+        for name, raw in carried["shares"].items():
+            share = Share(name, raw["socket"], raw["inode"])
+            share.generation = raw["generation"]
+            if raw["listener"] is not None:
+                share.listener = socket.socket(fileno=raw["listener"])
+                os.set_inheritable(raw["listener"], False)
+            if raw["daemon"] is not None:
+                gen, pid, started, ticks, argv, child = raw["daemon"]
+                share.daemon = Daemon(gen, pid, started, ticks, tuple(argv), child=child)
+                if not child and not self._adopt(share, share.daemon):
+                    share.daemon = None
+            self.shares[name] = share
+
+    def _save(self) -> None:
+        self.store.save(self.shares, self.exits)
+
+    def _status(self) -> str:
+        running = sum(1 for s in self.shares.values() if s.daemon is not None)
+        return f"holding {len(self.shares)} socket(s), {running} virtiofsd running"
+
+
+def _peer(conn: socket.socket) -> tuple[int, int, int]:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+    pid, uid, gid = (int.from_bytes(creds[i : i + 4], sys.byteorder) for i in (0, 4, 8))
+    return pid, uid, gid
+
+
+def _bound_to(sock: socket.socket, share: Share, *, on_disk: bool = False) -> bool:
+    """A listening Unix socket bound to the share's path whose socket file is there (and,
+    ``on_disk``, is the very file it made: one replaced by someone else is not ours)."""
+    try:
+        if sock.family != socket.AF_UNIX or sock.getsockname() != share.socket:
+            return False
+        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            return False
+        found = os.lstat(share.socket)
+        if not stat.S_ISSOCK(found.st_mode):
+            return False
+        return not on_disk or share.inode is None or found.st_ino == share.inode
+    except OSError:
+        return False
+
+
+def _file_inode(path: str) -> int | None:
+    with contextlib.suppress(OSError):
+        return os.lstat(path).st_ino
+    return None
+
+
+def _bind(path: str, backlog: int) -> socket.socket:
+    """A fresh 0600 listener at ``path``, replacing only a stale socket file."""
+    target = Path(path)
+    if target.exists() or target.is_symlink():
+        if not stat.S_ISSOCK(target.lstat().st_mode):
+            raise Refused(f"{path} exists and is not a socket")
+        # Never connect to find out: a connect would use up a daemon's one session.
+        if listening_inode(path) is not None:
+            owner = socket_owner(path)
+            who = f" (pid {owner})" if owner else ""
+            raise Refused(f"{path} is in use by another process{who}")
+        target.unlink()  # a stale socket file: nothing listens on it
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(path)
+    except OSError as exc:
+        sock.close()
+        raise Refused(f"cannot bind {path}: {exc.strerror}") from exc
+    finally:
+        os.umask(old)
+    sock.listen(backlog)
+    return sock
+
+
+def _stop(daemon: Daemon, grace_s: float = p.STOP_GRACE_S) -> None:
+    """SIGTERM the daemon's process group, SIGKILL after ``grace_s``; reap a child."""
+    for number, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, p.KILL_WAIT_S)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(daemon.pid, number)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(daemon.pid, number)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if daemon.child:
+                try:
+                    done, _ = os.waitpid(daemon.pid, os.WNOHANG)
+                except ChildProcessError:
+                    return
+                if done:
+                    return
+            elif start_time(daemon.pid) != daemon.starttime:
+                return
+            time.sleep(0.02)
+
+
+def _lock(directory: Path) -> int | None:
+    """The directory's lock, or None (with a message) when another holder has it."""
+    fd = os.open(directory / "holder.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        other = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        say(f"holder already running: pid {other or '?'}")
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="healer-holder", description=__doc__)
+    parser.add_argument("--dir", required=True, type=Path)
+    parser.add_argument("--inherit", type=int, help=argparse.SUPPRESS)  # reexec only
+    parser.add_argument("--lock", type=int, help=argparse.SUPPRESS)  # reexec only
+    parser.add_argument(
+        "--detach", action="store_true", help="go to the background (no parent to outlive)"
+    )
+    args = parser.parse_args(argv)
+    if args.detach and os.fork() > 0:
+        os._exit(0)  # the starter reaps this at once; the holder is nobody's child
+    directory: Path = args.dir.absolute()
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    inherited = None
+    if args.inherit is not None:
+        with os.fdopen(args.inherit, "rb") as carried:
+            carried.seek(0)
+            inherited = orjson.loads(carried.read())
+    if args.lock is not None:  # the image before this one held it: it is ours
+        lock: int | None = args.lock
+        os.set_inheritable(args.lock, False)
+    else:
+        lock = _lock(directory)
+    if lock is None:
+        return 0
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    holder = Holder(directory, lock)
+    holder.restore(inherited)
+    holder.bind_control()
+    return holder.serve()

@@ -1,0 +1,74 @@
+"""What reaches the decision loop from other threads: typed messages, never dropped.
+
+The loop is the only thread that steps the engine and writes the journal. Everything
+that happens elsewhere (a daemon's exit reported by the holder, an action finished on
+a share's worker, a QEMU step an action took, a file that changed) arrives here as
+one of these, on an unbounded queue whose producers are themselves bounded (one exit
+per daemon, one outcome per action).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from healer.engine import Status
+from healer.events import Event
+
+__all__ = [
+    "ActionDone",
+    "ActionReport",
+    "DaemonGone",
+    "HolderLost",
+    "Message",
+    "StartWanted",
+    "Wake",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonGone:
+    """A share's daemon ended (from the holder, or the pidfd of an adopted one)."""
+
+    share: str
+    generation: int
+    pid: int
+    code: int | None
+    signal: str | None
+    at: float
+    known: bool  # False: not healer's child, the status cannot be known
+
+
+@dataclass(frozen=True, slots=True)
+class ActionDone:
+    """An action that ran on a worker thread ended."""
+
+    key: str
+    status: Status
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartWanted:
+    """An action on a worker needs the share's daemon started (the loop starts it)."""
+
+    share: str
+
+
+@dataclass(frozen=True, slots=True)
+class ActionReport:
+    """A fact an action established (QEMU: the device is gone, added, stuck)."""
+
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class HolderLost:
+    """The connection to the holder broke: it died or was stopped."""
+
+
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """Nothing but a nudge: a watched file changed."""
+
+
+Message = DaemonGone | ActionDone | StartWanted | ActionReport | HolderLost | Wake

@@ -1,0 +1,193 @@
+"""The shipped units (deploy/healer-holder.service, deploy/healer.service) under a real
+systemd, with the real virtiofsd and a VMM's vhost-user session from the host.
+
+systemd is PID 1 of a container (tests/systemd_rig.py). The units are used as shipped,
+only with the checkout's healer for /usr/local/bin/healer, the test's configuration, and
+a short WatchdogSec so the pings are seen within seconds. A session that survives is
+one front end connection answering after the event; refused connects are counted by a
+reconnect loop while it happens. Select with ``-m systemd``; waits are bounded.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from systemd_rig import CHECKOUT, Container, booted
+
+from healer.sim import VhostUserFrontend
+from healer.supervise import DaemonInfo
+
+pytestmark = pytest.mark.systemd
+
+HEALER = str(CHECKOUT / ".venv" / "bin" / "healer")
+CONFIG = "/etc/healer/healer.toml"
+SOCKET = "/run/vfs/fs0.sock"
+LIMIT_S = 60.0
+
+
+@pytest.fixture
+def container(tmp_path: Path) -> Iterator[Container]:
+    with booted(tmp_path / "root") as running:
+        yield running
+
+
+def install(container: Container, daemon: DaemonInfo) -> None:
+    """The shipped units and a configuration for one share, inside the container."""
+    etc = container.root / "etc" / "healer"
+    etc.mkdir(parents=True)
+    shared = container.root / "var" / "lib" / "shared"
+    shared.mkdir(parents=True)
+    (shared / "hello.txt").write_text("hello\n")
+    argv = ", ".join(f'"{a}"' for a in daemon.argv(shared_dir="/var/lib/shared"))
+    (etc / "healer.toml").write_text(
+        '[healer]\njournal = "/var/lib/healer/journal"\nmetrics = "off"\n\n'
+        f'[[share]]\nname = "fs0"\nsocket = "{SOCKET}"\nshared_dir = "/var/lib/shared"\n'
+        f"virtiofsd = [{argv.replace('/var/lib/shared', '{shared_dir}')}]\n"
+    )
+    container.run("mkdir", "-p", "/run/vfs")
+    for name in ("healer-holder.service", "healer.service"):
+        text = (CHECKOUT / "deploy" / name).read_text()
+        text = text.replace("/usr/local/bin/healer", HEALER)
+        text = text.replace("WatchdogSec=30", "WatchdogSec=3")
+        container.write_unit(name, text, reload=False)
+    container.daemon_reload()
+
+
+class Reconnector:
+    """A VMM's connect loop from the host: every 10 ms, counting refusals."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.refused, self.tries = path, 0, 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(self.path))
+            except OSError as exc:
+                if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+                    self.refused += 1
+            finally:
+                sock.close()
+                self.tries += 1
+            self.stop.wait(0.01)
+
+    def __enter__(self) -> Reconnector:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+
+def main_pid(container: Container, unit: str) -> str:
+    return container.prop(unit, "MainPID")
+
+
+def daemons(container: Container) -> list[str]:
+    """The virtiofsd processes of the holder's unit (``systemctl status`` lists them)."""
+    status = container.status("healer-holder.service")
+    return sorted(set(re.findall(r"[├└]─\s*(\d+) \S*(?:virtiofsd|ld-linux)", status)))
+
+
+def test_restart_kill_reload_and_stop_under_systemd(
+    container: Container, virtiofsd: DaemonInfo
+) -> None:
+    install(container, virtiofsd)
+    container.start("healer.service")  # pulls the holder in; returns once READY=1
+    for unit in ("healer-holder.service", "healer.service"):
+        assert container.prop(unit, "ActiveState") == "active", container.status(unit)
+    container.wait(
+        lambda: "1 share(s): 1 served" in container.prop("healer.service", "StatusText"),
+        "healer's status line",
+        LIMIT_S,
+    )
+    assert container.prop("healer-holder.service", "NFileDescriptorStore") == "1"
+    sock = container.host_path(SOCKET)
+    vmm = VhostUserFrontend(str(sock), timeout_s=LIMIT_S)
+    assert vmm.get_features() > 0
+    daemon = daemons(container)
+    assert daemon
+
+    with Reconnector(sock) as probes:
+        # 1. systemctl restart healer: the brain goes and comes; the session stays
+        before = main_pid(container, "healer.service")
+        container.restart("healer.service")
+        assert main_pid(container, "healer.service") != before
+        assert vmm.get_features() > 0
+        # 2. systemctl kill -s KILL healer: every process of healer.service, then Restart=
+        before = main_pid(container, "healer.service")
+        container.kill("healer.service", "KILL")
+        container.wait(
+            lambda: (
+                main_pid(container, "healer.service") not in ("0", before)
+                and container.prop("healer.service", "ActiveState") == "active"
+            ),
+            "healer restarted by systemd after SIGKILL",
+            LIMIT_S,
+        )
+        assert vmm.get_features() > 0
+        # 3. systemctl reload healer: SIGHUP, validated, READY again
+        container.reload("healer.service")
+        container.wait_journal("healer.service", "reloaded /etc/healer/healer.toml")
+        assert vmm.get_features() > 0
+    assert probes.tries > 0
+    assert probes.refused == 0
+    assert daemons(container) == daemon  # the very same virtiofsd throughout
+
+    # 4. the watchdog: healer pings from its loop, so WatchdogSec=3 restarts nothing
+    pid = main_pid(container, "healer.service")
+    container.wait(
+        lambda: container.prop("healer.service", "WatchdogTimestampMonotonic") != "0",
+        "a watchdog ping",
+        LIMIT_S,
+    )
+    stamp = container.prop("healer.service", "WatchdogTimestampMonotonic")
+    container.wait(
+        lambda: container.prop("healer.service", "WatchdogTimestampMonotonic") != stamp,
+        "the next watchdog ping",
+        LIMIT_S,
+    )
+    assert main_pid(container, "healer.service") == pid
+    vmm.close()
+
+    # 5. systemctl stop healer-holder: everything ends (healer.service with it)
+    container.systemctl("stop", "healer-holder.service")
+    for unit in ("healer-holder.service", "healer.service"):
+        assert container.prop(unit, "ActiveState") == "inactive"
+    assert not sock.exists()
+    journal = container.journal("healer-holder.service")
+    assert "stopping every share" in journal
+    assert re.search(r"virtiofsd \d+ of fs0 .* ended", journal) is None or "released fs0" in journal
+
+
+def test_the_shipped_units_are_more_confined_than_before(container: Container) -> None:
+    """``systemd-analyze security``: the exposure of healer.service, and of the old unit
+    (one process, Type=simple, no confinement) for comparison."""
+    old = (CHECKOUT / "tests" / "fixtures" / "healer.service.before").read_text()
+    container.write_unit("healer-before.service", old, reload=False)
+    container.write_unit(
+        "healer.service",
+        (CHECKOUT / "deploy" / "healer.service").read_text(),
+        reload=False,
+    )
+    container.daemon_reload()
+
+    def exposure(unit: str) -> float:
+        out = container.run("systemd-analyze", "security", "--no-pager", unit, check=False)
+        found = re.search(r"Overall exposure level for \S+: (\d+\.\d)", out.stdout)
+        assert found, out.stdout + out.stderr
+        return float(found.group(1))
+
+    before, after = exposure("healer-before.service"), exposure("healer.service")
+    print(f"systemd-analyze security: healer.service {before} before, {after} now")
+    assert after < before
