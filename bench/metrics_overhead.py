@@ -107,9 +107,8 @@ def timed(
         scraper.thread.join(timeout=30)
         scrapes = scraper.scrapes
         server.stop()
-    counted = sum(
-        s.value for s in metrics.events.collect()[0].samples if s.name == "healer_events_total"
-    )
+    [family] = metrics.events.collect()  # one counter family
+    counted = sum(s.value for s in family.samples if s.name == "healer_events_total")
     assert counted == events, (counted, events)  # the same work in every mode
     return took, scrapes
 

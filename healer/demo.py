@@ -15,7 +15,6 @@ storm heals within the demo instead of after five minutes.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -41,7 +40,8 @@ from healer.journal import (
     read_records,
 )
 from healer.supervise import find_virtiofsd
-from healer.watch import Watchdog
+from healer.live import Watchdog
+from healer.live.run import stop_holder
 
 __all__ = ["run_demo"]
 
@@ -146,6 +146,7 @@ def run_demo(out: TextIO = sys.stdout, *, keep: Path | None = None, bound_s: flo
     finally:
         stop.set()
         serving.join(15)
+        stop_holder(config)  # the demo's virtiofsd and socket go too
         ch.stop()
         printer.poll()
         _summary(out, printer, root)
@@ -245,11 +246,7 @@ def _write_setup(root: Path) -> Path:
 
 
 def _daemon_pid(watchdog: Watchdog) -> int | None:
-    share = watchdog.shares.get(SHARE)
-    daemon = share.daemon if share else None
-    if daemon is None or daemon.proc is None or daemon.proc.poll() is not None:
-        return None
-    return daemon.proc.pid
+    return watchdog.daemon_pid(SHARE)
 
 
 def _kill_daemon(watchdog: Watchdog) -> None:
@@ -309,14 +306,10 @@ def _summary(out: TextIO, printer: _Printer, root: Path) -> None:
 
 
 def _write_report(journal: Path, report: Path) -> None:
-    from healer.cli import main  # noqa: PLC0415 - the same path as `healer replay --report`
+    """The journal as it was recorded, by the library `healer replay --report` uses."""
+    from healer.pipeline import render_report, replay_journal  # noqa: PLC0415 - at the end only
 
-    argv = ["replay", "--journal", str(journal), "--format", "counts", "--report", str(report)]
-    with Path(os.devnull).open("w") as null, contextlib.redirect_stdout(null):
-        code = main(argv)
-    if code != 0:
-        msg = f"healer replay --report exited {code}"
-        raise RuntimeError(msg)
+    report.write_text(render_report(replay_journal(journal, report=True)), encoding="utf-8")
 
 
 def _metrics(out: TextIO, watchdog: Watchdog) -> None:

@@ -7,31 +7,34 @@ from typing import Any
 
 import orjson
 
-from healer.engine.model import Decision, Output, Transition
+from healer.engine.model import Decision, Transition
 from healer.events import Event, to_dict
 from healer.journal.records import output_to_dict
-from healer.parse import Unrecognized
+from healer.timeline import Outcome, TimelineItem
 
 __all__ = ["Printable", "jsonl_line", "table_header", "table_line"]
 
-Printable = Event | Unrecognized | Output
+Printable = TimelineItem
 
 _SUMMARY_WIDTH = 110
 
 
-def jsonl_line(item: Printable) -> bytes:
+def jsonl_line(item: Printable, *, recorded: bool = False) -> bytes:
     """One JSON object and a newline; unknown records get ``"kind": null``.
 
-    Decisions and transitions carry ``"type"``; a decision replay did not run has
-    ``"would_run": true`` (or false when suppressed).
+    Decisions, transitions and outcomes carry ``"type"``. A decision this replay made
+    has ``"would_run": true`` (false when suppressed); a ``recorded`` one (a journal
+    read as it was written) has no such guess: its outcomes follow as their own lines.
     """
     if isinstance(item, Event):
         return orjson.dumps(to_dict(item)) + b"\n"
     if isinstance(item, Decision | Transition):
         data = output_to_dict(item)
-        if isinstance(item, Decision):
+        if isinstance(item, Decision) and not recorded:
             data["would_run"] = item.suppressed is None
         return orjson.dumps(data) + b"\n"
+    if isinstance(item, Outcome):
+        return orjson.dumps(_outcome_dict(item)) + b"\n"
     record = {
         "kind": None,
         "source": item.source,
@@ -46,11 +49,19 @@ def table_header() -> str:
     return f"{'TIME':<27} {'SOURCE:LINE':<30} {'LEVEL':<5} {'KIND':<28} DETAILS"
 
 
-def table_line(item: Printable) -> str:
-    """A fixed-width timeline row; the details show the fields that are set."""
+def table_line(item: Printable, *, recorded: bool = False) -> str:
+    """A fixed-width timeline row; the details show the fields that are set.
+
+    ``recorded``: the decisions come from a journal, so they read "decided" (their
+    outcomes are rows of their own, ``<-``) instead of "would run".
+    """
     if isinstance(item, Decision):
         what = f"-> {item.action}"
-        status = f"suppressed: {item.suppressed}" if item.suppressed else "would run"
+        status = (
+            f"suppressed: {item.suppressed}"
+            if item.suppressed
+            else ("decided" if recorded else "would run")
+        )
         delay = item.not_before - item.time
         wait = f" after {delay:.3f} s" if delay > 0 else ""
         where = _where(item.cause.source, item.cause.line) if item.cause else "(timer)"
@@ -63,6 +74,8 @@ def table_line(item: Printable) -> str:
             f"share={item.share} {item.incident}: {item.before} -> {item.after} ({item.reason})"
         )
         return f"{_epoch(item.time):<27} {where:<30} {'':<5} {what:<28} {details}"
+    if isinstance(item, Outcome):
+        return _outcome_line(item)
     if not isinstance(item, Event):
         where = _where(item.source, item.line)
         text = item.text.splitlines()[0] if item.text else ""
@@ -74,6 +87,31 @@ def table_line(item: Printable) -> str:
         details = f"share={item.share} {details}".rstrip()
     where = _where(item.source, item.line)
     return f"{time:<27} {where:<30} {item.level:<5} {item.kind:<28} {details[:_SUMMARY_WIDTH]}"
+
+
+def _outcome_dict(item: Outcome) -> dict[str, object]:
+    decision = item.decision
+    return {
+        "type": "outcome",
+        "key": item.key,
+        "status": item.status,
+        "detail": item.detail,
+        "action": decision.action if decision else None,
+        "share": decision.share if decision else None,
+        "incident": decision.incident if decision else None,
+    }
+
+
+def _outcome_line(item: Outcome) -> str:
+    """The journal keeps no time for an outcome: the row cites its decision's cause."""
+    decision = item.decision
+    cause = decision.cause if decision else None
+    where = _where(cause.source, cause.line) if cause else "(timer)" if decision else "-"
+    what = f"<- {decision.action}" if decision else "<- (decision not in journal)"
+    status = item.status + (f": {item.detail}" if item.detail else "")
+    share = f" share={decision.share}" if decision else ""
+    details = f"{status}{share} key={item.key}"
+    return f"{'':<27} {where:<30} {'':<5} {what:<28} {details[:_SUMMARY_WIDTH]}"
 
 
 def _epoch(seconds: float) -> str:

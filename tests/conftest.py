@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -14,7 +15,8 @@ import pytest
 
 from healer.events import Event
 from healer.parse import SourceParser
-from healer.supervise import find_virtiofsd
+from healer.supervise import DaemonInfo
+from healer.supervise.process import installed_daemons, probe_virtiofsd
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CORPUS = FIXTURES / "corpus"
@@ -71,16 +73,56 @@ def wait_for(condition: Callable[[], object], limit_s: float = 20.0) -> None:
         time.sleep(0.005)
 
 
-@pytest.fixture
-def virtiofsd() -> tuple[str, str]:
-    """The installed virtiofsd; missing it skips, or fails under CI=true (no silent skips)."""
-    found = find_virtiofsd()
+DAEMONS = ("c-7.2", "rust-1.13", "rust-1.14")
+"""The daemon matrix, by ``DaemonInfo.id``: QEMU's C virtiofsd (Debian 12), the Rust
+one of Debian 13 and of sid."""
+FETCHED = Path(__file__).resolve().parent.parent / ".cache" / "virtiofsd"
+"""Where scripts/fetch-rust-virtiofsd unpacks the daemons this system does not package."""
+HOW_TO_GET = {
+    "c-7.2": "Debian 12: apt-get install qemu-system-common; Debian 13: scripts/fetch-rust-virtiofsd c-7.2",
+    "rust-1.13": "Debian 13: apt-get install virtiofsd; Debian 12: scripts/fetch-rust-virtiofsd rust-1.13",
+    "rust-1.14": "scripts/fetch-rust-virtiofsd rust-1.14",
+}
+
+
+def _matrix() -> list[str]:
+    """The daemons to run with: all of DAEMONS, or those HEALER_DAEMONS names."""
+    named = [d.strip() for d in os.environ.get("HEALER_DAEMONS", "").split(",") if d.strip()]
+    unknown = [d for d in named if d not in DAEMONS]
+    if unknown:
+        msg = f"HEALER_DAEMONS names {', '.join(unknown)}; the matrix is {', '.join(DAEMONS)}"
+        raise pytest.UsageError(msg)
+    return named or list(DAEMONS)
+
+
+@functools.cache
+def available_daemons() -> dict[str, DaemonInfo]:
+    """Each daemon found here, by id, as its own ``--version`` names it: HEALER_VIRTIOFSD
+    first, then the installed ones, then those fetched into .cache/virtiofsd/."""
+    found: dict[str, DaemonInfo] = {}
+    fetched = [probe_virtiofsd(str(w)) for w in sorted(FETCHED.glob("*/virtiofsd"))]
+    for info in [*installed_daemons(), *fetched]:
+        if info is not None:
+            found.setdefault(info.id, info)
+    return found
+
+
+@pytest.fixture(params=_matrix())
+def virtiofsd(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> DaemonInfo:
+    """The real virtiofsd, once per daemon of the matrix (test ids ``c-7.2``,
+    ``rust-1.13``, ``rust-1.14``); ``HEALER_DAEMONS=c-7.2,rust-1.14`` runs only those.
+
+    HEALER_VIRTIOFSD is set to it for the test, so a ``healer watch`` or demo the test
+    starts runs this daemon too. A daemon that is not here skips the test with how to
+    get it, or fails it under CI=true (no silent skips); scripts/test fetches them all.
+    """
+    wanted: str = request.param
+    found = available_daemons().get(wanted)
     if found is None:
         if os.environ.get("CI") == "true":
-            pytest.fail(
-                "virtiofsd is required in CI: apt-get install qemu-system-common (Debian 12)"
-            )
-        pytest.skip("virtiofsd is not installed (apt-get install qemu-system-common)")
+            pytest.fail(f"virtiofsd {wanted} is required in CI ({HOW_TO_GET[wanted]})")
+        pytest.skip(f"virtiofsd {wanted} is not here ({HOW_TO_GET[wanted]})")
+    monkeypatch.setenv("HEALER_VIRTIOFSD", found.path)
     return found
 
 

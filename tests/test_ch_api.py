@@ -45,6 +45,7 @@ from healer.events import (
 from healer.parse import SourceParser
 from healer.sim import ChStandIn
 from healer.supervise import (
+    DaemonInfo,
     ExitStatus,
     HeldSocket,
     SupervisedVirtiofsd,
@@ -61,6 +62,7 @@ from healer.vmm import (
     FsShare,
     ReaddError,
     ReaddPolicy,
+    ReaddResult,
     error_messages,
     fs_config,
     readd_fs,
@@ -668,9 +670,11 @@ def test_ch_remote_output_forms(
         assert caught.value.status == status
         assert predicate is None or getattr(caught.value, predicate)
     if scenario == "v53-error":
-        assert caught.value.messages[0] == "Error from API"  # type: ignore[attr-defined]
+        assert isinstance(caught.value, ChApiError)
+        assert caught.value.messages[0] == "Error from API"
     if scenario == "v53-broken":
-        assert caught.value.messages == ()  # type: ignore[attr-defined]
+        assert isinstance(caught.value, ChApiError)
+        assert caught.value.messages == ()
 
 
 def test_a_hanging_ch_remote_times_out(
@@ -711,7 +715,7 @@ def test_readd_retries_identifier_not_unique(
     stand_in = make_ch(version, eject_delay_s=None, device_tree_in_info=False)
     client = client_of(stand_in)
     add(client, backend.path)
-    results: list[object] = []
+    results: list[ReaddResult] = []
     worker = threading.Thread(
         target=lambda: results.append(
             readd_fs(client, FsShare(tag="myfs"), is_ready=lambda: True, policy=FAST)
@@ -723,8 +727,8 @@ def test_readd_retries_identifier_not_unique(
     worker.join(20.0)
     assert not worker.is_alive()
     (result,) = results
-    assert result.steps == ("remove", "gone", "ready", "add")  # type: ignore[attr-defined]
-    assert result.add_attempts >= 2  # type: ignore[attr-defined]
+    assert result.steps == ("remove", "gone", "ready", "add")
+    assert result.add_attempts >= 2
     status = 500
     assert {(e, s) for e, s, _ in stand_in.api_errors} == {("vm.add-fs", status)}
 
@@ -910,12 +914,12 @@ class Respawner:
 
 
 @pytest.fixture
-def served(virtiofsd: tuple[str, str], short_dir: Path) -> Iterator[tuple[HeldSocket, Respawner]]:
+def served(virtiofsd: DaemonInfo, short_dir: Path) -> Iterator[tuple[HeldSocket, Respawner]]:
     share = short_dir / "shared"
     share.mkdir()
     (share / "hello.txt").write_text("hello\n")
     held = HeldSocket(short_dir / "vfs.sock")
-    binary, implementation = virtiofsd
+    binary, implementation = virtiofsd.path, virtiofsd.implementation
     respawner = Respawner(
         SupervisedVirtiofsd(virtiofsd_argv(binary, implementation, shared_dir=str(share)), held)
     )
@@ -1105,7 +1109,8 @@ def resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
     if ref is None:
         return schema
     assert ref.startswith("#/components/schemas/"), ref
-    return spec["components"]["schemas"][ref.rsplit("/", 1)[1]]  # type: ignore[no-any-return]
+    resolved: dict[str, Any] = spec["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    return resolved
 
 
 def conforms(spec: dict[str, Any], schema: dict[str, Any], value: Any, where: str) -> list[str]:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from healer.cli import EXIT_CONFIG, EXIT_OK
-from healer.engine.rules import RulesError, load_rules
+from healer.engine.rules import RulesError
+from healer.rulefiles import load_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -156,3 +157,31 @@ def test_a_bad_file_stops_check_and_replay_with_every_problem(tmp_path: Path) ->
 def test_disabled_rules_are_not_loaded(tmp_path: Path) -> None:
     (tmp_path / "r.toml").write_text(GOOD + "enabled = false\n")
     assert load_rules(tmp_path).rules == ()
+
+
+def test_check_warns_when_a_virtiofsd_argv_hides_the_lines_healer_reads(tmp_path: Path) -> None:
+    """--syslog and quiet log levels hide the readiness lines: a warning, not a failure."""
+    shares = {
+        "quiet": '["/usr/libexec/virtiofsd", "--fd", "{fd}", "--shared-dir", "{shared_dir}", "--log-level", "warn"]',
+        "syslog": '["/usr/libexec/virtiofsd", "--fd={fd}", "--shared-dir={shared_dir}", "--syslog"]',
+        "c-err": '["/usr/lib/qemu/virtiofsd", "--fd={fd}", "-o", "source={shared_dir},log_level=err"]',
+        "fine": '["/usr/lib/qemu/virtiofsd", "--fd={fd}", "-o", "source={shared_dir}", "-d"]',
+    }
+    text = f'[healer]\njournal = "{tmp_path / "journal"}"\n'
+    for name, argv in shares.items():
+        text += (
+            f'\n[[share]]\nname = "{name}"\nsocket = "{tmp_path / name}.sock"\n'
+            f'shared_dir = "{tmp_path}"\nvirtiofsd = {argv}\n'
+        )
+    (tmp_path / "healer.toml").write_text(text)
+    result = healer("check", str(tmp_path / "healer.toml"))
+    assert result.returncode == EXIT_OK, result.stderr
+    warnings = [line for line in result.stdout.splitlines() if "warning:" in line]
+    assert warnings == [
+        "  warning: share quiet: virtiofsd --log-level warn hides the readiness lines: "
+        "use --log-level info",
+        "  warning: share syslog: virtiofsd --syslog sends the readiness lines away from "
+        "stderr: leave it out (share.log keeps a copy of stderr)",
+        "  warning: share c-err: virtiofsd -o log_level=err hides the readiness lines: "
+        "use log_level=info",
+    ]

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from rulepatch import patch_text
 
 from healer.cli import EXIT_CONFIG, EXIT_OK
 from healer.config import ConfigError, load_config
@@ -25,7 +26,7 @@ def readme_example() -> str:
 def test_the_readme_example_is_valid(tmp_path: Path) -> None:
     path = tmp_path / "healer.toml"
     path.write_text(
-        readme_example().replace('rules = "/etc/healer/rules"', f'rules = "{ROOT / "rules"}"')
+        patch_text(readme_example(), 'rules = "/etc/healer/rules"', f'rules = "{ROOT / "rules"}"')
     )
     config = load_config(path)
     (share,) = config.shares
@@ -176,7 +177,7 @@ def test_check_reports_a_bad_configuration_with_exit_4(tmp_path: Path) -> None:
 )
 def test_limits_are_bounded_numbers(tmp_path: Path, setting: str, message: str) -> None:
     path = tmp_path / "healer.toml"
-    path.write_text(BASE.replace("[healer]\n", f"[healer]\n{setting}\n"))
+    path.write_text(patch_text(BASE, "[healer]\n", f"[healer]\n{setting}\n"))
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     (problem,) = caught.value.problems
@@ -188,7 +189,9 @@ def test_limits_default_and_take_their_values(tmp_path: Path) -> None:
     path = tmp_path / "healer.toml"
     path.write_text(BASE)
     assert (load_config(path).notify_step_ms, load_config(path).action_queue) == (20, 16)
-    path.write_text(BASE.replace("[healer]\n", "[healer]\nnotify_step_ms = 5\nadopt_wait = 5\n"))
+    path.write_text(
+        patch_text(BASE, "[healer]\n", "[healer]\nnotify_step_ms = 5\nadopt_wait = 5\n")
+    )
     config = load_config(path)
     assert (config.notify_step_ms, config.adopt_wait) == (5, 5.0)
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from conftest import wait_for
 
-from healer.supervise import is_listening
+from healer.supervise import DaemonInfo, is_listening
 from healer.vmm import (
     QemuDeviceStuck,
     QemuFsDevice,
@@ -35,6 +35,7 @@ from healer.vmm import (
     describe_device,
     readd_fs_qemu,
 )
+from healer.vmm.qemu_readd import OnStuck
 
 GREETING = {"QMP": {"version": {"qemu": {"major": 7, "minor": 2, "micro": 22}}, "capabilities": []}}
 Answer = Callable[[dict[str, Any]], list[dict[str, Any]]]
@@ -211,11 +212,14 @@ def test_the_re_add_recreates_the_device_qom_described(
     tmp_path: Path, serve: Callable[[Answer], Monitor]
 ) -> None:
     monitor = serve(scripted_qemu(unplugs=True))
-    checks = []
+    checks: list[int] = []
+
+    def is_ready() -> bool:  # virtiofsd is ready at the third look
+        checks.append(1)
+        return len(checks) > 2
+
     with QmpClient(str(tmp_path / "qmp.sock"), timeout_s=10) as qmp:
-        done = readd_fs_qemu(
-            qmp, known(), is_ready=lambda: bool(checks.append(1) or len(checks) > 2)
-        )
+        done = readd_fs_qemu(qmp, known(), is_ready=is_ready)
     assert done.steps == ("describe", "device_del", "chardev_remove", "ready", "device_add")
     assert set(done.durations) == set(done.steps)
     assert len(checks) == 3  # waited for virtiofsd before connecting QEMU to it
@@ -241,10 +245,10 @@ def test_the_re_add_recreates_the_device_qom_described(
     ("on_stuck", "escalation"), [("notify", "notify"), ("system_reset", "system_reset")]
 )
 def test_an_unplug_that_never_completes_escalates(
-    serve: Callable[[Answer], Monitor], on_stuck: str, escalation: str
+    serve: Callable[[Answer], Monitor], on_stuck: OnStuck, escalation: str
 ) -> None:
     monitor = serve(scripted_qemu(unplugs=False))
-    policy = QemuReaddPolicy(device_del_timeout_s=0.05, on_stuck=on_stuck)  # type: ignore[arg-type]
+    policy = QemuReaddPolicy(device_del_timeout_s=0.05, on_stuck=on_stuck)
     with (
         QmpClient(str(monitor.path), timeout_s=10) as qmp,
         pytest.raises(QemuDeviceStuck) as caught,
@@ -267,21 +271,21 @@ class RealQemu:
 
 
 @pytest.fixture
-def qemu(tmp_path: Path, virtiofsd: tuple[str, str]) -> Iterator[RealQemu]:
+def qemu(tmp_path: Path, virtiofsd: DaemonInfo) -> Iterator[RealQemu]:
     """QEMU 7.2 with a vhost-user-fs device on a real virtiofsd, and no guest OS."""
     if not any(Path(d, "qemu-system-x86_64").exists() for d in os.get_exec_path()):
         if os.environ.get("CI") == "true":
             pytest.fail("qemu-system-x86_64 is required in CI: apt-get install qemu-system-x86")
         pytest.skip("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")
     (tmp_path / "shared").mkdir()
-    binary, implementation = virtiofsd
+    binary, implementation = virtiofsd.path, virtiofsd.implementation
     sock = tmp_path / "vfs.sock"
     daemon_argv = (
         [binary, f"--socket-path={sock}", "-o", f"source={tmp_path / 'shared'}"]
         if implementation == "c"
         else [binary, "--socket-path", str(sock), "--shared-dir", str(tmp_path / "shared")]
     )
-    daemons = []
+    daemons: list[subprocess.Popen[bytes]] = []
 
     def start_daemon() -> subprocess.Popen[bytes]:
         for earlier in daemons:  # it holds the socket's pid-file lock until it exits

@@ -12,7 +12,7 @@ import healer
 from healer.engine import Decision, Engine, Transition, load_rules
 from healer.events import Event
 from healer.parse import Unrecognized
-from healer.replay import Input, decide, replay
+from healer.pipeline import Input, decide, replay
 from healer.report import Collector, Postmortem, render_html, render_markdown, what_if, what_if_html
 from healer.runner import Runner
 

@@ -10,8 +10,9 @@ import queue
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from conftest import EXCERPT_YEARS, EXCERPTS, Excerpt, parse_excerpt
@@ -866,7 +867,19 @@ def _next_matching(q: queue.Queue[set[Path]], ok: Callable[[set[Path]], bool]) -
     raise AssertionError("the expected notification never came")
 
 
-WATCHERS = {"watchfiles": watch_files, "inotify": watch_inotify}
+class Watch(Protocol):
+    """What both watchers offer: changed paths, an empty set on each poll tick."""
+
+    def __call__(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        stop: threading.Event,
+        poll_interval_s: float = ...,
+    ) -> Iterator[set[Path]]: ...
+
+
+WATCHERS: dict[str, Watch] = {"watchfiles": watch_files, "inotify": watch_inotify}
 
 
 @pytest.mark.parametrize("kind", sorted(WATCHERS))

@@ -8,24 +8,33 @@ from conftest import wait_for
 from prometheus_client import generate_latest
 
 from healer.actions.workers import ShareWorkers
+from healer.engine.model import Status
 from healer.engine.rules import Policy
 from healer.metrics import HealerMetrics
 
 
 def test_a_shares_work_runs_in_order_and_other_shares_do_not_wait() -> None:
-    done: list[tuple[str, str, str]] = []
+    done: list[tuple[str, Status, str]] = []
     release = threading.Event()
     workers = ShareWorkers(lambda *outcome: done.append(outcome))
     ran: list[str] = []
 
-    def slow() -> str:
+    def slow() -> Status:
         release.wait(10)
         ran.append("a1")
-        return "succeeded"
+        return Status.SUCCEEDED
+
+    def a2() -> tuple[Status, str]:
+        ran.append("a2")
+        return Status.FAILED, "why"
+
+    def b1() -> Status:
+        ran.append("b1")
+        return Status.SUCCEEDED
 
     assert workers.submit("a", "a1", slow)
-    assert workers.submit("a", "a2", lambda: ran.append("a2") or ("failed", "why"))
-    assert workers.submit("b", "b1", lambda: ran.append("b1") or "succeeded")
+    assert workers.submit("a", "a2", a2)
+    assert workers.submit("b", "b1", b1)
     wait_for(lambda: ("b1", "succeeded", "") in done)  # b is not held up by a's slow work
     assert ran == ["b1"]
     release.set()
@@ -36,21 +45,21 @@ def test_a_shares_work_runs_in_order_and_other_shares_do_not_wait() -> None:
 
 
 def test_a_full_queue_refuses_and_counts_and_a_raising_action_fails() -> None:
-    done: list[tuple[str, str, str]] = []
+    done: list[tuple[str, Status, str]] = []
     release = threading.Event()
     workers = ShareWorkers(lambda *outcome: done.append(outcome), queue_limit=1)
 
     running = threading.Event()
 
-    def boom() -> str:
+    def boom() -> Status:
         running.set()
         release.wait(10)
         raise RuntimeError("bug")
 
     assert workers.submit("a", "k1", boom)
     wait_for(running.is_set)  # k1 left the queue
-    assert workers.submit("a", "k2", lambda: "succeeded")
-    assert not workers.submit("a", "k3", lambda: "succeeded")
+    assert workers.submit("a", "k2", lambda: Status.SUCCEEDED)
+    assert not workers.submit("a", "k3", lambda: Status.SUCCEEDED)
     assert workers.rejected == 1
     release.set()
     wait_for(lambda: len(done) == 2)

@@ -1,18 +1,23 @@
-"""Prometheus metrics: the observer that counts (registry) and how they leave (exposition)."""
+"""Prometheus metrics: the observer that counts (registry) and how they leave (exposition).
 
-from prometheus_client import disable_created_metrics
+Importing this changes nothing outside healer: the registry is healer's own
+(:class:`HealerRegistry`), and so is its choice to export no ``_created`` series.
+"""
 
-from healer.metrics.exposition import MetricsServer, TextfileWriter, parse_address, write_textfile
+from healer.metrics.exposition import (
+    HealerRegistry,
+    MetricsServer,
+    TextfileWriter,
+    parse_address,
+    write_textfile,
+)
 from healer.metrics.registry import EXPORTED, PHASES, HealerMetrics, LimitHits, failure_kinds
-
-# No ``_created`` series: they double every counter and histogram in a textfile and on
-# the wire, and healer's dashboards and alerts do not use them.
-disable_created_metrics()  # type: ignore[no-untyped-call]
 
 __all__ = [
     "EXPORTED",
     "PHASES",
     "HealerMetrics",
+    "HealerRegistry",
     "LimitHits",
     "MetricsServer",
     "TextfileWriter",

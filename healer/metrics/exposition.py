@@ -1,6 +1,9 @@
 """Exposition: ``/metrics`` over HTTP on loopback, or a node_exporter textfile.
 
-Exposition never changes a metric. The HTTP server is prometheus_client's WSGI
+Exposition never changes a metric. What it leaves out is a property of healer's own
+registry (:class:`HealerRegistry`): no ``_created`` series, without touching
+prometheus_client's process-wide setting, so another library's metrics in the same
+process are exported as that library expects. The HTTP server is prometheus_client's WSGI
 server on its own daemon thread; the textfile is written atomically (a temporary
 file in the same directory, then ``rename``), so node_exporter's textfile collector
 never reads half a file.
@@ -10,15 +13,48 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server, write_to_textfile
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import RestrictedRegistry
 
-__all__ = ["MetricsServer", "TextfileWriter", "parse_address", "write_textfile"]
+__all__ = ["HealerRegistry", "MetricsServer", "TextfileWriter", "parse_address", "write_textfile"]
 
 log = logging.getLogger(__name__)
+
+
+class HealerRegistry(CollectorRegistry):
+    """healer's registry: every family without its ``_created`` sample.
+
+    ``_created`` would double every counter and histogram in a textfile and on the
+    wire, and no dashboard or alert of healer's uses it. Dropping it here, where the
+    exposition reads the registry (HTTP, textfile, ``generate_latest``), keeps the
+    choice local to healer instead of prometheus_client's global switch.
+    """
+
+    def collect(self) -> Iterator[Metric]:
+        return _without_created(super().collect())
+
+    def restricted_registry(self, names: Iterable[str]) -> RestrictedRegistry:
+        """``/metrics?name[]=...`` reads through this one: filtered the same way."""
+        return _Restricted(names, self)
+
+
+class _Restricted(RestrictedRegistry):
+    def collect(self) -> Iterator[Metric]:
+        return _without_created(super().collect())
+
+
+def _without_created(families: Iterable[Metric]) -> Iterator[Metric]:
+    for family in families:
+        created = family.name + "_created"
+        if any(sample.name == created for sample in family.samples):
+            family.samples = [s for s in family.samples if s.name != created]
+        yield family
 
 
 def parse_address(address: str) -> tuple[str, int]:

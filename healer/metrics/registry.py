@@ -1,6 +1,6 @@
 """healer's Prometheus metrics, in a registry of their own, fed through the observer.
 
-:class:`HealerMetrics` owns a fresh :class:`~prometheus_client.CollectorRegistry`
+:class:`HealerMetrics` owns a fresh :class:`~healer.metrics.exposition.HealerRegistry`
 (never the global one: a test, a replay and a live watchdog each get their own) and
 implements :class:`healer.observe.Observer`. Counters and histograms are updated in
 the event path; the per-share gauges (up, phase, circuit, backoff) are computed from
@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -32,6 +32,7 @@ from healer.engine import Decision, EngineState, Phase, Transition
 from healer.engine.core import next_backoff
 from healer.engine.rules import ACTIONS, Policy, RuleSet
 from healer.events import KINDS, Event
+from healer.metrics.exposition import HealerRegistry
 
 __all__ = [
     "DETECTION_BUCKETS",
@@ -114,7 +115,7 @@ class HealerMetrics:
         failure_kinds: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = HealerRegistry(auto_describe=True)
         self.policy = policy
         self.clock = clock
         self._failure_kinds = tuple(sorted(set(failure_kinds)))

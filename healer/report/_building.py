@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Generic, Protocol, TypeVar
 
-from healer.engine.model import HEALING, Phase, Transition
+from healer.engine.model import HEALING, Phase, Status, Transition
 from healer.events import Event
 from healer.report._format import cause_where, cite, clip, stamp
 from healer.report._hints import hints
@@ -126,6 +126,61 @@ class _Capped(Generic[_R]):
         return tuple(sorted(out, key=lambda c: c.seq))
 
 
+# --- recorded outcomes -------------------------------------------------------------
+
+
+_T = TypeVar("_T")
+
+
+class Outcomes:
+    """What became of the decisions (a journal's outcome records), bounded.
+
+    Outcomes of the rows kept at the head are kept for good; of the others only the
+    latest ``limit``, enough for the tail rows, whose outcomes follow them closely.
+    Every final outcome is counted, and every action started and not yet ended.
+    """
+
+    __slots__ = ("final", "head", "limit", "recent", "running")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.head: dict[str, tuple[Status, str] | None] = {}
+        self.recent: OrderedDict[str, tuple[Status, str]] = OrderedDict()
+        self.final: Counter[str] = Counter()
+        self.running: set[str] = set()
+
+    def keep(self, key: str) -> None:
+        """``key``'s row stays in the report: keep its outcome whenever it comes."""
+        self.head[key] = None
+
+    def add(self, key: str, status: Status, detail: str) -> None:
+        if status == Status.STARTED:
+            self.running.add(key)
+        else:
+            self.running.discard(key)
+            self.final[status.value] += 1
+        if key in self.head:
+            self.head[key] = (status, detail)
+            return
+        self.recent[key] = (status, detail)
+        self.recent.move_to_end(key)
+        if len(self.recent) > self.limit:
+            self.recent.popitem(last=False)
+
+    def resolve(self, row: _T) -> _T:
+        """An action row with its recorded outcome; any other row as it is."""
+        if not isinstance(row, Action):
+            return row
+        found = self.head.get(row.key) or self.recent.get(row.key)
+        return row if found is None else replace(row, outcome=found[0], outcome_detail=found[1])
+
+    def counts(self) -> tuple[tuple[str, int], ...]:
+        counted = Counter(self.final)
+        if self.running:
+            counted[Status.STARTED.value] = len(self.running)
+        return sorted_items(counted)
+
+
 # --- the incident ------------------------------------------------------------------
 
 
@@ -159,6 +214,7 @@ class Building:
         self.last_seen = opened.time
         self.kinds: Counter[str] = Counter()
         self.hints: dict[str, str] = {}
+        self.outcomes = Outcomes(limit)
 
     def note_hints(self, event: Event) -> None:
         for name, text in hints(event):
@@ -200,7 +256,10 @@ class Building:
 
     def add_decision(self, action: Action) -> None:
         self._add_output(action)
+        kept = len(self.actions.head)
         self.actions.add(action)
+        if len(self.actions.head) > kept:
+            self.outcomes.keep(action.key)
         self.decisions += 1
         self.tally.add(action.action, action.suppressed)
         if self.detected is None:
@@ -226,16 +285,17 @@ class Building:
             recovery_where=self.recovery_where,
             last_seen=self.last_seen,
             lead_up=self.lead_up,
-            entries=tuple(_entry(r, self.id) for r in self.entries.head),
+            entries=tuple(_entry(self.outcomes.resolve(r), self.id) for r in self.entries.head),
             collapsed=self.entries.collapsed(),
-            tail=tuple(_entry(r, self.id) for r in self.entries.tail),
-            actions=tuple(self.actions.head),
+            tail=tuple(_entry(self.outcomes.resolve(r), self.id) for r in self.entries.tail),
+            actions=tuple(self.outcomes.resolve(a) for a in self.actions.head),
             actions_collapsed=self.actions.collapsed(),
-            actions_tail=tuple(self.actions.tail),
+            actions_tail=tuple(self.outcomes.resolve(a) for a in self.actions.tail),
             decisions=self.decisions,
             would_run=sorted_items(self.tally.would),
             suppressed=sorted_items(self.tally.suppressed),
             suppressed_reasons=sorted_items(self.tally.reasons),
+            outcomes=self.outcomes.counts(),
             first_action_at=sorted_items(self.first_at),
             max_delay=self.max_delay,
             circuits=tuple(self.circuits),
@@ -284,5 +344,5 @@ def _decision_detail(a: Action) -> str:
         parts.append(f"not before +{a.delay:.3f} s (backoff attempt {a.attempt})")
     if a.after:
         parts.append(f"after {a.after}")
-    parts.append(f"suppressed: {a.suppressed}" if a.suppressed else "would run")
+    parts.append(a.result)
     return "; ".join(parts)

@@ -36,7 +36,8 @@ ACTION_HEAD = (
 )
 
 
-def incident_blocks(i: Incident) -> list[Block]:
+def incident_blocks(i: Incident, *, recorded: bool = False) -> list[Block]:
+    """One incident's sections; ``recorded``: its actions ran (a journal as written)."""
     ff = i.first_failure
     outcome = (
         f"recovered {dur(i.ttr)} after the onset ({i.recovered_by} at {i.recovery_where})"
@@ -54,12 +55,12 @@ def incident_blocks(i: Incident) -> list[Block]:
             )
         ),
         Pre(ff.raw or "(the raw line was not kept)"),
-        *_key_times(i),
+        *_key_times(i, recorded=recorded),
     ]
     if i.hints:
         blocks.append(Heading(3, ("Contributing factors (hints from the log)",)))
         blocks.append(Items(tuple((h,) for h in i.hints)))
-    return blocks + _cascade(i) + _actions(i)
+    return blocks + _cascade(i) + _actions(i, recorded=recorded)
 
 
 def _untimed(i: Incident) -> str:
@@ -70,7 +71,7 @@ def _untimed(i: Incident) -> str:
     return f" (the line has no time; the last time before it, {iso(i.first_failure.at)}, is used)"
 
 
-def _key_times(i: Incident) -> list[Block]:
+def _key_times(i: Incident, *, recorded: bool) -> list[Block]:
     def after(t: float | None) -> str:
         return dur(since(i.clock_known, i.onset, t))
 
@@ -84,7 +85,12 @@ def _key_times(i: Incident) -> list[Block]:
     rows: list[tuple[Cell, ...]] = [
         ("Onset (first failure)", iso(ff.time), "0.000 s", (Code(ff.where),), ff.kind),
         decided("Detection (first decision)", i.detected, " (TTD)", "no rule decided anything"),
-        decided("First healing decision", i.first_heal, "", "no healing action would run"),
+        decided(
+            "First healing decision",
+            i.first_heal,
+            "",
+            "no healing action was decided" if recorded else "no healing action would run",
+        ),
     ]
     rows += [
         ("Circuit opened", iso(c.time), after(c.time), (Code(c.where),), c.rule) for c in i.circuits
@@ -243,15 +249,20 @@ def action_row(a: Action, onset: float | None) -> tuple[Cell, ...]:
         (Code(a.where),) + ((f" {a.cause_kind}",) if a.cause_kind else ()),
         wait,
         Code(a.after) if a.after else "-",
-        f"suppressed: {a.suppressed}" if a.suppressed else "would run",
+        a.result,
     )
 
 
-def _actions(i: Incident) -> list[Block]:
+def _actions(i: Incident, *, recorded: bool) -> list[Block]:
     if not i.decisions:
         return [Heading(3, ("Actions",)), Para(("No decision in this incident.",))]
+    ran = (
+        f"decided {counts(i.would_run)} (outcomes: {counts(i.outcomes)})"
+        if recorded
+        else f"would run {counts(i.would_run)}"
+    )
     summary = (
-        f"{plural(i.decisions, 'decision')}: would run {counts(i.would_run)}; "
+        f"{plural(i.decisions, 'decision')}: {ran}; "
         f"suppressed {counts(i.suppressed)}"
         + (f" ({counts(i.suppressed_reasons)})" if i.suppressed_reasons else "")
         + (f"; longest backoff {i.max_delay:.3f} s" if i.max_delay > 0 else "")

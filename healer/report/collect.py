@@ -5,20 +5,19 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Iterable
 
-from healer.engine.model import DEFAULT_SHARE, Cause, Decision, Phase, Transition
+from healer.engine.model import DEFAULT_SHARE, Cause, Decision, Phase, Status, Transition
 from healer.events import Event
-from healer.parse import Unrecognized
-from healer.report._building import Building, Seen, Tally, event_entry, sorted_items
+from healer.report._building import Building, Outcomes, Seen, Tally, event_entry, sorted_items
 from healer.report._format import TIMER, cause_where, stamp
 from healer.report.results import (
     LEAD_UP_S,
     Action,
     FirstFailure,
-    Incident,
     Postmortem,
     Stats,
     since,
 )
+from healer.timeline import Outcome, TimelineItem
 
 __all__ = ["Collector"]
 
@@ -29,20 +28,28 @@ _OUTSIDE_KEPT = 20
 
 
 class Collector:
-    """Folds the stream of :func:`healer.replay.decide` into a :class:`Postmortem`.
+    """Folds the stream of :func:`healer.pipeline.decide` into a :class:`Postmortem`.
 
     Feed every item with :meth:`add`, in stream order (each event before what it
     caused); unknown records are ignored. ``max_entries`` bounds each incident's
     timeline and action list (the first three quarters and the last quarter are kept,
     the middle is counted); ``max_incidents`` bounds how many incidents are detailed
     (all are counted).
+
+    ``recorded``: the stream is a journal as it was written, whose decisions ran; each
+    action shows the outcome its journal records (an :class:`Outcome` item, which may
+    come after the incident closed: a remount ends after the share is healthy again).
+    Otherwise the decisions are the replay's own and would run.
     """
 
-    def __init__(self, *, max_entries: int = 200, max_incidents: int = 100) -> None:
+    def __init__(
+        self, *, max_entries: int = 200, max_incidents: int = 100, recorded: bool = False
+    ) -> None:
         if max_entries < 4 or max_incidents < 1:
             raise ValueError("max_entries must be at least 4 and max_incidents at least 1")
         self.max_entries = max_entries
         self.max_incidents = max_incidents
+        self.recorded = recorded
         self._seq = 0
         self._clock = float("-inf")
         self._first: float | None = None
@@ -57,7 +64,7 @@ class Collector:
         self._previous: Seen | None = None  # the event whose outputs arrive now
         self._open: dict[str, Building] = {}  # share -> its open incident
         self._counted: dict[str, Building] = {}  # open but beyond max_incidents
-        self._done: list[Incident] = []
+        self._done: list[Building] = []  # frozen at finish(): outcomes may still come
         self._opened = 0
         self._recovered = 0
         self._ttd = Stats()
@@ -67,8 +74,10 @@ class Collector:
         self._circuits = 0
         self._outside: list[Action] = []
         self._outside_total = 0
+        self._results = Outcomes(_OUTSIDE_KEPT)  # every outcome counted; outside rows kept
+        self._awaiting: dict[str, Building | None] = {}  # key -> where its row is
 
-    def add(self, item: Event | Unrecognized | Decision | Transition) -> None:
+    def add(self, item: TimelineItem) -> None:
         """Take the next item of the stream."""
         if isinstance(item, Event):
             self._event(item)
@@ -76,6 +85,8 @@ class Collector:
             self._decision(item)
         elif isinstance(item, Transition):
             self._transition(item)
+        elif isinstance(item, Outcome):
+            self._outcome(item)
 
     # --- events ------------------------------------------------------------------
 
@@ -182,7 +193,7 @@ class Collector:
         self._ttd = self._ttd.plus(_ttd(b))
         self._ttr = self._ttr.plus(since(b.clock_known, b.onset, b.recovered_at))
         if detailed:
-            self._done.append(b.freeze())
+            self._done.append(b)
 
     # --- decisions ---------------------------------------------------------------
 
@@ -203,20 +214,36 @@ class Collector:
             suppressed=d.suppressed,
             cause_kind=d.cause.kind if d.cause else None,
             where=cause_where(d.cause),
+            # A replay's own decision would run; a recorded one waits for its outcome.
+            outcome=None if self.recorded or d.suppressed else Status.WOULD_RUN,
         )
         building = self._current(d.share, d.incident)
+        if self.recorded and d.suppressed is None:
+            self._awaiting[d.key] = building
         if building is None:
             self._outside_total += 1
             if len(self._outside) < _OUTSIDE_KEPT:
                 self._outside.append(action)
+                self._results.keep(d.key)
             return
         building.add_decision(action)
+
+    def _outcome(self, o: Outcome) -> None:
+        """A recorded outcome, filed with its decision's row wherever that is now."""
+        self._results.add(o.key, o.status, o.detail)
+        if o.key not in self._awaiting:
+            return  # its decision is not in the stream (an older, deleted segment)
+        building = (
+            self._awaiting[o.key] if o.status == Status.STARTED else self._awaiting.pop(o.key)
+        )
+        if building is not None:
+            building.outcomes.add(o.key, o.status, o.detail)
 
     # --- the result --------------------------------------------------------------
 
     def finish(self) -> Postmortem:
         """The report so far; the collector can go on taking items afterwards."""
-        incidents = [*self._done, *(building.freeze() for building in self._open.values())]
+        incidents = [building.freeze() for building in (*self._done, *self._open.values())]
         incidents.sort(key=lambda i: (i.onset, i.id))
         ttd = self._ttd  # open incidents count for detection, not for recovery
         for building in (*self._open.values(), *self._counted.values()):
@@ -236,9 +263,11 @@ class Collector:
             suppressed=sorted_items(self._tally.suppressed),
             suppressed_reasons=sorted_items(self._tally.reasons),
             circuits_opened=self._circuits,
+            outcomes=self._results.counts(),
+            recorded=self.recorded,
             ttd=ttd,
             ttr=self._ttr,
-            outside=tuple(self._outside),
+            outside=tuple(self._results.resolve(a) for a in self._outside),
             outside_total=self._outside_total,
             max_incidents=self.max_incidents,
             max_entries=self.max_entries,

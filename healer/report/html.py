@@ -28,6 +28,7 @@ def render_html(
     title: str = DEFAULT_TITLE,
     rules_digest: str = "",
     inputs: Sequence[str] = (),
+    recorded_rules: Sequence[str] = (),
     appendix: str = "",
 ) -> str:
     """The same content as one self-contained HTML page (inline CSS, no scripts).
@@ -35,7 +36,15 @@ def render_html(
     ``appendix`` is trusted HTML put at the end of the body, meant for
     :func:`what_if_html`; everything taken from the logs is escaped.
     """
-    body = to_html(postmortem_blocks(pm, title=title, rules_digest=rules_digest, inputs=inputs))
+    body = to_html(
+        postmortem_blocks(
+            pm,
+            title=title,
+            rules_digest=rules_digest,
+            inputs=inputs,
+            recorded_rules=recorded_rules,
+        )
+    )
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'

@@ -20,9 +20,18 @@ def render_markdown(
     title: str = DEFAULT_TITLE,
     rules_digest: str = "",
     inputs: Sequence[str] = (),
+    recorded_rules: Sequence[str] = (),
 ) -> str:
     """The postmortem as Markdown; the same postmortem always gives the same bytes."""
-    return to_markdown(postmortem_blocks(pm, title=title, rules_digest=rules_digest, inputs=inputs))
+    return to_markdown(
+        postmortem_blocks(
+            pm,
+            title=title,
+            rules_digest=rules_digest,
+            inputs=inputs,
+            recorded_rules=recorded_rules,
+        )
+    )
 
 
 def to_markdown(blocks: Iterable[Block]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from healer.engine.model import Status
 from healer.report._format import cite
 
 __all__ = [
@@ -58,7 +59,12 @@ class Collapsed:
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """One decision, as the action audit shows it."""
+    """One decision, as the action audit shows it.
+
+    ``outcome`` is what became of it: ``would_run`` for a decision a replay made,
+    the last status a journal recorded for it (``started`` when it never ended),
+    or None when the journal holds no outcome at all. Suppressed decisions have none.
+    """
 
     seq: int
     key: str
@@ -71,6 +77,8 @@ class Action:
     suppressed: str | None
     cause_kind: str | None
     where: str
+    outcome: Status | None = None
+    outcome_detail: str = ""
 
     @property
     def at(self) -> float:
@@ -84,6 +92,23 @@ class Action:
     def delay(self) -> float:
         """Seconds between the decision and the earliest time it may run (backoff)."""
         return round(self.not_before - self.time, 6)
+
+    @property
+    def result(self) -> str:
+        """The outcome in words, as the audit's Outcome column shows it."""
+        if self.suppressed:
+            return f"suppressed: {self.suppressed}"
+        if self.outcome is None:
+            return "no outcome recorded"
+        words = _OUTCOME_WORDS.get(self.outcome, self.outcome)
+        return f"{words}: {self.outcome_detail}" if self.outcome_detail else words
+
+
+_OUTCOME_WORDS = {
+    Status.WOULD_RUN: "would run",
+    Status.STARTED: "started, no end recorded",
+    Status.TIMED_OUT: "timed out",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +190,7 @@ class Incident:
     would_run: tuple[tuple[str, int], ...]
     suppressed: tuple[tuple[str, int], ...]
     suppressed_reasons: tuple[tuple[str, int], ...]
+    outcomes: tuple[tuple[str, int], ...]  # recorded outcomes by status (journal)
     first_action_at: tuple[tuple[str, float], ...]
     max_delay: float
     circuits: tuple[Circuit, ...]
@@ -216,6 +242,8 @@ class Postmortem:
     suppressed: tuple[tuple[str, int], ...]
     suppressed_reasons: tuple[tuple[str, int], ...]
     circuits_opened: int
+    outcomes: tuple[tuple[str, int], ...]  # recorded outcomes by status (journal)
+    recorded: bool  # a journal as it was written: actions ran, outcomes are theirs
     ttd: Stats
     ttr: Stats
     outside: tuple[Action, ...]  # decisions of no open incident (first few)
