@@ -217,9 +217,11 @@ def test_a_journal_write_that_fails_is_counted_and_the_records_wait(tmp_path: Pa
     # the start record failed; the event then waits without another try (retried every 2 s)
     assert value(metrics, "healer_journal_write_errors_total") == 1
     assert bad.degraded
+    assert value(metrics, "healer_journal_degraded") == 1
     journal.full = False
     assert bad.flush(force=True)
     assert not bad.degraded
+    assert value(metrics, "healer_journal_degraded") == 0
     journal.close()
     kinds = [type(r).__name__ for r in read_records(tmp_path / "full")]
     assert kinds[0] == "StartRecord"

@@ -71,6 +71,7 @@ EXPORTED: dict[str, str] = {
     "healer_journal_records_total": "counter",
     "healer_journal_write_errors_total": "counter",
     "healer_journal_last_write_timestamp_seconds": "gauge",
+    "healer_journal_degraded": "gauge",
     "healer_journal_writable": "gauge",
     "healer_journal_available_bytes": "gauge",
     "healer_recovery_duration_seconds": "histogram",
@@ -190,6 +191,11 @@ class HealerMetrics:
         self.journal_last = Gauge(
             "healer_journal_last_write_timestamp_seconds",
             "Unix time of the last successful journal write",
+            registry=r,
+        )
+        self.journal_degraded = Gauge(
+            "healer_journal_degraded",
+            "1 while journal records wait in memory (only respawns run meanwhile)",
             registry=r,
         )
         self.recovery = Histogram(
@@ -321,9 +327,11 @@ class HealerMetrics:
     def journal_written(self, records: int) -> None:
         self.journal_records.inc(records)
         self.journal_last.set(self.clock())
+        self.journal_degraded.set(0)  # a write went through: what waited went with it
 
     def journal_failed(self, error: OSError) -> None:
         self.journal_errors.inc()
+        self.journal_degraded.set(1)
 
     # --- scrape side --------------------------------------------------------------
 
