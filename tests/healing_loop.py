@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from healer.engine import Decision, Engine, load_rules
+from healer.engine import Decision, Engine, Status, load_rules
 from healer.journal import Journal
 from healer.parse import SourceParser
 from healer.runner import Runner
@@ -36,7 +36,7 @@ class World:
         data = self.path.read_bytes()
         return [line.decode() for line in data.split(b"\n")[:-1]]
 
-    def run(self, decision: Decision) -> str:
+    def run(self, decision: Decision) -> Status:
         if self.journal is not None:  # where the journal ended when the action began
             (segment,) = self.journal.glob("segment-*")
             self.positions[decision.key] = segment.stat().st_size
@@ -48,7 +48,7 @@ class World:
             os.fsync(fd)
         finally:
             os.close(fd)
-        return "succeeded"
+        return Status.SUCCEEDED
 
     def check(self, decision: Decision) -> str:
         return "done" if decision.key in self.executed() else "redo"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -40,7 +41,7 @@ def at(seconds: float) -> datetime:
 
 
 def _daemon(
-    kind: type[Event], generation: int, seconds: float, pid: int, source: str, **fields: object
+    kind: type[Event], generation: int, seconds: float, pid: int, source: str, **fields: Any
 ) -> Event:
     n = next(_line)
     return kind(

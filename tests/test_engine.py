@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,7 +12,16 @@ from conftest import EXCERPTS, parse_excerpt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from healer.engine import Decision, Engine, Phase, Tick, Transition, backoff_delay, load_rules
+from healer.engine import (
+    Action,
+    Decision,
+    Engine,
+    Phase,
+    Tick,
+    Transition,
+    backoff_delay,
+    load_rules,
+)
 from healer.engine.rules import Policy
 from healer.events import (
     BackendConnectTimeout,
@@ -46,7 +56,7 @@ def engine_with(tmp_path: Path, text: str) -> Engine:
     return Engine(load_rules(tmp_path))
 
 
-def run(engine: Engine, items: list[Event | Tick]) -> list[Decision | Transition]:
+def run(engine: Engine, items: Sequence[Event | Tick]) -> list[Decision | Transition]:
     """The outputs of ``items`` as a replay sees them, the end of input included (a
     connect still within its stale-session wait counts as the recovery then)."""
     state = engine.initial()
@@ -280,7 +290,7 @@ def test_the_users_incident_decides_respawn_readd_remount() -> None:
 
 # --- properties -----------------------------------------------------------------
 
-KIND_MAKERS = [
+KIND_MAKERS: list[Callable[[float, int], Event]] = [
     lambda t, n: exited(t, n, None),
     connected,
     lambda t, n: reset(t),
@@ -354,7 +364,7 @@ def test_the_exit_that_trips_the_storm_is_not_respawned() -> None:
 def test_an_open_circuit_is_not_opened_or_alerted_again() -> None:
     storm = [exited(t, n) for n, t in enumerate(range(0, 3000, 10), 1)]
     fired = decisions(run(shipped(), list(storm)))
-    assert [d.action for d in fired].count("open_circuit") == 1
+    assert [d.action for d in fired].count(Action.OPEN_CIRCUIT) == 1
     assert [d.action for d in fired if d.rule == "restart-storm"] == ["open_circuit", "notify"]
 
 

@@ -87,6 +87,7 @@ def test_one_mebibyte_line_is_parsed_and_bounded() -> None:
     """A 1 MiB line costs no error; the event keeps bounded text."""
     huge = b"[2024-12-23T04:50:24Z ERROR virtiofsd] Waiting for daemon failed: " + b"A(" * 524_288
     (event,) = SourceParser("huge", default_year=2024).parse_all(huge + b"\n")
+    assert isinstance(event, Event)
     assert event.kind == "VirtiofsdDaemonFailed"
     assert len(event.raw) <= 4096
     assert len(event.message) <= 2048

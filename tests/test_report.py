@@ -28,8 +28,10 @@ def stream(path: Path, rules: Path = RULES, *, keep: bool = False) -> list[Item]
     return list(decide(items, runner))
 
 
-def collect(items: Iterable[Item], **limits: int) -> Postmortem:
-    collector = Collector(**limits)
+def collect(
+    items: Iterable[Item], *, max_entries: int = 200, max_incidents: int = 100
+) -> Postmortem:
+    collector = Collector(max_entries=max_entries, max_incidents=max_incidents)
     for item in items:
         collector.add(item)
     return collector.finish()

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 from healing_loop import ROOT, World, drive, make_log
 
-from healer.engine import Decision, Engine, load_rules
+from healer.engine import Decision, Engine, Status, load_rules
 from healer.events import BackendConnectTimeout, VirtiofsdExited
 from healer.journal import Journal
 from healer.runner import Runner
@@ -92,12 +92,12 @@ class Deferring:
         self.ran: list[tuple[str, str]] = []
         self.pending: list[str] = []
 
-    def run(self, decision: Decision) -> str | None:
+    def run(self, decision: Decision) -> Status | None:
         self.ran.append((decision.share, decision.action))
         if decision.action == "readd_fs":
             self.pending.append(decision.key)
             return None
-        return "succeeded"
+        return Status.SUCCEEDED
 
 
 def test_an_action_that_runs_on_holds_its_successors_but_not_other_shares(
@@ -124,8 +124,8 @@ def test_an_action_that_runs_on_holds_its_successors_but_not_other_shares(
     assert executor.ran[2:] == [("fs1", "respawn_virtiofsd"), ("fs1", "remount_guest")]
     assert ("fs0", "remount_guest") not in executor.ran
     (key,) = executor.pending
-    assert runner.complete(key, "succeeded")
-    assert not runner.complete(key, "succeeded")  # an outcome is taken once
+    assert runner.complete(key, Status.SUCCEEDED)
+    assert not runner.complete(key, Status.SUCCEEDED)  # an outcome is taken once
     runner.run_due()
     assert executor.ran[-1] == ("fs0", "remount_guest")
     assert runner.open == {}
@@ -149,7 +149,7 @@ def test_a_deferred_action_that_fails_skips_its_successors(tmp_path: Path) -> No
         [BackendConnectTimeout(time=at, source="ch", offset=0, line=1, share="fs0", socket="/s")]
     )
     runner.run_due()
-    runner.complete(executor.pending[0], "timed_out")
+    runner.complete(executor.pending[0], Status.TIMED_OUT)
     runner.run_due()
     assert ("fs0", "remount_guest") not in executor.ran
     assert runner.open == {}
