@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from healer.engine import Decision, Engine, Status, load_rules
+from healer.events import Event
 from healer.journal import Journal
 from healer.parse import SourceParser
 from healer.runner import Runner
@@ -67,9 +68,9 @@ def drive(log: Path, journal_dir: Path, world: World, *, block: int = 512) -> Ru
     with log.open("rb") as stream:
         stream.seek(start)
         for data, offset in read_batches(stream, chunk_size=block, start=start):
-            events = [e for e in parser.feed(data, offset) if hasattr(e, "kind")]
-            runner.ingest(events, (SOURCE, parser.checkpoint()))  # type: ignore[arg-type]
-        runner.ingest([e for e in parser.close() if hasattr(e, "kind")])  # type: ignore[misc]
+            events = [e for e in parser.feed(data, offset) if isinstance(e, Event)]
+            runner.ingest(events, (SOURCE, parser.checkpoint()))
+        runner.ingest([e for e in parser.close() if isinstance(e, Event)])
     journal.close()
     return runner
 
