@@ -1,4 +1,10 @@
-"""Golden files: every real corpus excerpt replays to exactly the recorded events."""
+"""Golden files: every real corpus excerpt replays to exactly the recorded events.
+
+A change detector, not a judge: the golden files are the code's own output, written by
+``HEALER_REGEN_GOLDEN=1`` and reviewed as a diff when regenerated. What the events
+should be is tests/test_expectations.py, written by hand from the excerpts; every
+excerpt with a golden file has an entry there (checked below).
+"""
 
 from __future__ import annotations
 
@@ -83,3 +89,12 @@ def test_embedded_example_is_the_real_excerpt(name: str, excerpt_id: str) -> Non
     example = (Path(__file__).parent.parent / "healer" / "examples" / name).read_bytes()
     (excerpt,) = [e for e in EXCERPTS if e.id == excerpt_id]
     assert example == excerpt.body.replace(b"\n\n", b"\n")
+
+
+def test_every_golden_excerpt_has_hand_written_expectations() -> None:
+    """The golden files cannot be the only check of an excerpt."""
+    from test_expectations import EXPECTED  # noqa: PLC0415 - the independent table
+
+    golden = sorted(p.stem for p in GOLDEN.glob("*.jsonl"))
+    assert golden  # the directory is there and holds files
+    assert [g for g in golden if g not in EXPECTED] == []
