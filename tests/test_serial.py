@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,9 +25,12 @@ Behaviour = Callable[[str], tuple[int, str] | None]  # command -> (status, outpu
 class Shell:
     """Serves connections one after another; ``commands`` is what each ran."""
 
-    def __init__(self, path: Path, behave: Behaviour, *, prompt: bool = True) -> None:
+    def __init__(
+        self, path: Path, behave: Behaviour, *, prompt: bool = True, split_prompt: bool = False
+    ) -> None:
         self.behave = behave
         self.prompt = prompt
+        self.split_prompt = split_prompt  # "guest#" now, its " " a moment later
         self.commands: list[str] = []
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(str(path))
@@ -46,19 +50,25 @@ class Shell:
                     conn.sendall(raw.replace(b"\n", b"\r\n"))  # the echo
                     sync = re.search(r"HEALER(\w+) -sync", line)
                     if sync:
-                        if self.prompt:
+                        if self.prompt and self.split_prompt:
+                            conn.sendall(f"HEALER{sync.group(1)}-sync\r\nguest#".encode())
+                            time.sleep(0.05)  # the first part is taken for the prompt
+                            conn.sendall(b" ")
+                        elif self.prompt:
                             conn.sendall(f"HEALER{sync.group(1)}-sync\r\nguest# \x1b[6n".encode())
                         continue
                     marker = re.search(r"HEALER(\w+) \"\$\?\"", line)
                     assert marker is not None
-                    command = line.split("; printf", 1)[0]
+                    command = line.split("-begin; ", 1)[-1].split("; printf", 1)[0]
                     self.commands.append(command)
                     done = self.behave(command)
                     if done is None:
                         continue  # hangs
                     status, output = done
                     tag = marker.group(1)
-                    answer = f"{output}\r\nHEALER{tag}:{status}\r\nguest# \x1b[6n"
+                    answer = (
+                        f"HEALER{tag}-begin\r\n{output}\r\nHEALER{tag}:{status}\r\nguest# \x1b[6n"
+                    )
                     conn.sendall(answer.encode())
 
     def close(self) -> None:
@@ -136,3 +146,13 @@ def test_the_command_takes_only_plain_paths() -> None:
     assert line.index("echo 1 > /sys/bus/pci/rescan") < line.index("umount /mnt/fs-0_a.b")
     with pytest.raises(ValueError, match="cannot go into a guest shell line"):
         remount_command("fs0", "/mnt/a';reboot;'")
+
+
+def test_a_prompt_whose_last_space_comes_late_does_not_reach_the_output(
+    shell: Callable[..., Shell], tmp_path: Path
+) -> None:
+    """busybox on a slow serial line sent "guest#" and then " ": the first part matched
+    the prompt, and the space used to be read as the start of the output (" alive")."""
+    shell(lambda command: (0, "alive"), split_prompt=True)
+    result = SerialConsole(str(tmp_path / "ttyS1.sock")).run("echo alive", timeout_s=5)
+    assert (result.status, result.output) == (0, ("alive",))

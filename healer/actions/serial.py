@@ -96,16 +96,22 @@ class SerialConsole:
 
             self._until(sock, buffer, prompted, self.prompt_timeout_s, "the prompt")
             marker = re.compile(rb"HEALER" + tag.encode() + rb":(\d+)\r?$", re.M)
-            line = f"{command}; printf '%s:%s\\n' HEALER{tag} \"$?\"\n"
+            # The output is what comes after a begin marker the shell prints (its echo,
+            # if any, reads "HEALER<tag> -begin"): a prompt's tail arriving late or an
+            # echo that was not turned off stays before it.
+            line = (
+                f"printf '%s%s\\n' HEALER{tag} -begin; {command}; "
+                f"printf '%s:%s\\n' HEALER{tag} \"$?\"\n"
+            )
             del buffer[:]
             sock.sendall(line.encode())
             found = self._until(sock, buffer, marker.search, timeout_s, "the command's end")
         finally:
             sock.close()
         text = _ESCAPES.sub(b"", bytes(buffer[: found.start()])).decode("utf-8", "replace")
-        echoed = text.find(f'HEALER{tag} "$?"')  # the terminal's echo of our line ends here
-        if echoed >= 0:
-            text = text[text.find("\n", echoed) + 1 :]
+        begun = text.find(f"HEALER{tag}-begin")
+        if begun >= 0:
+            text = text[text.find("\n", begun) + 1 :]
         lines = [part.rstrip("\r") for part in text.split("\n")]
         output = tuple(part for part in lines if part.strip())
         return ConsoleResult(int(found.group(1)), output, round(self.clock() - began, 6))
