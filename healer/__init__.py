@@ -23,7 +23,18 @@ _LAZY = {
     "Unrecognized": "healer.parse",
 }
 
-__all__ = [*sorted(_LAZY), "__version__"]
+__all__ = [
+    "KINDS",
+    "Event",
+    "ParseStats",
+    "SourceParser",
+    "Unrecognized",
+    "__version__",
+    "event_from_json",
+    "event_to_json",
+    "from_dict",
+    "to_dict",
+]
 
 if TYPE_CHECKING:
     from healer.events import KINDS, Event, event_from_json, event_to_json, from_dict, to_dict

@@ -39,9 +39,9 @@ from healer.journal import (
     TransitionRecord,
     read_records,
 )
-from healer.supervise import find_virtiofsd
 from healer.live import Watchdog
 from healer.live.run import stop_holder
+from healer.supervise import find_virtiofsd
 
 __all__ = ["run_demo"]
 

@@ -21,11 +21,12 @@ from typing import Any
 
 import pytest
 from conftest import wait_for
-from watching import kill_serving_daemon, running_watch
+from rulepatch import patch_text
+from watching import daemon_pid, kill_serving_daemon, running_watch
 
 from healer.sim import VhostUserFrontend
-from healer.supervise import is_listening
-from healer.supervise.process import children, exists
+from healer.supervise import DaemonInfo, is_listening
+from healer.supervise.process import exists
 
 ROOT = Path(__file__).resolve().parent.parent
 BOUND_S = 90.0  # generous: a shared 2-core machine; nothing is timed
@@ -111,7 +112,7 @@ def prom(prometheus: str, tmp_path: Path, healer_port: int) -> Iterator[PromServ
 
 
 @pytest.fixture
-def config(tmp_path: Path, virtiofsd: tuple[str, str], healer_port: int) -> Path:
+def config(tmp_path: Path, virtiofsd: DaemonInfo, healer_port: int) -> Path:
     (tmp_path / "shared").mkdir()
     guest = tmp_path / "guest.py"
     guest.write_text("import sys\n")  # the guest remount succeeds and does nothing
@@ -126,10 +127,16 @@ def config(tmp_path: Path, virtiofsd: tuple[str, str], healer_port: int) -> Path
     return path
 
 
+def serving(config: Path) -> bool:
+    """The holder runs fs0's daemon and its socket listens."""
+    sock = config.parent / "fs0.sock"
+    return daemon_pid(config) is not None and sock.exists() and is_listening(sock)
+
+
 def test_prometheus_sees_the_restart_and_the_recovery(prom: PromServer, config: Path) -> None:
     sock = config.parent / "fs0.sock"
-    with running_watch(config) as watch:
-        wait_for(lambda: sock.exists() and is_listening(sock) and children(watch.pid), BOUND_S)
+    with running_watch(config):
+        wait_for(lambda: serving(config), BOUND_S)
         # scraped, up, the share healthy and nothing restarted yet
         wait_for(lambda: prom.value('healer_share_up{job="healer",share="fs0"}') == 1, BOUND_S)
         assert prom.value('up{job="healer"}') == 1
@@ -137,7 +144,7 @@ def test_prometheus_sees_the_restart_and_the_recovery(prom: PromServer, config: 
         assert prom.value('healer_recoveries_total{share="fs0"}') == 0
         with VhostUserFrontend(str(sock), timeout_s=10) as client:
             assert client.get_features()
-            first = kill_serving_daemon(watch.pid)
+            first = kill_serving_daemon(config)
         wait_for(lambda: not exists(first), BOUND_S)
         # The VMM reconnects: the respawned daemon serves it ("Client connected"),
         # which is the recovery signal. Kept open: closing it would end that daemon too.
@@ -156,8 +163,11 @@ def test_prometheus_sees_the_restart_and_the_recovery(prom: PromServer, config: 
             }
             assert prom.value('healer_actions_total{share="fs0",action="respawn_virtiofsd"}') == 1
             assert prom.value('healer_recovery_duration_seconds_count{share="fs0"}') == 1
-            # the recovery was decided on virtiofsd's "connection" line: a latency sample
-            assert (prom.value("healer_detection_latency_seconds_count") or 0) >= 1
+            # The detection histogram is exposed. Its samples come from log lines that
+            # decide at once; here the death is decided on healer's own exit report and
+            # the recovery by the engine's timer once the session lasted stale_session:
+            # no line decided anything, so the count stays 0.
+            assert prom.value("healer_detection_latency_seconds_count") is not None
             assert (prom.value('healer_events_total{kind="VirtiofsdExited"}') or 0) >= 1
             # PromQL over the scraped series, as the dashboard and the alerts use them
             assert (
@@ -179,7 +189,11 @@ def test_prometheus_sees_the_restart_and_the_recovery(prom: PromServer, config: 
             wait_for(lambda: _rule_health(prom) == {"ok"}, BOUND_S)
             rules = [r for g in prom.get("/api/v1/rules")["groups"] for r in g["rules"]]
             assert len(rules) == 5
-            assert not prom.get("/api/v1/alerts")["alerts"]
+            # (HealerShareDown may be pending: an evaluation saw the share down while it
+            # was being healed; it fires only after 5 minutes of that)
+            alerts = prom.get("/api/v1/alerts")["alerts"]
+            assert [a for a in alerts if a["state"] != "pending"] == []
+            assert {a["labels"]["alertname"] for a in alerts} <= {"HealerShareDown"}
 
 
 def _dashboard_queries() -> list[str]:
@@ -207,19 +221,20 @@ def test_the_textfile_mode_writes_what_node_exporter_reads(
     """metrics = "off" serves nothing; the textfile is written at start and at stop."""
     textfile = config.parent / "textfile" / "healer.prom"
     textfile.parent.mkdir()
-    text = config.read_text().replace(
+    text = patch_text(
+        config.read_text(),
         f'metrics = "127.0.0.1:{healer_port}"',
         f'metrics = "off"\nmetrics_textfile = "{textfile}"',
     )
     config.write_text(text)
-    sock = config.parent / "fs0.sock"
-    with running_watch(config) as watch:
-        wait_for(lambda: sock.exists() and is_listening(sock) and children(watch.pid), BOUND_S)
+    with running_watch(config):
+        wait_for(lambda: serving(config), BOUND_S)
         wait_for(textfile.exists, BOUND_S)
         with socket.socket() as probe:  # nothing listens on the metrics port
             assert probe.connect_ex(("127.0.0.1", healer_port)) != 0
     final = textfile.read_text()
-    assert 'healer_virtiofsd_running{share="fs0"} 0.0' in final  # stopped with healer
+    # written as healer stopped: its daemon is the holder's and still served then
+    assert 'healer_virtiofsd_running{share="fs0"} 1.0' in final
     assert 'healer_log_lines_total{source="virtiofsd:fs0"}' in final
     assert [p.name for p in textfile.parent.iterdir()] == ["healer.prom"]
     result = subprocess.run(
@@ -233,7 +248,7 @@ def test_a_taken_metrics_port_does_not_stop_the_healing(config: Path, healer_por
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", healer_port))
         taken.listen()
-        with running_watch(config) as watch:  # it must also stop cleanly (exit 0)
-            wait_for(lambda: sock.exists() and is_listening(sock) and children(watch.pid), BOUND_S)
+        with running_watch(config):  # it must also stop cleanly (exit 0)
+            wait_for(lambda: serving(config), BOUND_S)
             with VhostUserFrontend(str(sock), timeout_s=10) as client:
                 assert client.get_features()

@@ -1,9 +1,11 @@
-"""Supervision with a held socket, against the real virtiofsd (installed by the test command).
+"""A held socket, and virtiofsd run on one by the calling process, with the real daemon.
 
-These are the measured facts the watchdog stands on: virtiofsd exits when its one
-client leaves; with the socket held by healer a client that connects while no
+The facts the watchdog stands on, measured here without healer: virtiofsd exits (0)
+when its one client leaves; with the socket held a client that connects while no
 virtiofsd runs waits in the backlog and the respawned daemon serves it (no
-ECONNREFUSED); a kill -9 of healer takes its virtiofsd down too.
+ECONNREFUSED). ``healer watch`` itself no longer runs virtiofsd: its holder does, and
+the daemon outlives healer (tests/test_holder.py, tests/test_lifecycle.py).
+``SupervisedVirtiofsd``, tested here, is what tests/test_ch_api.py's respawner runs on.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from conftest import wait_for
 
 from healer.sim import VhostUserError, VhostUserFrontend
 from healer.supervise import (
+    DaemonInfo,
     HeldSocket,
     SupervisedVirtiofsd,
     is_listening,
@@ -37,11 +40,9 @@ def share(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def supervised(
-    virtiofsd: tuple[str, str], share: Path, tmp_path: Path
-) -> Iterator[SupervisedVirtiofsd]:
+def supervised(virtiofsd: DaemonInfo, share: Path, tmp_path: Path) -> Iterator[SupervisedVirtiofsd]:
     held = HeldSocket(tmp_path / "fs.sock")
-    binary, implementation = virtiofsd
+    binary, implementation = virtiofsd.path, virtiofsd.implementation
     daemon = SupervisedVirtiofsd(
         virtiofsd_argv(binary, implementation, shared_dir=str(share)), held
     )
@@ -119,10 +120,12 @@ def test_stop_leaves_no_process(supervised: SupervisedVirtiofsd) -> None:
     assert not exists(pid)
 
 
-def test_a_healer_killed_with_sigkill_takes_its_virtiofsd_along(
-    virtiofsd: tuple[str, str], share: Path, tmp_path: Path
+def test_a_process_killed_with_sigkill_takes_its_supervised_virtiofsd_along(
+    virtiofsd: DaemonInfo, share: Path, tmp_path: Path
 ) -> None:
-    binary, implementation = virtiofsd
+    """The parent-death signal: a test that dies leaves no daemon behind. (healer watch
+    is the opposite now: killing it leaves the holder's daemon serving.)"""
+    binary, implementation = virtiofsd.path, virtiofsd.implementation
     script = (
         "import sys, time\n"
         "from healer.supervise import HeldSocket, SupervisedVirtiofsd, virtiofsd_argv\n"

@@ -25,11 +25,11 @@ from healer.actions.guest import GuestRemount, RemountFailed
 from healer.actions.qemu import QemuReadd
 from healer.actions.serial import SerialConsole, SerialRemount
 from healer.actions.workers import ShareWorkers, Work
-from healer.runner import Outcome
 from healer.config import GuestConfig, ShareConfig, VmmConfig
 from healer.engine import Decision
 from healer.engine.model import Status
 from healer.events import Event
+from healer.runner import Outcome
 from healer.supervise import has_client, is_listening
 from healer.vmm import (
     ChApiClient,

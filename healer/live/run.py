@@ -120,4 +120,3 @@ def _stop_brain(config: Config, timeout_s: float) -> None:
             print(f"healer: healer {busy.pid} did not stop within {timeout_s:g} s")
             return
     lock.release()
-

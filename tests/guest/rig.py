@@ -1,6 +1,10 @@
 """The end-to-end rig: ``healer watch`` (real virtiofsd, QEMU over QMP, the serial
 console) and a real guest that mounts the share healer's socket serves.
 
+The socket and the virtiofsd are the holder's (the process ``healer watch`` starts,
+which outlives it): the daemon is found in the holder's state, and closing the rig
+stops healer, then everything with ``healer stop``.
+
 Used by tests/test_guest.py and bench/kill_to_usable.py. Nothing here asserts a
 time: every wait is bounded and fails with what it waited for.
 """
@@ -16,15 +20,20 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
+from rulepatch import edit, shipped_rules, write_rules
 
 from guest.image import build_initramfs, find_kernel
 from guest.vm import GuestVm
+from healer.config import load_config
+from healer.holder.state import Store, start_time
+from healer.live import holder_dir
 from healer.supervise import find_virtiofsd
-from healer.supervise.process import children
+from healer.supervise.process import exists
 
 __all__ = ["ROOT", "Rig", "missing", "relaxed_rules"]
 
@@ -50,13 +59,10 @@ def relaxed_rules(target: Path) -> Path:
     the circuit at the fifth exit within a minute (as they should in production); the
     backoff starts at 0.1 s instead of 1 s (kills in a row still back off: 0.1, 0.2,
     0.4 s ...) and from zero again after one healthy second instead of sixty."""
-    target.mkdir(parents=True, exist_ok=True)
-    text = (ROOT / "rules" / "healing.toml").read_text()
-    text = text.replace("healthy_after = 60.0", "healthy_after = 1.0")
-    text = text.replace("backoff_initial = 1.0", "backoff_initial = 0.1")
-    text = text.replace("count = 5\n", "count = 1000\n")
-    (target / "healing.toml").write_text(text)
-    return target
+    rules = shipped_rules()
+    rules = replace(rules, policy=replace(rules.policy, healthy_after_s=1.0, backoff_initial_s=0.1))
+    rules = edit(rules, lambda r: r.correlate == "threshold", lambda r: replace(r, count=1000))
+    return write_rules(rules, target)
 
 
 class Rig:
@@ -106,9 +112,15 @@ class Rig:
             stderr=subprocess.PIPE,
         )
         threading.Thread(target=self._read_log, args=(self.healer,), daemon=True).start()
-        self.wait(lambda: self.socket.exists() and self.daemon_pid() is not None, 30, "the socket")
-        self.vm.start()
-        self.vm.wait_ready()
+        try:
+            self.wait(
+                lambda: self.socket.exists() and self.daemon_pid() is not None, 30, "the socket"
+            )
+            self.vm.start()
+            self.vm.wait_ready()
+        except BaseException:
+            self.close()  # the holder and its virtiofsd would outlive a rig that failed
+            raise
         return self
 
     def close(self) -> None:
@@ -118,6 +130,8 @@ class Rig:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def _stop_healer(self) -> None:
+        """SIGTERM stops healer only; ``healer stop`` then ends the holder, virtiofsd and
+        the socket (bounded waits)."""
         if self.healer is not None and self.healer.poll() is None:
             self.healer.send_signal(signal.SIGTERM)
             try:
@@ -125,6 +139,17 @@ class Rig:
             except subprocess.TimeoutExpired:
                 self.healer.kill()
                 self.healer.wait(10)
+        holder = self.holder_pid()
+        daemon = self.daemon_pid()
+        subprocess.run(
+            [sys.executable, "-m", "healer", "stop", "--config", str(self.config)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        gone = [pid for pid in (holder, daemon) if pid is not None]
+        self.wait(lambda: not any(exists(pid) for pid in gone), 60, "the holder to stop")
 
     def _read_log(self, healer: subprocess.Popen[bytes]) -> None:
         """healer's stderr to a file, and each line with the time it arrived."""
@@ -152,10 +177,26 @@ class Rig:
                 raise TimeoutError(msg)
             time.sleep(0.005)
 
+    def holder_pid(self) -> int | None:
+        """The holder of the rig's share, from its lock file, while it runs."""
+        try:
+            text = (holder_dir(load_config(self.config)) / "holder.lock").read_text().strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() and exists(int(text)) else None
+
     def daemon_pid(self) -> int | None:
-        assert self.healer is not None
-        pids = children(self.healer.pid)
-        return pids[0] if len(pids) == 1 else None
+        """The share's running virtiofsd as the holder records it (``holder.json``): the
+        same process (start time checked, pids are reused) and not exited."""
+        state = holder_dir(load_config(self.config)) / "holder.json"
+        shares, _exits = Store(state).load()
+        for share in shares:
+            daemon = share.daemon
+            if share.name != "fs0" or daemon is None or not exists(daemon.pid):
+                continue
+            if daemon.starttime is None or start_time(daemon.pid) == daemon.starttime:
+                return daemon.pid
+        return None
 
     def records(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -179,8 +220,8 @@ class Rig:
         return [(k, final[k]) for k in keys if k in final]
 
     def kill(self) -> int:
-        """SIGKILL the virtiofsd healer runs; its pid."""
-        self.wait(lambda: self.daemon_pid() is not None, 10, "a single virtiofsd")
+        """SIGKILL the share's virtiofsd (the holder's child); its pid."""
+        self.wait(lambda: self.daemon_pid() is not None, 10, "a running virtiofsd")
         pid = self.daemon_pid()
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
