@@ -1,5 +1,6 @@
-"""What the live benchmarks share: a ``healer watch`` run for the length of a block,
-and the ``[healer]`` lines of a watcher setting."""
+"""What the live benchmarks share: a ``healer watch`` run for the length of a block
+(with its holder, which runs the daemons), and the ``[healer]`` lines of a watcher
+setting."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ __all__ = ["add_peer_arguments", "healer_watch", "sec_is_missing", "watcher_labe
 def healer_watch(
     config: Path, ready: Callable[[], bool], *, limit_s: float = 60.0
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``healer watch --config CONFIG`` until the block ends (SIGTERM), once ``ready()``."""
+    """``healer watch --config CONFIG`` until the block ends, once ``ready()``; then SIGTERM
+    (the brain) and ``healer stop`` (the holder, its daemons and sockets outlive it)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "healer", "watch", "--config", str(config)],
         stdout=subprocess.DEVNULL,
@@ -36,6 +38,13 @@ def healer_watch(
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=limit_s)
+        subprocess.run(
+            [sys.executable, "-m", "healer", "stop", "--config", str(config)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=limit_s,
+            check=False,
+        )
 
 
 def watcher_lines(notify: str) -> str:

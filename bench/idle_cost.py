@@ -2,8 +2,9 @@
 
 Starts healer with ``--shares`` real virtiofsd daemons on held sockets and one tailed
 log, waits for start-up to settle, then samples healer's own CPU time (utime + stime
-from /proc/PID/stat, all threads) and RSS over ``--seconds``. The virtiofsd children
-are not counted: they are the daemons the user runs anyway.
+from /proc/PID/stat, all threads) and RSS over ``--seconds``: ``healer watch`` and its
+holder (the process that keeps the sockets and runs the daemons), summed. The virtiofsd
+daemons are not counted: they are the daemons the user runs anyway.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +28,10 @@ from _healer import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from watching import holder_pid  # noqa: E402
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -41,13 +47,14 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def sample(proc: subprocess.Popen[bytes], seconds: float) -> tuple[float, float, int]:
-    """Idle CPU % of one core, RSS MiB and threads of ``proc`` over ``seconds``."""
-    cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+def sample(pids: list[int], seconds: float) -> tuple[float, float, int]:
+    """Idle CPU % of one core, RSS MiB and threads of the processes ``pids`` (summed)
+    over ``seconds``."""
+    cpu0, t0 = sum(map(cpu_seconds, pids)), time.monotonic()
     time.sleep(seconds)
-    cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
-    threads = len(list(Path(f"/proc/{proc.pid}/task").iterdir()))
-    return 100 * (cpu1 - cpu0) / (t1 - t0), rss_mib(proc.pid), threads
+    cpu1, t1 = sum(map(cpu_seconds, pids)), time.monotonic()
+    threads = sum(len(list(Path(f"/proc/{pid}/task").iterdir())) for pid in pids)
+    return 100 * (cpu1 - cpu0) / (t1 - t0), sum(map(rss_mib, pids)), threads
 
 
 def run_healer(work: Path, shares: int, seconds: float, metrics: str, notify: str) -> str:
@@ -73,8 +80,11 @@ def run_healer(work: Path, shares: int, seconds: float, metrics: str, notify: st
 
     with healer_watch(config, started) as proc:
         time.sleep(3.0)  # let start-up settle
-        cpu, rss, threads = sample(proc, seconds)
-    peer = f"healer watch, {shares} shares + 1 log"
+        holder = holder_pid(config)
+        if holder is None:
+            raise RuntimeError("healer's holder is not running")
+        cpu, rss, threads = sample([proc.pid, holder], seconds)
+    peer = f"healer watch + holder, {shares} shares + 1 log"
     return f"| {peer} | {watcher_label(notify)} | {cpu:.2f} | {rss:.1f} | {threads} |"
 
 
@@ -94,7 +104,7 @@ def run_sec(work: Path, seconds: float, poll: float) -> str:
     )
     try:
         time.sleep(2.0)
-        cpu, rss, threads = sample(proc, seconds)
+        cpu, rss, threads = sample([proc.pid], seconds)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)

@@ -20,12 +20,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from _healer import healer_watch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # rulepatch: the shipped rules, changed as objects
+
+from rulepatch import shipped_rules, without, write_rules  # noqa: E402
+from watching import daemon_pid  # noqa: E402
 
 from healer.sim import VhostUserFrontend  # noqa: E402
 from healer.supervise import find_virtiofsd, virtiofsd_argv  # noqa: E402
@@ -51,19 +57,20 @@ def served(sock: Path) -> tuple[VhostUserFrontend, float, int]:
         return client, time.perf_counter(), refused
 
 
-def measure(parent: subprocess.Popen[bytes], sock: Path, kills: int) -> tuple[list[float], int]:
-    """Kill the daemon serving a connected client; time until a new client is served."""
+def measure(serving: Callable[[], int | None], sock: Path, kills: int) -> tuple[list[float], int]:
+    """Kill the daemon serving a connected client (``serving()``: its pid); time until a
+    new client is served."""
     latencies: list[float] = []
     refused_total = 0
     client, _, _ = served(sock)
     while len(latencies) < kills:
-        pids = children(parent.pid)
-        if not pids:
+        pid = serving()
+        if pid is None:
             time.sleep(0.001)
             continue
         start = time.perf_counter()
         try:
-            os.kill(pids[-1], signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             continue  # it was just replaced; look again
         fresh, answered, refused = served(sock)
@@ -76,21 +83,17 @@ def measure(parent: subprocess.Popen[bytes], sock: Path, kills: int) -> tuple[li
 
 
 def healer_peer(work: Path, shared: Path, kills: int) -> tuple[list[float], int]:
-    rules = work / "rules"
-    rules.mkdir()
-    text = (ROOT / "rules" / "healing.toml").read_text()
-    text = text.replace("backoff_initial = 1.0", "backoff_initial = 0.0")
-    text = text.replace('id = "restart-storm"', 'id = "restart-storm"\nenabled = false')
-    text = text.replace('id = "daemon-storm"', 'id = "daemon-storm"\nenabled = false')
-    (rules / "healing.toml").write_text(text)
+    latency_only = shipped_rules()
+    latency_only = replace(latency_only, policy=replace(latency_only.policy, backoff_initial_s=0.0))
+    rules = write_rules(without(latency_only, "restart-storm", "daemon-storm"), work / "rules")
     config = work / "healer.toml"
     sock = work / "healer.sock"
     config.write_text(
         f'[healer]\njournal = "{work / "journal"}"\nrules = "{rules}"\n\n'
         f'[[share]]\nname = "bench"\nsocket = "{sock}"\nshared_dir = "{shared}"\n'
     )
-    with healer_watch(config, sock.exists, limit_s=LIMIT_S) as proc:
-        return measure(proc, sock, kills)
+    with healer_watch(config, sock.exists, limit_s=LIMIT_S):
+        return measure(lambda: daemon_pid(config, "bench"), sock, kills)
 
 
 def loop_peer(
@@ -106,10 +109,14 @@ def loop_peer(
     bash = shutil.which("bash") or "/bin/bash"
     proc = subprocess.Popen([bash, "-c", command], start_new_session=True)
     try:
-        return measure(proc, sock, kills)
+        return measure(lambda: last(children(proc.pid)), sock, kills)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=LIMIT_S)
+
+
+def last(pids: list[int]) -> int | None:
+    return pids[-1] if pids else None
 
 
 def quantile(values: list[float], q: float) -> float:

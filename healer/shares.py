@@ -11,7 +11,7 @@ only a device id still reaches the right share.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from healer.events import Event
@@ -52,14 +52,6 @@ class ShareKeys:
         device = getattr(event, "device_id", None)
         if known and device:
             self._alias[str(device)] = known[0]
-
-    def learn_devices(self, devices: Iterable[tuple[str, str | None, str | None]]) -> None:
-        """(device id, tag, socket) triples from the VMM (``vm.info``)."""
-        for device, tag, socket in devices:
-            for value in (tag, socket):
-                if value is not None and value in self._alias:
-                    self._alias[device] = self._alias[value]
-                    break
 
     def key(self, named: str | None, *, default: str | None = None) -> str | None:
         """The share an event names (``None``: it names none and no default applies)."""

@@ -14,6 +14,7 @@ Every wait is bounded; no time is asserted.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -74,6 +75,97 @@ def test_five_kills_in_a_row_are_each_healed(rig: Rig) -> None:
         assert rig.round_trip(name) == (f"from guest {name}", f"from host {name}")
     statuses = {s for _, s in rig.outcomes("respawn_virtiofsd")}
     assert statuses == {"succeeded"}
+
+
+# The guest's I/O loop: each round writes a counter through a rename, reads it back, and
+# logs the guest's uptime (centiseconds) to its own RAM; a failed round is logged. The host
+# sees the counter in the shared directory, so it can tell that I/O goes on while healer
+# is down without comparing clocks.
+_IO_LOOP = (
+    "{ ( i=0; mkdir -p /mnt/fs0/io; rm -f /tmp/io.up; "
+    "while [ ! -e /mnt/fs0/io/stop ]; do i=$((i+1)); "
+    "echo $i > /mnt/fs0/io/count.tmp && mv /mnt/fs0/io/count.tmp /mnt/fs0/io/count "
+    '&& [ "$(cat /mnt/fs0/io/count)" = "$i" ] || echo "round $i failed" >> /tmp/io.err; '
+    "read up rest < /proc/uptime; echo $up >> /tmp/io.up; done; echo done >> /tmp/io.up; "
+    ") >/dev/null 2>>/tmp/io.err & }"
+)
+# Longest gap between two rounds, and the number of rounds, from the guest's own log.
+_IO_STALL = (
+    'awk \'$1 == "done" {d=1; next} NR > 1 {g = $1 - p; if (g > m) m = g} {p = $1; n++} '
+    'END {printf "rounds=%d longest=%.2f done=%d\\n", n, m, d}\' /tmp/io.up; '
+    "cat /tmp/io.err 2>/dev/null | head -5"
+)
+
+
+def _guest_rounds(rig: Rig) -> int:
+    try:
+        return int((rig.shared / "io" / "count").read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _wait_for_rounds(rig: Rig, what: str, rounds: int = 3) -> None:
+    """Until the guest loop has done ``rounds`` more rounds (bounded)."""
+    before = _guest_rounds(rig)
+    rig.wait(lambda: _guest_rounds(rig) >= before + rounds, HEAL_LIMIT_S, what)
+
+
+def _wait_for_adoption(rig: Rig, seen: int, what: str) -> None:
+    """Until a restarted healer says it watches (it has taken over the holder's daemon:
+    the journal has it already, at the same position, so nothing new is journaled)."""
+    rig.wait(lambda: _watching(rig) > seen, HEAL_LIMIT_S, what)
+
+
+def _watching(rig: Rig) -> int:
+    return sum(1 for _, line in rig.lines if " watching " in line)
+
+
+def test_guest_io_goes_on_while_healer_is_killed_restarted_and_reloaded() -> None:
+    """Issue 11: healer's own death is invisible to the guest. A guest loop writes and
+    reads the share while ``healer watch`` is SIGKILLed and restarted five times and then
+    reloaded: the same virtiofsd serves throughout (no exit, no re-add, no remount), the
+    loop makes progress while healer is absent, and no round fails. The longest gap
+    between rounds is printed (bench/restart_peers.py measures it against peers)."""
+    _require()
+    with Rig() as rig:
+        daemon = rig.daemon_pid()
+        assert daemon is not None
+        started = rig.vm.sh(_IO_LOOP)
+        assert started.status == 0, started
+        rig.wait(lambda: _guest_rounds(rig) > 3, HEAL_LIMIT_S, "the guest loop to run")
+        for n in range(5):
+            adopted = _watching(rig)
+            rig.kill_healer()
+            # I/O goes on with no healer at all: the holder's daemon serves the guest.
+            _wait_for_rounds(rig, f"I/O with healer killed ({n})")
+            rig.start_healer()
+            _wait_for_adoption(rig, adopted, f"adoption {n}")
+        assert rig.healer is not None
+        reloads = len([line for _, line in rig.lines if "reloaded " in line])
+        rig.healer.send_signal(signal.SIGHUP)
+        rig.wait(
+            lambda: len([line for _, line in rig.lines if "reloaded " in line]) > reloads,
+            HEAL_LIMIT_S,
+            "the reload",
+        )
+        _wait_for_rounds(rig, "I/O after the reload")
+        (rig.shared / "io" / "stop").write_text("")
+        rig.wait(lambda: "done=1" in _stall(rig), HEAL_LIMIT_S, "the guest loop to stop")
+        report = _stall(rig)
+        print(f"guest I/O through 5 healer kills and a reload: {report}")
+        assert "failed" not in report, report
+        assert rig.daemon_pid() == daemon  # the same virtiofsd served all along
+        kinds = [r["event"]["kind"] for r in rig.records() if r["type"] == "event"]
+        assert "VirtiofsdExited" not in kinds
+        assert "VirtiofsdClientDisconnected" not in kinds
+        assert rig.outcomes("respawn_virtiofsd") == []
+        assert rig.outcomes("remount_guest") == []
+        assert rig.vm.alive()
+
+
+def _stall(rig: Rig) -> str:
+    done = rig.vm.sh(_IO_STALL)
+    return " ".join(line.strip() for line in done.output if line.strip())
 
 
 def _stuck(rig: Rig) -> list[dict[str, object]]:

@@ -280,10 +280,10 @@ def test_dead_probes_in_the_backlog_are_no_client_no_restart_and_no_circuit(
             ],
             stdout=subprocess.PIPE,
         )
-        assert waiting.stdout is not None
-        assert waiting.stdout.readline().strip() == b"in"
-        waiting.kill()
-        waiting.wait()
+        with waiting:  # closes its pipe
+            assert waiting.stdout is not None
+            assert waiting.stdout.readline().strip() == b"in"
+            waiting.kill()
         connects = running.vmm.stats.connects
         kill(running)
         served_again(running, connects, 1)

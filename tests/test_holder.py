@@ -96,10 +96,11 @@ def served(sock: Path) -> int:
 
 
 def alive(pid: int) -> bool:
-    state = start_time(pid)
-    if state is None:
+    """Running and not a zombie (a process reaped between two reads is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
         return False
-    status = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
     return status != "Z"
 
 
@@ -165,10 +166,10 @@ def test_the_brain_going_away_leaves_a_session_serving(
         ],
         stdout=subprocess.PIPE,
     )
-    assert brain.stdout is not None
-    assert brain.stdout.readline().strip() == b"up"
-    brain.kill()
-    brain.wait()
+    with brain:  # closes its pipe
+        assert brain.stdout is not None
+        assert brain.stdout.readline().strip() == b"up"
+        brain.kill()
     assert front.get_features() > 0  # the same session, still served
     again = connect(holder_dir)
     share = again.state.share("fs0")
@@ -409,3 +410,42 @@ _paths = st.text(alphabet="abc/", max_size=20).map(lambda t: "/" + t)
 )
 def test_every_message_survives_encoding(message: p.Message) -> None:
     assert p.decode(message.encode()) == message
+
+
+# A daemon that starts a child which would outlive it (as the Rust daemon's sandbox child
+# does for a few milliseconds after its parent is killed, holding the listener meanwhile).
+_LINGERING = "import os, time\nos.fork()\ntime.sleep(60)\n"
+
+
+def _own_children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found.update(int(c) for c in (task / "children").read_text().split())
+    return found
+
+
+def test_a_daemons_leftover_child_is_killed_before_its_exit_is_told(
+    short_dir: Path, holder_dir: Path
+) -> None:
+    own: set[int] = set()
+    told: list[tuple[int, list[int]]] = []  # (pid, its children alive when it was told)
+
+    def on_exit(gone: p.Exited) -> None:
+        told.append((gone.pid, [pid for pid in own if alive(pid)]))
+
+    client = HolderClient.connect(holder_dir, start=True, on_exit=on_exit, on_lost=lambda: None)
+    client.listen("fs0", str(short_dir / "fs0.sock"))
+    spawned = client.spawn("fs0", 1, [sys.executable, "-c", _LINGERING, "--fd={fd}"])
+
+    def forked() -> bool:
+        own.update(_own_children(spawned.pid))
+        return bool(own)
+
+    wait_for(forked)
+    os.kill(spawned.pid, signal.SIGKILL)
+    wait_for(lambda: told)
+    assert told == [(spawned.pid, [])]
+    assert not any(alive(pid) for pid in own)
+    assert "fs0" in client.listeners  # the share goes on: the next daemon may start
+    assert client.spawn("fs0", 2, [sys.executable, "-c", "import time; time.sleep(60)"]).pid
+    client.close()

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import pytest
 from conftest import wait_for
+from watching import recorded_daemons
 
 from healer.config import load_config, runtime_dir
 from healer.journal import DecisionRecord, EventRecord, read_records
 from healer.sim import VhostUserFrontend
 from healer.supervise import DaemonInfo, is_listening
-from healer.supervise.process import children, command_line
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,17 +82,9 @@ class Healer:
         return (self.config.parent / "healer.log").read_text(errors="replace")
 
     def daemon(self, share: str = "fs0") -> int | None:
-        """The share's virtiofsd: the holder's child that serves its directory (read from
-        /proc, not from the holder's state file, which a full disk may keep from updating)."""
-        try:
-            holder = int((self.runtime / "holder.lock").read_text().strip())
-        except (OSError, ValueError):
-            return None
-        for pid in children(holder):
-            line = command_line(pid) or []
-            if any(f"shared-{share}" in arg for arg in line) and alive(pid):
-                return pid
-        return None
+        """The share's virtiofsd as the holder records it (its state file is in the
+        runtime directory, not on the journal's disk that the tests break)."""
+        return recorded_daemons(self.runtime).get(share)
 
     def stop_all(self) -> None:
         """Stop everything; healer's and the holder's logs go to stdout (shown on failure)."""

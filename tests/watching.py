@@ -67,10 +67,15 @@ def holder_pid(config: Path) -> int | None:
 
 
 def daemons(config: Path) -> dict[str, int]:
-    """share name -> pid of its running virtiofsd, as the holder records it
-    (``holder.json``); a recorded pid is counted only while it is that very process
-    (same start time: pids are reused) and has not exited."""
-    shares, _exits = Store(holder_directory(config) / "holder.json").load()
+    """share name -> pid of its running virtiofsd (see :func:`recorded_daemons`)."""
+    return recorded_daemons(holder_directory(config))
+
+
+def recorded_daemons(holder: Path) -> dict[str, int]:
+    """share name -> pid of its running virtiofsd, as the holder in directory ``holder``
+    records it (``holder.json``); a recorded pid is counted only while it is that very
+    process (same start time: pids are reused) and has not exited."""
+    shares, _exits = Store(holder / "holder.json").load()
     found = {}
     for share in shares:
         daemon = share.daemon

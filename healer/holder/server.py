@@ -15,8 +15,12 @@ never reads. Under systemd it says READY=1 and keeps each listener in the servic
 file-descriptor store, so even a holder restart loses no socket.
 
 Signals: SIGTERM stops everything (daemons, sockets); SIGINT, SIGHUP, SIGUSR1,
-SIGUSR2 and SIGPIPE are ignored and logged. The holder is its daemons' subreaper, so
-a Rust daemon's sandbox child that outlives its parent is reaped here.
+SIGUSR2 and SIGPIPE are ignored and logged. The holder is its daemons' subreaper: a
+daemon's own child that outlives it (the Rust daemon's sandbox child, which holds the
+listener; the C daemon's session child) is reparented here. Such a leftover can only
+be dying, yet while it lives it may accept a VMM's connect and drop it, so the holder
+kills it at once and tells the daemon's exit only once it is gone (at most
+``SETTLE_S``): the next daemon never shares the listener with a dying one.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import stat
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +55,19 @@ _PR_SET_CHILD_SUBREAPER = 36
 _IGNORED = (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE)
 _HANDLED = (signal.SIGTERM, signal.SIGCHLD, *_IGNORED)
 _SAFETY_S = 60.0  # the loop looks at its children this often even with nothing to do
+SETTLE_S = 1.0  # the longest a daemon's exit report waits for its leftover children
+
+
+@dataclass(slots=True)
+class _Settling:
+    """A daemon that exited while processes it started still ran: its report waits."""
+
+    share: Share
+    daemon: Daemon
+    code: int | None
+    signal: str | None
+    leftovers: set[int]
+    deadline: float
 
 
 def say(text: str) -> None:
@@ -80,6 +98,8 @@ class Holder:
         self.stopping = False
         self._ignored_said: set[int] = set()
         self._restored: dict[str, list[int]] = {}
+        self.settling: list[_Settling] = []
+        self._outlived: set[int] = set()  # leftovers waited for in vain: not waited for again
 
     # --- start-up -----------------------------------------------------------------
 
@@ -150,7 +170,7 @@ class Holder:
         self.notifier.ready(self._status())
         say(f"holding {len(self.shares)} share(s) in {self.directory}")
         while not self.stopping:
-            for key, _ in self.selector.select(_SAFETY_S):
+            for key, _ in self.selector.select(self._timeout()):
                 kind, name = key.data
                 if kind == "signals":
                     self._signals(read)
@@ -180,18 +200,67 @@ class Holder:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                break
             if pid == 0:
-                return
+                break
             for share in self.shares.values():
                 daemon = share.daemon
                 if daemon is not None and daemon.child and daemon.pid == pid:
                     code = os.waitstatus_to_exitcode(status)
                     name = signal.Signals(-code).name if code < 0 else None
-                    self._exited(share, daemon, None if code < 0 else code, name, known=True)
+                    self._ended(share, daemon, None if code < 0 else code, name)
                     break
             else:
-                say(f"reaped process {pid} (not a daemon of a share)")
+                for settling in self.settling:
+                    settling.leftovers.discard(pid)
+                self._outlived.discard(pid)
+        self._settle()
+
+    def _ended(self, share: Share, daemon: Daemon, code: int | None, sig: str | None) -> None:
+        """A daemon process ended: told now, or once the processes it left are gone."""
+        if any(s.daemon is daemon for s in self.settling):
+            return
+        leftovers = self._leftovers()
+        if not leftovers:
+            self._exited(share, daemon, code, sig, known=True)
+            return
+        for pid in leftovers:  # dying anyway; alive, one could take a connect and drop it
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + SETTLE_S
+        self.settling.append(_Settling(share, daemon, code, sig, leftovers, deadline))
+
+    def _leftovers(self) -> set[int]:
+        """The holder's children that are no daemon of a share: processes a daemon that
+        ended had started, reparented here (the holder is their subreaper)."""
+        daemons = {
+            s.daemon.pid for s in self.shares.values() if s.daemon is not None and s.daemon.child
+        }
+        pids: set[int] = set()
+        with contextlib.suppress(OSError):
+            for task in Path("/proc/self/task").iterdir():
+                with contextlib.suppress(OSError):
+                    pids.update(int(pid) for pid in (task / "children").read_text().split())
+        return pids - daemons - self._outlived
+
+    def _settle(self) -> None:
+        """Tell the exits whose leftovers are gone, or that waited ``SETTLE_S``."""
+        now = time.monotonic()
+        for settling in list(self.settling):
+            if settling.leftovers and now < settling.deadline:
+                continue
+            for pid in settling.leftovers:
+                say(f"process {pid} outlived virtiofsd {settling.daemon.pid} (killed)")
+            self._outlived |= settling.leftovers
+            self.settling.remove(settling)
+            share, daemon = settling.share, settling.daemon
+            self._exited(share, daemon, settling.code, settling.signal, known=True)
+
+    def _timeout(self) -> float:
+        """How long the loop may sleep: until the first settling deadline, if any."""
+        if not self.settling:
+            return _SAFETY_S
+        return max(0.0, min(s.deadline for s in self.settling) - time.monotonic())
 
     def _adopted_gone(self, name: str) -> None:
         share = self.shares.get(name)
@@ -435,6 +504,9 @@ class Holder:
         share = self.shares.pop(name, None)
         if share is None:
             return
+        for settling in [s for s in self.settling if s.share is share]:
+            self.settling.remove(settling)  # its daemon is gone, its leftovers killed
+            share.daemon = None
         if share.daemon is not None:
             _stop(share.daemon)
             if share.daemon.pidfd is not None:

@@ -105,13 +105,7 @@ class Rig:
     # --- life cycle -----------------------------------------------------------------
 
     def start(self) -> Rig:
-        self.healer = subprocess.Popen(
-            [sys.executable, "-m", "healer", "watch", "--config", str(self.config)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        threading.Thread(target=self._read_log, args=(self.healer,), daemon=True).start()
+        self.start_healer()
         try:
             self.wait(
                 lambda: self.socket.exists() and self.daemon_pid() is not None, 30, "the socket"
@@ -122,6 +116,23 @@ class Rig:
             self.close()  # the holder and its virtiofsd would outlive a rig that failed
             raise
         return self
+
+    def start_healer(self) -> None:
+        """``healer watch`` on the rig's configuration (again, after :meth:`kill_healer`:
+        it adopts the holder's daemon)."""
+        self.healer = subprocess.Popen(
+            [sys.executable, "-m", "healer", "watch", "--config", str(self.config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        threading.Thread(target=self._read_log, args=(self.healer,), daemon=True).start()
+
+    def kill_healer(self) -> None:
+        """SIGKILL ``healer watch`` (the brain; the holder and virtiofsd stay)."""
+        assert self.healer is not None
+        self.healer.kill()
+        self.healer.wait(10)
 
     def close(self) -> None:
         self.vm.stop()
@@ -154,7 +165,7 @@ class Rig:
     def _read_log(self, healer: subprocess.Popen[bytes]) -> None:
         """healer's stderr to a file, and each line with the time it arrived."""
         assert healer.stderr is not None
-        with healer.stderr, self.healer_log.open("wb") as copy:
+        with healer.stderr, self.healer_log.open("ab") as copy:
             for raw in healer.stderr:
                 self.lines.append((time.monotonic(), raw.decode("utf-8", "replace").rstrip()))
                 copy.write(raw)
