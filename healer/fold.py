@@ -27,7 +27,7 @@ from healer.journal.records import (
     TickRecord,
 )
 from healer.parse import Checkpoint
-from healer.sources.tail import TailPosition
+from healer.sources.tailtypes import TailPosition
 
 __all__ = ["END_OF_INPUT", "Folded", "fold"]
 

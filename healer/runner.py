@@ -52,7 +52,7 @@ from healer.journal import (
 )
 from healer.observe import NULL_OBSERVER, Observer
 from healer.parse import Checkpoint
-from healer.sources.tail import TailPosition
+from healer.sources.tailtypes import TailPosition
 
 __all__ = ["Checker", "Executor", "Outcome", "Runner", "RunnerStats", "Verdict"]
 

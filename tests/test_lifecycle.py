@@ -227,6 +227,8 @@ def test_a_second_healer_on_the_same_journal_is_refused_and_touches_nothing(
     sock = short_dir / "fs0.sock"
     inode = sock.stat().st_ino
     wait_for(lambda: "watching 1 share(s)" in healer.log())
+    # the daemon's own "waiting for a connection" line, journaled: nothing more is due
+    wait_for(lambda: _journaled(healer.journal, "VirtiofsdListening"), 30)
     segments = settled(healer.journal)
     second = subprocess.run(
         [sys.executable, "-m", "healer", "watch", "--config", str(healer.config)],
@@ -400,6 +402,14 @@ def test_a_journal_that_cannot_be_written_degrades_healing_but_never_the_share(
             assert brain.wait(timeout=30) == 0
         finally:
             healer.stop_all()
+
+
+def _journaled(journal: Path, kind: str) -> bool:
+    try:
+        records = read_records(journal)
+    except OSError:
+        return False
+    return any(isinstance(r, EventRecord) and r.event.kind == kind for r in records)
 
 
 def _exits(journal: Path) -> list[EventRecord]:

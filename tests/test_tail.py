@@ -23,13 +23,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from healer.events import Event, event_to_json
 from healer.parse import SourceParser
 from healer.sources.notify import watch_files, watch_inotify
-from healer.sources.tail import (
-    FileIdentity,
-    FileTailer,
-    TailBatch,
-    TailPosition,
-    fingerprint,
-)
+from healer.sources.tail import FileTailer
+from healer.sources.tailtypes import FileIdentity, TailBatch, TailPosition, fingerprint
 
 # --- helpers ----------------------------------------------------------------------
 

@@ -25,15 +25,11 @@ kills it at once and tells the daemon's exit only once it is gone (at most
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import ctypes
-import fcntl
 import os
 import selectors
 import signal
 import socket
-import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -44,14 +40,13 @@ from typing import Any
 import orjson
 
 from healer.holder import protocol as p
+from healer.holder.errors import Refused
+from healer.holder.sockets import bind, bound_to, file_inode, peer
 from healer.holder.state import Daemon, Share, Store, start_time
-from healer.supervise.adopt import socket_owner
-from healer.supervise.held import listening_inode
 from healer.systemd import Notifier, listen_fds
 
-__all__ = ["Holder", "main"]
+__all__ = ["Holder", "say"]
 
-_PR_SET_CHILD_SUBREAPER = 36
 _IGNORED = (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE)
 _HANDLED = (signal.SIGTERM, signal.SIGCHLD, *_IGNORED)
 _SAFETY_S = 60.0  # the loop looks at its children this often even with nothing to do
@@ -71,11 +66,8 @@ class _Settling:
 
 
 def say(text: str) -> None:
+    """One line to stderr (journald under systemd), named by the holder's pid."""
     print(f"healer-holder[{os.getpid()}]: {text}", file=sys.stderr, flush=True)
-
-
-class Refused(Exception):
-    """A request that cannot be carried out; the text is the reply's reason."""
 
 
 class Holder:
@@ -119,9 +111,9 @@ class Holder:
             kept = self.shares.get(name)
             for fd in fds:
                 sock = socket.socket(fileno=fd)
-                if kept is not None and kept.listener is None and _bound_to(sock, kept):
+                if kept is not None and kept.listener is None and bound_to(sock, kept):
                     kept.listener = sock
-                    kept.inode = kept.inode or _file_inode(kept.socket)
+                    kept.inode = kept.inode or file_inode(kept.socket)
                     say(f"listener of {name} taken back from the service manager")
                 else:
                     sock.close()
@@ -144,6 +136,12 @@ class Holder:
         return True
 
     def bind_control(self) -> None:
+        """The control socket: bound now, or the one the image before this one had (a
+        brain that connects while the image is replaced waits in its backlog)."""
+        if self.control is not None:
+            self.control.setblocking(False)
+            self.selector.register(self.control, selectors.EVENT_READ, ("control", ""))
+            return
         path = self.directory / "holder.sock"
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # we hold the lock: a socket file left here is a dead holder's
@@ -294,12 +292,12 @@ class Holder:
         except BlockingIOError:
             return
         p.configure(conn)
-        pid, uid, _gid = _peer(conn)
+        pid, uid, _gid = peer(conn)
         refusal = None
         if uid not in (0, os.getuid()):
             refusal = f"uid {uid} is not served here"
         elif self.brain is not None:
-            other, _, _ = _peer(self.brain)
+            other, _, _ = peer(self.brain)
             refusal = f"busy: brain pid {other} is connected"
         if refusal is not None:
             with contextlib.suppress(OSError):
@@ -422,23 +420,23 @@ class Holder:
         if share.socket != m.path and share.listener is not None:
             self._close_listener(share)
         share.socket = m.path
-        if share.listener is None or not _bound_to(share.listener, share, on_disk=True):
+        if share.listener is None or not bound_to(share.listener, share, on_disk=True):
             if share.listener is not None:
                 share.listener.close()
                 share.listener = None
             given = [socket.socket(fileno=os.dup(fd)) for fd in fds[:1]]
-            if given and _bound_to(given[0], share):
+            if given and bound_to(given[0], share):
                 share.listener = given[0]
                 say(f"listener of {m.share} given back by the brain")
             else:
                 for sock in given:
                     sock.close()
-                share.listener = _bind(m.path, m.backlog)
+                share.listener = bind(m.path, m.backlog)
                 say(f"listening on {m.path} for {m.share}")
-            share.inode = _file_inode(m.path)
+            share.inode = file_inode(m.path)
             self.notifier.store_fds(m.share, [share.listener.fileno()])
         if share.inode is None:
-            share.inode = _file_inode(m.path)
+            share.inode = file_inode(m.path)
         self._save()
         return p.Listening(m.id, m.share, share.inode or 0), [share.listener.fileno()]
 
@@ -565,6 +563,9 @@ class Holder:
                 else [d.generation, d.pid, d.started_at, d.starttime, list(d.argv), d.child],
             }
         carried["shares"] = shares
+        if self.control is not None:
+            os.set_inheritable(self.control.fileno(), True)
+            carried["control"] = self.control.fileno()
         memfd = os.memfd_create("healer-holder-state", 0)  # inheritable: no MFD_CLOEXEC
         os.write(memfd, orjson.dumps(carried))
         self._drop_brain()
@@ -579,6 +580,9 @@ class Holder:
         self.reexecs = int(carried["reexecs"])
         self.started_at = float(carried["started_at"])
         self.exits = [p.Exited.decode(orjson.dumps(raw)) for raw in carried["exits"]]
+        if carried.get("control") is not None:
+            self.control = socket.socket(fileno=int(carried["control"]))
+            os.set_inheritable(self.control.fileno(), False)
         for name, raw in carried["shares"].items():
             share = Share(name, raw["socket"], raw["inode"])
             share.generation = raw["generation"]
@@ -600,59 +604,6 @@ class Holder:
         return f"holding {len(self.shares)} socket(s), {running} virtiofsd running"
 
 
-def _peer(conn: socket.socket) -> tuple[int, int, int]:
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-    pid, uid, gid = (int.from_bytes(creds[i : i + 4], sys.byteorder) for i in (0, 4, 8))
-    return pid, uid, gid
-
-
-def _bound_to(sock: socket.socket, share: Share, *, on_disk: bool = False) -> bool:
-    """A listening Unix socket bound to the share's path whose socket file is there (and,
-    ``on_disk``, is the very file it made: one replaced by someone else is not ours)."""
-    try:
-        if sock.family != socket.AF_UNIX or sock.getsockname() != share.socket:
-            return False
-        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
-            return False
-        found = os.lstat(share.socket)
-        if not stat.S_ISSOCK(found.st_mode):
-            return False
-        return not on_disk or share.inode is None or found.st_ino == share.inode
-    except OSError:
-        return False
-
-
-def _file_inode(path: str) -> int | None:
-    with contextlib.suppress(OSError):
-        return os.lstat(path).st_ino
-    return None
-
-
-def _bind(path: str, backlog: int) -> socket.socket:
-    """A fresh 0600 listener at ``path``, replacing only a stale socket file."""
-    target = Path(path)
-    if target.exists() or target.is_symlink():
-        if not stat.S_ISSOCK(target.lstat().st_mode):
-            raise Refused(f"{path} exists and is not a socket")
-        # Never connect to find out: a connect would use up a daemon's one session.
-        if listening_inode(path) is not None:
-            owner = socket_owner(path)
-            who = f" (pid {owner})" if owner else ""
-            raise Refused(f"{path} is in use by another process{who}")
-        target.unlink()  # a stale socket file: nothing listens on it
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)
-    try:
-        sock.bind(path)
-    except OSError as exc:
-        sock.close()
-        raise Refused(f"cannot bind {path}: {exc.strerror}") from exc
-    finally:
-        os.umask(old)
-    sock.listen(backlog)
-    return sock
-
-
 def _stop(daemon: Daemon, grace_s: float = p.STOP_GRACE_S) -> None:
     """SIGTERM the daemon's process group, SIGKILL after ``grace_s``; reap a child."""
     for number, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, p.KILL_WAIT_S)):
@@ -672,50 +623,3 @@ def _stop(daemon: Daemon, grace_s: float = p.STOP_GRACE_S) -> None:
             elif start_time(daemon.pid) != daemon.starttime:
                 return
             time.sleep(0.02)
-
-
-def _lock(directory: Path) -> int | None:
-    """The directory's lock, or None (with a message) when another holder has it."""
-    fd = os.open(directory / "holder.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        other = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        say(f"holder already running: pid {other or '?'}")
-        os.close(fd)
-        return None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="healer-holder", description=__doc__)
-    parser.add_argument("--dir", required=True, type=Path)
-    parser.add_argument("--inherit", type=int, help=argparse.SUPPRESS)  # reexec only
-    parser.add_argument("--lock", type=int, help=argparse.SUPPRESS)  # reexec only
-    parser.add_argument(
-        "--detach", action="store_true", help="go to the background (no parent to outlive)"
-    )
-    args = parser.parse_args(argv)
-    if args.detach and os.fork() > 0:
-        os._exit(0)  # the starter reaps this at once; the holder is nobody's child
-    directory: Path = args.dir.absolute()
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    inherited = None
-    if args.inherit is not None:
-        with os.fdopen(args.inherit, "rb") as carried:
-            carried.seek(0)
-            inherited = orjson.loads(carried.read())
-    if args.lock is not None:  # the image before this one held it: it is ours
-        lock: int | None = args.lock
-        os.set_inheritable(args.lock, False)
-    else:
-        lock = _lock(directory)
-    if lock is None:
-        return 0
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    holder = Holder(directory, lock)
-    holder.restore(inherited)
-    holder.bind_control()
-    return holder.serve()

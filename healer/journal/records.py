@@ -28,7 +28,7 @@ from healer.engine.model import (
 )
 from healer.events import Event, from_dict, to_dict
 from healer.parse import Checkpoint
-from healer.sources.tail import TailPosition
+from healer.sources.tailtypes import TailPosition
 
 __all__ = [
     "DecisionRecord",

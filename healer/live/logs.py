@@ -21,7 +21,8 @@ from healer.observe import LineTally, Observer
 from healer.parse import Checkpoint, SourceParser
 from healer.runner import Runner
 from healer.shares import ShareKeys
-from healer.sources.tail import FileTailer, TailBatch, TailPosition
+from healer.sources.tail import FileTailer
+from healer.sources.tailtypes import TailBatch, TailPosition
 
 __all__ = ["TailedLog", "TailedLogs"]
 

@@ -67,7 +67,7 @@ def watch(path: str) -> int:
 
 def hold(path: str) -> int:
     """The holder of ``path``'s shares, in the foreground."""
-    from healer.holder.server import main as holder_main  # noqa: PLC0415
+    from healer.holder.__main__ import main as holder_main  # noqa: PLC0415
 
     config = load_config(path)
     return holder_main(["--dir", str(holder_dir(config))])

@@ -4,14 +4,15 @@ cloud-hypervisor cannot be installed here, and healer's heals go through it. Thi
 serves ``vmm.ping``, ``vm.info``, ``vm.add-fs``, ``vm.remove-device`` and ``vm.reboot``
 on a Unix socket (0600), one request at a time like CH's ``http-server`` thread, with
 the status codes and error bodies of the chosen version (ch-api.md §4). Each fs device
-is a real vhost-user front end (:class:`VhostUserFrontend`) for a real virtiofsd: it
+is a real vhost-user front end for a real virtiofsd (:mod:`healer.sim.ch_backends`): it
 connects with CH's loop (retry every 100 ms for 60 s, both settable), keeps the
 connection, reconnects when the backend hangs up, and reconnects after a guest reboot.
 While a connect loop runs on the VMM thread every API call waits, as in CH.
 
 The log lines use CH's formats and message texts (log-formats.md §1 and §3), so
-healer's own parser can be exercised end to end; the texts per version come from
-:mod:`healer.vmm.chformat`.
+healer's own parser can be exercised end to end (:mod:`healer.sim.ch_log`); the texts
+per version come from :mod:`healer.vmm.chformat`. This module is the VMM: its state,
+the routes (the HTTP framing is :mod:`healer.sim.ch_http`) and the command line.
 """
 
 from __future__ import annotations
@@ -22,21 +23,19 @@ import os
 import select
 import signal
 import socket
-import socketserver
 import stat
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
-from http.server import BaseHTTPRequestHandler
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay
-from tenacity.wait import wait_fixed
 
-from healer.sim.vhost_user import VhostUserError, VhostUserFrontend
+from healer.sim.ch_backends import Backends, BackendStats, FsDevice
+from healer.sim.ch_http import serve_connection
+from healer.sim.ch_log import ChLog
 from healer.vmm.chformat import (
     ApiFail,
     FsConfig,
@@ -44,8 +43,6 @@ from healer.vmm.chformat import (
     bad_request,
     config_clash,
     fatal_exit,
-    io_error_debug,
-    log_line,
     parse_version,
     request_event,
     tree_clash,
@@ -54,45 +51,6 @@ from healer.vmm.chformat import (
 )
 
 __all__ = ["BackendStats", "ChStandIn", "FsConfig", "main"]
-
-_POLL_FLAGS = select.POLLIN | select.POLLPRI | getattr(select, "POLLRDHUP", 0x2000)
-
-
-@dataclass(frozen=True, slots=True)
-class BackendStats:
-    """Counts over all fs devices: what the vhost-user side saw, for assertions."""
-
-    connects: int = 0
-    refused: int = 0
-    not_found: int = 0
-    failed_handshakes: int = 0
-    disconnects: int = 0
-    timeouts: int = 0
-
-
-class _HandshakeFailed(Exception):
-    pass
-
-
-class _Cancelled(Exception):
-    pass
-
-
-class _Device:
-    """One hot-plugged fs device; its worker thread alone owns the connection."""
-
-    def __init__(self, config: FsConfig, bdf: str, conn: VhostUserFrontend) -> None:
-        self.config = config
-        self.bdf = bdf
-        self.conn = conn
-        self.kill = threading.Event()
-        self.state = "active"
-        self.eject_at: float | None = None
-        self.thread: threading.Thread | None = None
-
-    @property
-    def id(self) -> str:
-        return self.config.device_id or ""
 
 
 class ChStandIn:
@@ -135,15 +93,21 @@ class ChStandIn:
         self.join_timeout_s = join_timeout_s
         self.tick_s = 0.02
         self.log_path = Path(log_path)
-        self.log = _Log(self.log_path, self.version)
+        self.log = ChLog(self.log_path, self.version)
         self.api_errors: list[tuple[str, int, tuple[str, ...]]] = []
         self.exited = False
         self._boot = list(fs)
         self._config: list[FsConfig] = []
-        self._tree: dict[str, _Device] = {}
+        self._tree: dict[str, FsDevice] = {}
         self._names = 0
-        self._counts = dict.fromkeys(BackendStats.__slots__, 0)
-        self._count_lock = threading.Lock()
+        self._backends = Backends(
+            self.log,
+            self.version,
+            connect_timeout_s=connect_timeout_s,
+            retry_interval_s=retry_interval_s,
+            handshake_timeout_s=handshake_timeout_s,
+            tick_s=self.tick_s,
+        )
         self._vmm = threading.RLock()
         self._stopping = threading.Event()
         self._listener: socket.socket | None = None
@@ -202,8 +166,7 @@ class ChStandIn:
 
     @property
     def stats(self) -> BackendStats:
-        with self._count_lock:
-            return BackendStats(**self._counts)
+        return self._backends.stats
 
     def device_ids(self) -> list[str]:
         """The ids in ``device_tree`` (including removed, not yet ejected ones)."""
@@ -251,7 +214,7 @@ class ChStandIn:
                 conn, _ = listener.accept()
                 with conn:
                     if not self.exited:  # a dead VMM answers nothing
-                        _serve_connection(conn, self)
+                        serve_connection(conn, self)
         finally:
             listener.close()  # the file stays until stop(): a dead CH leaves it behind
 
@@ -415,19 +378,22 @@ class ChStandIn:
         self._tree.clear()
         return all(self._create(config) is not None for config in list(self._config))
 
-    def _create(self, config: FsConfig) -> _Device | None:
+    def _create(self, config: FsConfig) -> FsDevice | None:
         self.log.write(
             "INFO", "vmm", "creating", f"Creating virtio-fs device: {config.debug(self.version)}"
         )
-        conn = self._connect(config.socket, "vmm", self._stopping)
+        conn = self._backends.connect(config.socket, "vmm", self._stopping)
         if conn is None:
             return None
         used = {d.bdf for d in self._tree.values()}
         slot = next(s for s in range(6, 32) if f"0000:00:{s:02x}.0" not in used)
-        device = _Device(config, f"0000:00:{slot:02x}.0", conn)
+        device = FsDevice(config, f"0000:00:{slot:02x}.0", conn)
         self._tree[device.id] = device
         device.thread = threading.Thread(
-            target=self._watch, args=(device,), name=device.id, daemon=True
+            target=self._backends.watch,
+            args=(device, self._worker_failed),
+            name=device.id,
+            daemon=True,
         )
         device.thread.start()
         return device
@@ -443,13 +409,13 @@ class ChStandIn:
             finally:
                 self._vmm.release()
 
-    def _eject(self, device: _Device) -> None:
+    def _eject(self, device: FsDevice) -> None:
         message = f"Ejecting device_id = {device.id} on segment_id={device.config.pci_segment}"
         self.log.write("INFO", "vcpu0", "eject", message)
         self._stop_worker(device)
         del self._tree[device.id]
 
-    def _stop_worker(self, device: _Device) -> None:
+    def _stop_worker(self, device: FsDevice) -> None:
         device.kill.set()
         if device.thread is not None and device.thread is not threading.current_thread():
             device.thread.join(self.handshake_timeout_s + self.join_timeout_s)
@@ -460,83 +426,9 @@ class ChStandIn:
         for device in list(self._tree.values()):
             self._stop_worker(device)
 
-    # --- the vhost-user side -------------------------------------------------------
-
-    def _count(self, name: str) -> None:
-        with self._count_lock:
-            self._counts[name] += 1
-
-    def _connect(self, path: str, thread: str, cancel: threading.Event) -> VhostUserFrontend | None:
-        """CH's connect loop: retry every interval until the window runs out."""
-
-        def once() -> VhostUserFrontend:
-            try:
-                front = VhostUserFrontend(path, timeout_s=self.handshake_timeout_s)
-            except ConnectionRefusedError:
-                self._count("refused")
-                raise
-            except FileNotFoundError:
-                self._count("not_found")
-                raise
-            try:
-                front.handshake()
-            except (VhostUserError, OSError) as exc:
-                front.close()
-                self._count("failed_handshakes")
-                raise _HandshakeFailed(repr(exc)) from exc
-            self._count("connects")
-            return front
-
-        def pause(seconds: float) -> None:
-            if cancel.wait(seconds):
-                raise _Cancelled
-
-        attempts = int(self.connect_timeout_s / self.retry_interval_s) + 2
-        retrying = Retrying(
-            stop=stop_after_attempt(attempts) | stop_after_delay(self.connect_timeout_s),
-            wait=wait_fixed(self.retry_interval_s),
-            retry=retry_if_exception_type((OSError, _HandshakeFailed)),
-            sleep=pause,
-            reraise=True,
-        )
-        try:
-            return retrying(once)
-        except _Cancelled:
-            return None
-        except (OSError, _HandshakeFailed) as exc:
-            self._count("timeouts")
-            error = io_error_debug(exc)
-            where = f" for socket {path}" if self.version >= 52 else ""
-            text = f"Failed connecting the backend after trying for 1 minute{where}: {error}"
-            self.log.write("ERROR", thread, "timeout", text)
-            return None
-
-    def _watch(self, device: _Device) -> None:
-        """The device's epoll worker: notice a hang-up, reconnect (CH v16+)."""
-        conn: VhostUserFrontend | None = device.conn
-        try:
-            while conn is not None and not device.kill.is_set():
-                if not _hung_up(conn, self.tick_s):
-                    continue
-                conn.close()
-                conn = None
-                self._count("disconnects")
-                if self.version < 16:  # no reconnection before v16: the device is dead
-                    device.state = "dead"
-                    break
-                if self.version >= 52:
-                    text = f"vhost-user backend for socket {device.config.socket} disconnected"
-                    self.log.write(
-                        "INFO", device.id, "disconnected", f"{text}, attempting reconnection"
-                    )
-                conn = self._connect(device.config.socket, device.id, device.kill)
-                if conn is None and not device.kill.is_set():
-                    self._worker_failed(device)
-        finally:
-            if conn is not None:
-                conn.close()
-
-    def _worker_failed(self, device: _Device) -> None:
+    def _worker_failed(self, device: FsDevice) -> None:
+        """A reconnect window ran out: the device is dead (v52+: needs a reset); v26-v51
+        the VMM exits with it."""
         level, where, text = worker_failed(device.id, self.version)
         self.log.write(level, device.id, where, text)
         device.state = "needs-reset" if self.version >= 52 else "dead"
@@ -545,98 +437,8 @@ class ChStandIn:
             self._exit()
 
 
-class _Log:
-    """CH's logger: one record per write, in the version's format, flushed at once."""
-
-    def __init__(self, path: Path, version: int) -> None:
-        self.version = version
-        self._file = path.open("ab")
-        self._start = time.monotonic()
-        self._lock = threading.Lock()
-
-    def write(self, level: str, thread: str, where: str, msg: str) -> None:
-        elapsed = time.monotonic() - self._start
-        line = log_line(self.version, elapsed, level=level, thread=thread, where=where, msg=msg)
-        self.raw(line)
-
-    def raw(self, text: str) -> None:
-        """Text without the logger prefix (stderr output sharing the file)."""
-        with self._lock:
-            if not self._file.closed:
-                self._file.write(text.encode())
-                self._file.flush()
-
-    def close(self) -> None:
-        with self._lock:
-            self._file.close()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """One request per connection; CH's answer headers (Server, Content-Type)."""
-
-    protocol_version = "HTTP/1.1"
-
-    def __init__(self, conn: socket.socket, stand_in: ChStandIn) -> None:
-        self.stand_in = stand_in
-        super().__init__(conn, "", socketserver.BaseServer("", BaseHTTPRequestHandler))
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.settimeout(self.stand_in.request_timeout_s)  # bounded reads
-
-    def do_GET(self) -> None:
-        self._answer("GET")
-
-    def do_PUT(self) -> None:
-        self._answer("PUT")
-
-    def do_POST(self) -> None:
-        self._answer("POST")
-
-    def do_DELETE(self) -> None:
-        self._answer("DELETE")
-
-    def _answer(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
-        status, payload = self.stand_in.dispatch(method, self.path, body)
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(payload)
-        self.close_connection = True
-
-    def version_string(self) -> str:
-        return "Cloud Hypervisor API"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
-def _serve_connection(conn: socket.socket, stand_in: ChStandIn) -> None:
-    with contextlib.suppress(OSError, ValueError):  # the client left, or sent garbage
-        _Handler(conn, stand_in)
-
-
 def _node(node_id: str, parent: str | None, children: list[str], bdf: str | None) -> dict[str, Any]:
     return {"id": node_id, "resources": [], "parent": parent, "children": children, "pci_bdf": bdf}
-
-
-def _hung_up(conn: VhostUserFrontend, timeout_s: float) -> bool:
-    """Whether the backend closed its end (EOF, HUP or an error) within the wait."""
-    poller = select.poll()
-    poller.register(conn.sock, _POLL_FLAGS)
-    if not poller.poll(int(timeout_s * 1000)):
-        return False
-    try:
-        data = conn.sock.recv(4096, socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
-    return not data  # a backend sends nothing unasked; data here is ignored
 
 
 def main(argv: Sequence[str] | None = None) -> int:

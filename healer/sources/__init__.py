@@ -2,13 +2,8 @@
 
 from healer.sources.notify import watch_files
 from healer.sources.reader import ReadStats, open_log, read_batches
-from healer.sources.tail import (
-    FileIdentity,
-    FileTailer,
-    TailBatch,
-    TailPosition,
-    TailStats,
-)
+from healer.sources.tail import FileTailer
+from healer.sources.tailtypes import FileIdentity, TailBatch, TailPosition, TailStats
 
 __all__ = [
     "FileIdentity",

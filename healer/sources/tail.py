@@ -5,8 +5,9 @@ finished file, but across the life of a log: files that do not exist yet, append
 any pieces, rename-and-create rotation, copytruncate, deletion and re-creation.
 
 - **Identity.** A file is ``(st_dev, st_ino)`` plus a fingerprint of its first line
-  (:class:`FileIdentity`). Inode numbers are reused quickly after a delete, so the
-  fingerprint is what tells a resumed tailer that the inode it finds is still its file.
+  (:class:`~healer.sources.tailtypes.FileIdentity`). Inode numbers are reused quickly
+  after a delete, so the fingerprint is what tells a resumed tailer that the inode it
+  finds is still its file.
 - **Poll is the truth.** :meth:`FileTailer.poll` never blocks and needs no clock: it
   stats, reads what is there (up to a byte budget) and returns. Notifications
   (:func:`healer.sources.notify.watch_files`) only say *when* to poll, so tests step
@@ -25,8 +26,8 @@ any pieces, rename-and-create rotation, copytruncate, deletion and re-creation.
 - **Long lines** are cut to ``max_line_bytes`` and counted; the rest of such a line is
   skipped without being held, and a cut line ends its block so offsets stay exact.
 - **Errors** (``EACCES``, ``EIO``, a directory in place of the file, ...) are counted in
-  :class:`TailStats`, kept in :attr:`FileTailer.last_error` and retried at the next poll;
-  ``poll()`` never raises ``OSError``.
+  :class:`~healer.sources.tailtypes.TailStats`, kept in :attr:`FileTailer.last_error`
+  and retried at the next poll; ``poll()`` never raises ``OSError``.
 - **Memory** is bounded: one partial line (at most ``max_line_bytes``), one fingerprint
   head, and at most ``max_bytes_per_poll`` of returned blocks per poll.
 
@@ -56,133 +57,31 @@ from __future__ import annotations
 
 import errno
 import glob
-import hashlib
 import logging
 import os
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
-__all__ = [
-    "BatchKind",
-    "FileIdentity",
-    "FileTailer",
-    "Opener",
-    "Reason",
-    "TailBatch",
-    "TailPosition",
-    "TailStats",
-    "fingerprint",
-]
+from healer.sources.tailtypes import (
+    FileIdentity,
+    Reason,
+    TailBatch,
+    TailPosition,
+    TailStats,
+    fingerprint,
+)
+
+__all__ = ["FileTailer", "Opener"]
 
 logger = logging.getLogger(__name__)
 
-BatchKind = Literal["lines", "start", "end"]
-"""What a :class:`TailBatch` carries: lines, or the start or end of a file."""
-Reason = Literal["", "new", "rotated", "truncated", "missing"]
-"""Why a file starts or ends (empty for lines).
-
-``new``: the first file this tailer reads at its path. ``rotated``: another file took
-the path (rename and create, delete and re-create); on an end marker: the file left
-the path. ``truncated``: the same file restarts at 0. ``missing``: a journaled file
-could not be found again after a restart; what was not yet read of it is lost.
-"""
 Opener = Callable[[Path], int]
 """Opens a path read-only and returns a file descriptor (injectable for tests)."""
 
 _SIBLINGS_CHECKED = 256  # rotated siblings looked at on resume (bounded start-up)
 _DETACHED_ERRORS = 3  # read errors on a rotated-away file before it is given up
-
-
-def fingerprint(head: bytes, limit: int) -> str | None:
-    """Hash of the first up-to-``limit`` bytes of the first line of ``head``.
-
-    ``None`` while the file holds neither a newline nor ``limit`` bytes: the first
-    line may still grow, so it cannot identify the file yet.
-    """
-    newline = head.find(b"\n", 0, limit)
-    if newline >= 0:
-        first = head[:newline]
-    elif len(head) >= limit:
-        first = head[:limit]
-    else:
-        return None
-    return hashlib.blake2b(first, digest_size=8).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class FileIdentity:
-    """Which file: device and inode, plus a fingerprint of its first line.
-
-    ``fingerprint`` is ``None`` until the first line is complete or long enough (see
-    :func:`fingerprint`); an identity without one matches on device and inode alone.
-    """
-
-    device: int
-    inode: int
-    fingerprint: str | None
-
-    def to_dict(self) -> dict[str, object]:
-        return {"device": self.device, "inode": self.inode, "fingerprint": self.fingerprint}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FileIdentity:
-        fp = data["fingerprint"]
-        return cls(int(data["device"]), int(data["inode"]), None if fp is None else str(fp))
-
-    def same_inode(self, st: os.stat_result) -> bool:
-        return (st.st_dev, st.st_ino) == (self.device, self.inode)
-
-
-@dataclass(frozen=True, slots=True)
-class TailPosition:
-    """Where to resume a path: the file (``None``: whatever is there is new) and offset."""
-
-    identity: FileIdentity | None
-    offset: int
-
-    def to_dict(self) -> dict[str, object]:
-        identity = None if self.identity is None else self.identity.to_dict()
-        return {"identity": identity, "offset": self.offset}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TailPosition:
-        identity = data.get("identity")
-        return cls(
-            None if identity is None else FileIdentity.from_dict(identity), int(data["offset"])
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class TailBatch:
-    """Lines of one file, or a marker that a file starts or ends.
-
-    ``kind == "lines"``: ``block`` is whole lines, each ending in a newline, found at
-    byte ``offset`` of the file ``identity``. ``kind == "start"``: the file starts at
-    ``offset`` 0 (``reason`` says why). ``kind == "end"``: the file is finished at
-    ``offset``, everything before it was returned.
-    """
-
-    identity: FileIdentity
-    offset: int
-    block: bytes = b""
-    kind: BatchKind = "lines"
-    reason: Reason = ""
-
-
-@dataclass(slots=True)
-class TailStats:
-    """Counters of one tailer (or several sharing one instance)."""
-
-    bytes_read: int = 0
-    lines_cut: int = 0
-    partial_lines_flushed: int = 0
-    rotations: int = 0
-    truncations: int = 0
-    files_opened: int = 0
-    read_errors: int = 0
 
 
 def _open_readonly(path: Path) -> int:
