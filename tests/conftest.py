@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
 import shutil
+import signal
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,3 +149,43 @@ def promtool() -> str:
 def prometheus() -> str:
     """The Prometheus server (Debian package prometheus)."""
     return _required("prometheus", "prometheus")
+
+
+def _holders() -> set[int]:
+    """Running holder processes of this checkout (``python -m healer.holder`` run by this
+    interpreter: another checkout's test run on the machine is not ours), from /proc."""
+    found = set()
+    python = os.fsencode(sys.executable)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[0] == python and b"healer.holder" in argv[:4]:
+            found.add(int(entry.name))
+    return found
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_holder_left_behind() -> Iterator[None]:
+    """Every module stops the holders it started (``healer stop``, or SIGTERM to the
+    holder): a holder left running keeps its virtiofsd daemons and sockets. One left is
+    stopped here and fails the module, naming it."""
+    before = _holders()
+    yield
+    left: set[int] = set()
+
+    def stopped() -> bool:
+        left.clear()
+        left.update(_holders() - before)
+        return not left
+
+    with contextlib.suppress(pytest.fail.Exception):
+        wait_for(stopped, 10.0)
+    if left:
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        pytest.fail(f"holder(s) left running by this module: {sorted(left)}")

@@ -400,6 +400,19 @@ def test_a_journal_that_cannot_be_written_degrades_healing_but_never_the_share(
                 wait_for(lambda: len(_exits(journal)) >= 4, 30)  # the first, and the storm
             brain.send_signal(signal.SIGTERM)
             assert brain.wait(timeout=30) == 0
+            # and `healer stop` still ends everything, with the journal's disk as it is
+            holder = int((healer.runtime / "holder.lock").read_text())
+            stopped = subprocess.run(
+                [sys.executable, "-m", "healer", "stop", "--config", str(healer.config)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert stopped.returncode == 0, stopped.stderr
+            assert "stopped the shares of" in stopped.stdout
+            wait_for(lambda: not alive(holder))
+            assert not (short_dir / "fs0.sock").exists()
         finally:
             healer.stop_all()
 

@@ -20,7 +20,7 @@ import orjson
 
 from healer.errors import HealerError
 
-__all__ = ["JournalBusy", "JournalLock"]
+__all__ = ["JournalBusy", "JournalLock", "lock_holder"]
 
 LOCK_FILE = "lock"
 
@@ -75,6 +75,27 @@ class JournalLock:
                 os.ftruncate(self._fd, 0)
             os.close(self._fd)
             self._fd = None
+
+
+def lock_holder(directory: Path | str) -> JournalBusy | None:
+    """Who holds the journal's lock (None: nobody), found without writing anything, so
+    that ``healer stop`` works on a journal whose disk turned read-only or full."""
+    root = Path(directory)
+    try:
+        fd = os.open(root / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # refused while it is held
+    except BlockingIOError:
+        holder = _read(fd)
+        pid, conf = holder.get("pid"), holder.get("config")
+        return JournalBusy(
+            root, pid if isinstance(pid, int) else None, conf if isinstance(conf, str) else None
+        )
+    finally:
+        os.close(fd)
+    return None
 
 
 def _read(fd: int) -> dict[str, object]:

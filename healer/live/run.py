@@ -10,6 +10,7 @@ then every daemon and socket through the holder.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -20,7 +21,7 @@ from types import FrameType
 from healer.config import Config, load_config
 from healer.engine.rules import default_rules_dir, load_rules
 from healer.holder.client import HolderClient, HolderError
-from healer.journal import JournalBusy, JournalLock
+from healer.journal.lock import lock_holder
 from healer.live.messages import Wake
 from healer.live.watchdog import Watchdog, holder_dir
 
@@ -101,22 +102,20 @@ def stop_holder(config: Config) -> str | None:
 
 
 def _stop_brain(config: Config, timeout_s: float) -> None:
-    """SIGTERM to the healer holding the journal's lock; wait until it lets go."""
+    """SIGTERM to the healer holding the journal's lock; wait until it lets go. Nothing
+    is written to the journal's directory (its disk may be read-only or full)."""
     try:
-        lock = JournalLock.acquire(config.journal, config=config.file)
-    except JournalBusy as busy:
-        if busy.pid is None:
-            return
-        os.kill(busy.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                lock = JournalLock.acquire(config.journal, config=config.file)
-            except JournalBusy:
-                time.sleep(0.05)
-                continue
-            break
-        else:
-            print(f"healer: healer {busy.pid} did not stop within {timeout_s:g} s")
-            return
-    lock.release()
+        busy = lock_holder(config.journal)
+    except OSError as exc:
+        print(f"healer: cannot read the journal's lock ({exc.strerror}); stopping the holder")
+        return
+    if busy is None or busy.pid is None:
+        return
+    os.kill(busy.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if lock_holder(config.journal) is None:
+                return
+        time.sleep(0.05)
+    print(f"healer: healer {busy.pid} did not stop within {timeout_s:g} s")
