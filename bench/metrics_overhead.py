@@ -37,11 +37,12 @@ from prometheus_client import generate_latest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from healer.engine import Engine, load_rules  # noqa: E402
+from healer.engine import Engine  # noqa: E402
 from healer.events import Event  # noqa: E402
 from healer.metrics import HealerMetrics, MetricsServer  # noqa: E402
 from healer.observe import NULL_OBSERVER, Observer  # noqa: E402
 from healer.pipeline.replay import Input, replay  # noqa: E402
+from healer.rulefiles import load_rules  # noqa: E402
 from healer.runner import Runner  # noqa: E402
 
 MODES = ("off", "on", "on + scrape")

@@ -28,8 +28,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from healer.config import load_config
-from healer.engine import Status, load_rules
-from healer.engine.rules import default_rules_dir
+from healer.engine import Status
 from healer.journal import (
     DecisionRecord,
     EventRecord,
@@ -41,6 +40,7 @@ from healer.journal import (
 )
 from healer.live import Watchdog
 from healer.live.run import stop_holder
+from healer.rulefiles import default_rules_dir, load_rules
 from healer.supervise import find_virtiofsd
 
 __all__ = ["run_demo"]

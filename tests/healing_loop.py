@@ -11,10 +11,11 @@ import os
 import time
 from pathlib import Path
 
-from healer.engine import Decision, Engine, Status, load_rules
+from healer.engine import Decision, Engine, Status
 from healer.events import Event
 from healer.journal import Journal
 from healer.parse import SourceParser
+from healer.rulefiles import load_rules
 from healer.runner import Runner
 from healer.sources import read_batches
 

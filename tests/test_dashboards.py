@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from healer.engine import load_rules
 from healer.metrics import EXPORTED, HealerMetrics
+from healer.rulefiles import load_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "dashboards" / "healer.json"

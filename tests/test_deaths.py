@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from healer.engine import Action, Decision, Engine, Output, Phase, Transition, load_rules
+from healer.engine import Action, Decision, Engine, Output, Phase, Transition
 from healer.events import (
     BackendDisconnected,
     Event,
@@ -29,6 +29,7 @@ from healer.events import (
     VirtiofsdExited,
     VirtiofsdStarted,
 )
+from healer.rulefiles import load_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 12, 1, tzinfo=UTC)

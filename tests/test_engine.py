@@ -20,7 +20,6 @@ from healer.engine import (
     Tick,
     Transition,
     backoff_delay,
-    load_rules,
 )
 from healer.engine.rules import Policy
 from healer.events import (
@@ -34,6 +33,7 @@ from healer.events import (
     VmReset,
 )
 from healer.journal.records import state_from_dict, state_to_dict
+from healer.rulefiles import load_rules
 
 ROOT = Path(__file__).parent.parent
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)

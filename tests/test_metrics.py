@@ -15,7 +15,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from healer.config import load_config
-from healer.engine import Decision, Engine, Transition, load_rules
+from healer.engine import Decision, Engine, Transition
 from healer.engine.core import backoff_delay
 from healer.engine.model import Status
 from healer.events import Event, VirtiofsdClientConnected, VirtiofsdExited
@@ -23,6 +23,7 @@ from healer.journal import Journal, Record, read_records
 from healer.metrics import EXPORTED, HealerMetrics, MetricsServer, TextfileWriter, failure_kinds
 from healer.observe import FanOut, LineTally, NullObserver
 from healer.parse import SourceParser
+from healer.rulefiles import load_rules
 from healer.runner import Runner
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,9 +10,10 @@ from prometheus_client import generate_latest
 from rulepatch import patch_text
 from test_metrics import at, connected, exited
 
-from healer.engine import Engine, load_rules
+from healer.engine import Engine
 from healer.journal import Journal
 from healer.metrics import HealerMetrics
+from healer.rulefiles import load_rules
 from healer.runner import Runner
 
 ROOT = Path(__file__).resolve().parent.parent

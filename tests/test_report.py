@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 import healer
-from healer.engine import Decision, Engine, Transition, load_rules
+from healer.engine import Decision, Engine, Transition
 from healer.events import Event
 from healer.parse import Unrecognized
 from healer.pipeline import Input, decide, replay
 from healer.report import Collector, Postmortem, render_html, render_markdown, what_if, what_if_html
+from healer.rulefiles import load_rules
 from healer.runner import Runner
 
 RULES = Path(__file__).resolve().parents[1] / "rules"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from rulepatch import edit, patch_text, rules_toml, shipped_rules, without, write_rules
 
-from healer.engine import load_rules
+from healer.rulefiles import load_rules
 
 
 def test_the_shipped_rules_round_trip_through_the_writer(tmp_path: Path) -> None:

@@ -10,9 +10,10 @@ from pathlib import Path
 import orjson
 from healing_loop import ROOT, World, drive, make_log
 
-from healer.engine import Decision, Engine, Status, load_rules
+from healer.engine import Decision, Engine, Status
 from healer.events import BackendConnectTimeout, VirtiofsdExited
 from healer.journal import Journal
+from healer.rulefiles import load_rules
 from healer.runner import Runner
 
 

@@ -1,11 +1,7 @@
 """The healing engine: rules as data and a pure decision core.
 
-Nothing here reads a file. ``load_rules`` (which does) lives in :mod:`healer.rulefiles`;
-``from healer.engine import load_rules`` still works, imported only when asked for,
-for the callers that have always spelt it so.
+Nothing here reads a file: ``load_rules`` (which does) lives in :mod:`healer.rulefiles`.
 """
-
-from typing import TYPE_CHECKING
 
 from healer.engine.core import Engine, backoff_delay
 from healer.engine.model import (
@@ -25,9 +21,6 @@ from healer.engine.model import (
 )
 from healer.engine.rules import Policy, Rule, RulesError, RuleSet
 from healer.engine.ruletext import compile_rules
-
-if TYPE_CHECKING:
-    from healer.rulefiles import load_rules
 
 __all__ = [
     "DEFAULT_SHARE",
@@ -50,14 +43,4 @@ __all__ = [
     "Transition",
     "backoff_delay",
     "compile_rules",
-    "load_rules",
 ]
-
-
-def __getattr__(name: str) -> object:
-    """``load_rules`` reads files: imported from :mod:`healer.rulefiles` on first use."""
-    if name == "load_rules":
-        from healer.rulefiles import load_rules  # noqa: PLC0415 - the edge, only when asked
-
-        return load_rules
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,9 +2,7 @@
 
 Pure: nothing here reads a file. The TOML text of rule files is validated and
 compiled by :mod:`healer.engine.ruletext`; reading a rules directory (and where the
-shipped rules live) is :mod:`healer.rulefiles`, at the edge. ``load_rules`` and
-``default_rules_dir`` are still importable from here for the modules that import them
-so (the live loop's); they are fetched from the edge on first use, never at import.
+shipped rules live) is :mod:`healer.rulefiles`, at the edge.
 """
 
 from __future__ import annotations
@@ -12,14 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from healer.engine.model import HEALING, Action
 from healer.events import Event
 from healer.tomlspot import LocatedError, Problem
-
-if TYPE_CHECKING:
-    from healer.rulefiles import default_rules_dir, load_rules
 
 __all__ = [
     "ACTIONS",
@@ -33,9 +28,7 @@ __all__ = [
     "Rule",
     "RuleSet",
     "RulesError",
-    "default_rules_dir",
     "describe",
-    "load_rules",
 ]
 
 ACTIONS: dict[Action, str] = {
@@ -165,12 +158,3 @@ def describe(rules: RuleSet) -> Mapping[str, str]:
         then = f"; in time: {' -> '.join(rule.then_actions)}" if rule.then_actions else ""
         lines[rule.id] = f"on {trigger}{cond}: {how} -> {acts}{then}"
     return lines
-
-
-def __getattr__(name: str) -> object:
-    """``load_rules`` and ``default_rules_dir`` touch files: taken from the edge when asked."""
-    if name in ("load_rules", "default_rules_dir"):
-        from healer import rulefiles  # noqa: PLC0415 - the edge, only when asked
-
-        return getattr(rulefiles, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 
 from healer.config import Config, ConfigError, ShareConfig, load_config
 from healer.engine import Engine, RuleSet
-from healer.engine.rules import RulesError, default_rules_dir, load_rules
+from healer.engine.rules import RulesError
 from healer.holder.client import HolderError
+from healer.rulefiles import default_rules_dir, load_rules
 
 if TYPE_CHECKING:
     from healer.live.watchdog import Watchdog

@@ -19,11 +19,11 @@ import time
 from types import FrameType
 
 from healer.config import Config, load_config
-from healer.engine.rules import default_rules_dir, load_rules
 from healer.holder.client import HolderClient, HolderError
 from healer.journal.lock import lock_holder
 from healer.live.messages import Wake
 from healer.live.watchdog import Watchdog, holder_dir
+from healer.rulefiles import default_rules_dir, load_rules
 
 __all__ = ["IGNORED_SIGNALS", "hold", "stop", "stop_holder", "watch"]
 
