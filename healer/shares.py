@@ -4,14 +4,16 @@ Logs name a share in many ways: its virtio-fs tag, its socket path, a device id
 (``_fs0``, or the id healer gave it when it added the device), or not at all. Live,
 each event is given its configured share *name* before the engine sees it; engine,
 journal, metrics and actions then all use that one key. The names come from the
-configuration and from what the VMM says when it creates a device
-(``FsDeviceCreating``: tag, socket and device id together), so an event that names
-only a device id still reaches the right share.
+configuration, from what the VMM says when it creates a device (``FsDeviceCreating``:
+tag, socket and device id together) and, live, from the VMM's own list of its devices
+(cloud-hypervisor's ``vm.info``, asked at start: a creation line read before a restart
+of healer is not read again), so an event that names only a device id still reaches
+the right share.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from healer.events import Event
@@ -52,6 +54,17 @@ class ShareKeys:
         device = getattr(event, "device_id", None)
         if known and device:
             self._alias[str(device)] = known[0]
+
+    def learn_devices(self, devices: Iterable[tuple[str, str | None, str | None]]) -> int:
+        """(device id, tag, socket) triples from the VMM; how many named a share."""
+        learnt = 0
+        for device, tag, socket in devices:
+            for value in (tag, socket):
+                if value is not None and value in self._alias:
+                    self._alias[device] = self._alias[value]
+                    learnt += 1
+                    break
+        return learnt
 
     def key(self, named: str | None, *, default: str | None = None) -> str | None:
         """The share an event names (``None``: it names none and no default applies)."""

@@ -144,9 +144,9 @@ def rig(
             yield running
         finally:
             vmm.stop()
-            brain.send_signal(signal.SIGTERM)
+            running.brain.send_signal(signal.SIGTERM)  # the one running now (a test may restart it)
             with contextlib.suppress(subprocess.TimeoutExpired):
-                brain.wait(timeout=30)
+                running.brain.wait(timeout=30)
             subprocess.run(
                 [sys.executable, "-m", "healer", "stop", "--config", str(config)],
                 capture_output=True,
@@ -307,6 +307,48 @@ def test_a_device_named_only_by_its_id_reaches_its_share(virtiofsd: DaemonInfo) 
         assert sorted(ids) == ["fs0", "fs1"]
         assert all(i.startswith("_fs") for i in ids.values())  # named by the VMM
         device = ids["fs1"]
+        with (running.root / "ch.log").open("a") as log:
+            _, where, text = worker_failed(device, 53)
+            log.write(log_line(53, 99.0, level="WARN", thread=device, where=where, msg=text))
+        wait_for(
+            lambda: [
+                r
+                for r in running.records()
+                if isinstance(r, DecisionRecord) and r.decision.action == Action.READD
+            ]
+        )
+        (readd,) = [
+            r.decision
+            for r in running.records()
+            if isinstance(r, DecisionRecord) and r.decision.action == Action.READD
+        ]
+        assert readd.share == "fs1"
+
+
+def test_a_restarted_healer_learns_the_vmms_device_ids_from_vm_info(
+    virtiofsd: DaemonInfo,
+) -> None:
+    """The ids the VMM gave its devices (``_fs0``) were learnt from its creation lines,
+    which a restarted healer does not read again (its log positions are journaled): it
+    asks ``vm.info`` at start, so a line naming only a device id still reaches its
+    share after the restart."""
+    with rig(("fs0", "fs1"), named=False) as running:
+        info = ChApiClient(str(running.root / "api.sock")).info()
+        device = {fs["tag"]: fs["id"] for fs in info["config"]["fs"]}["fs1"]
+        assert device.startswith("_fs")
+        running.brain.kill()
+        running.brain.wait(timeout=30)
+        healer_log = running.root / "healer.log"
+        with healer_log.open("ab") as out:
+            running.brain = subprocess.Popen(
+                [sys.executable, "-m", "healer", "watch", "--config", str(running.config)],
+                stdout=out,
+                stderr=out,
+            )
+        wait_for(lambda: healer_log.read_text().count("watching 2 share(s)") == 2)
+        assert "the VMM lists 2 fs device(s), 2 of them this configuration's" in (
+            healer_log.read_text()
+        )
         with (running.root / "ch.log").open("a") as log:
             _, where, text = worker_failed(device, 53)
             log.write(log_line(53, 99.0, level="WARN", thread=device, where=where, msg=text))

@@ -51,12 +51,14 @@ from healer.runner import Runner
 from healer.shares import ShareKeys, ShareNames
 from healer.sources.notify import watch_files, watch_inotify
 from healer.systemd import Notifier, watchdog_interval
+from healer.vmm import ChApiClient, ChError, ChRemote
 
 __all__ = ["Watchdog", "holder_dir"]
 
 log = logging.getLogger(__name__)
 
 RECONNECT_S = 0.5  # how often a lost holder is looked for again
+DEVICE_LIST_TIMEOUT_S = 2.0  # vm.info at start: the most it may hold up the start
 
 
 def holder_dir(config: Config) -> Path:
@@ -221,6 +223,7 @@ class Watchdog:
         self._drain_inbox()  # the exits the holder kept: decided before anything starts
         self.daemons.first_starts(self._busy)
         self._drain_inbox()
+        self._learn_devices()
         self.logs.start(tailed_logs(self.config))
         self.ready.set()
         self.notifier.ready(self.status_line())
@@ -229,6 +232,35 @@ class Watchdog:
             len(self.config.shares),
             self.config.journal,
             self.holder.state.holder_pid if self.holder is not None else "-",
+        )
+
+    def _learn_devices(self) -> None:
+        """The fs devices cloud-hypervisor has (``vm.info``), so that a line naming only
+        a device id it assigned (``_fs0``) reaches its share even when the line that
+        created the device was read before this start. Bounded; a VMM that is not up
+        (or QEMU, or none configured) leaves the names to the logs."""
+        vmm = self.config.vmm
+        if vmm is None or vmm.kind == "qemu" or not vmm.api_socket:
+            return
+        try:
+            if vmm.ch_remote:
+                argv = [a.replace("{api_socket}", vmm.api_socket) for a in vmm.ch_remote]
+                info = ChRemote(argv).info(timeout_s=DEVICE_LIST_TIMEOUT_S)
+            else:
+                info = ChApiClient(vmm.api_socket).info(timeout_s=DEVICE_LIST_TIMEOUT_S)
+        except (ChError, OSError, ValueError) as exc:
+            log.info("the VMM's devices were not listed (vm.info: %s)", exc)
+            return
+        config = info.get("config") if isinstance(info, dict) else None
+        listed = config.get("fs") if isinstance(config, dict) else None
+        devices = [
+            (str(fs["id"]), fs.get("tag"), fs.get("socket"))
+            for fs in (listed if isinstance(listed, list) else [])
+            if isinstance(fs, dict) and fs.get("id")
+        ]
+        learnt = self.keys.learn_devices(devices)
+        log.info(
+            "the VMM lists %d fs device(s), %d of them this configuration's", len(devices), learnt
         )
 
     def _drain_inbox(self) -> None:
