@@ -182,9 +182,11 @@ def test_guest_io_goes_on_while_healer_is_killed_restarted_and_reloaded() -> Non
 
 
 def _stuck(rig: Rig) -> list[dict[str, object]]:
-    """Guest reads in a loop, so a request is in flight when virtiofsd dies."""
-    (rig.shared / "busy").write_text("x\n")
-    started = rig.vm.sh("{ while cat /mnt/fs0/busy; do :; done >/dev/null 2>&1 & }")
+    """A request is in flight when virtiofsd dies: the guest opens a FIFO in the share,
+    and virtiofsd's open of it waits for a writer that never comes. (A loop of reads
+    left it to chance: under TCG the unplug sometimes fell between two requests.)"""
+    os.mkfifo(rig.shared / "busy")
+    started = rig.vm.sh("{ cat /mnt/fs0/busy >/dev/null 2>&1 & }")
     assert started.status == 0
     rig.kill()
 
