@@ -14,7 +14,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["add_peer_arguments", "healer_watch", "sec_is_missing", "watcher_label", "watcher_lines"]
+__all__ = [
+    "add_peer_arguments",
+    "healer_stop",
+    "healer_watch",
+    "sec_is_missing",
+    "watcher_label",
+    "watcher_lines",
+]
 
 
 @contextmanager
@@ -38,13 +45,19 @@ def healer_watch(
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=limit_s)
-        subprocess.run(
-            [sys.executable, "-m", "healer", "stop", "--config", str(config)],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=limit_s,
-            check=False,
-        )
+        healer_stop(config, limit_s=limit_s)
+
+
+def healer_stop(config: Path, *, limit_s: float) -> None:
+    """``healer stop --config CONFIG``: the brain if it runs, the holder, its daemons and
+    sockets (its output is not read)."""
+    subprocess.run(
+        [sys.executable, "-m", "healer", "stop", "--config", str(config)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=limit_s,
+        check=False,
+    )
 
 
 def watcher_lines(notify: str) -> str:

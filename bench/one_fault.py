@@ -99,13 +99,13 @@ def _fault(running: Rig, kind: str) -> float:
 def _run(daemon: DaemonInfo, kind: str, faults: int) -> dict[str, object]:
     os.environ["HEALER_VIRTIOFSD"] = daemon.path
     if kind == "kill-idle":  # nothing reconnects, so no recovery: one first death per rig
-        parts = [_faults(daemon, kind, 1) for _ in range(faults)]
+        parts = [_faults(kind, 1) for _ in range(faults)]
         served = [s for p in parts for s in p[0]]
         respawns = sum(p[1] for p in parts)
         remounts = sum(p[2] for p in parts)
         errors: list[float] = []
     else:
-        served, respawns, remounts, errors = _faults(daemon, kind, faults)
+        served, respawns, remounts, errors = _faults(kind, faults)
     deaths = faults * (2 if kind == "double-kill" else 1)
     ms = sorted(s * 1000 for s in served)
     return {
@@ -121,10 +121,9 @@ def _run(daemon: DaemonInfo, kind: str, faults: int) -> dict[str, object]:
     }
 
 
-def _faults(
-    daemon: DaemonInfo, kind: str, faults: int
-) -> tuple[list[float], int, int, list[float]]:
-    """``faults`` faults on one rig: (served seconds, respawns, remounts, recovery errors)."""
+def _faults(kind: str, faults: int) -> tuple[list[float], int, int, list[float]]:
+    """``faults`` faults on one rig, with the daemon HEALER_VIRTIOFSD names: (served
+    seconds, respawns, remounts, recovery errors)."""
     with rig(quick=True, devices=kind != "kill-idle") as running:
         running.vmm.tick_s = 0.001  # the stand-in notices a hang-up within 1 ms
         if kind == "kill-idle":

@@ -92,6 +92,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import systemd_rig  # noqa: E402
+from _healer import healer_stop  # noqa: E402
 from systemd_rig import Container  # noqa: E402
 from test_systemd_units import SOCKET as UNITS_SOCKET  # noqa: E402
 from test_systemd_units import daemons as unit_daemons  # noqa: E402
@@ -355,13 +356,45 @@ class Peer:
         {"kill -9": self.kill9, "restart": self.restart, "reload": self.reload}[fault]()
 
 
-class HealerWatch(Peer):
+class OneProcess(Peer):
+    """A manager that is one process started here (``_start``; ``_ready`` waits until it
+    is up): kill -9 = SIGKILL, started again after ``AWAY_S``; restart = SIGTERM, wait for
+    its exit, start; back = start."""
+
+    proc: subprocess.Popen[bytes] | None = None
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def _ready(self) -> None:
+        raise NotImplementedError
+
+    def _signal(self, signo: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signo)
+        reap(self.proc)
+
+    def kill9(self) -> None:
+        self._signal(signal.SIGKILL)
+        time.sleep(AWAY_S)
+        self._start()
+        self._ready()
+
+    def restart(self) -> None:
+        self._signal(signal.SIGTERM)
+        self._start()
+        self._ready()
+
+    def back(self) -> None:
+        self._start()
+
+
+class HealerWatch(OneProcess):
     name = "healer (holder)"
 
     def __init__(self, daemon: DaemonInfo) -> None:
         self.daemon = daemon
         self.work = Path()
-        self.brain: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
     @property
@@ -384,7 +417,7 @@ class HealerWatch(Peer):
 
     def _start(self) -> None:
         argv = [sys.executable, "-m", "healer", "watch", "--config", str(self.config)]
-        self.brain = log_to(self.work / "watch.log", argv, new_session=False)
+        self.proc = log_to(self.work / "watch.log", argv, new_session=False)
         self.starts += 1
 
     def _logged(self, text: str) -> int:
@@ -392,7 +425,7 @@ class HealerWatch(Peer):
 
     def _ready(self) -> None:
         """``healer watch`` logs "watching" once every share is held and its daemon started."""
-        brain = self.brain
+        brain = self.proc
         assert brain is not None
 
         def ready() -> bool:
@@ -402,26 +435,10 @@ class HealerWatch(Peer):
 
         wait_until(ready, "healer watch ready")
 
-    def _signal(self, signo: signal.Signals) -> None:
-        assert self.brain is not None
-        self.brain.send_signal(signo)
-        reap(self.brain)
-
-    def kill9(self) -> None:
-        self._signal(signal.SIGKILL)
-        time.sleep(AWAY_S)
-        self._start()
-        self._ready()
-
-    def restart(self) -> None:
-        self._signal(signal.SIGTERM)
-        self._start()
-        self._ready()
-
     def reload(self) -> None:
-        assert self.brain is not None
+        assert self.proc is not None
         before = self._logged("INFO reloaded ")
-        self.brain.send_signal(signal.SIGHUP)
+        self.proc.send_signal(signal.SIGHUP)
         wait_until(lambda: self._logged("INFO reloaded ") > before, "healer reloaded")
 
     def leave(self) -> None:
@@ -430,20 +447,11 @@ class HealerWatch(Peer):
         assert pid is not None, "no daemon recorded by the holder"
         os.kill(pid, signal.SIGKILL)
 
-    def back(self) -> None:
-        self._start()
-
     def down(self) -> None:
         try:
-            if self.brain is not None and self.brain.returncode is None:
+            if self.proc is not None and self.proc.returncode is None:
                 self._signal(signal.SIGTERM)
-            subprocess.run(
-                [sys.executable, "-m", "healer", "stop", "--config", str(self.config)],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=LIMIT_S,
-                check=False,
-            )
+            healer_stop(self.config, limit_s=LIMIT_S)
         finally:
             kill_marked(self.work)
 
@@ -542,7 +550,7 @@ STARTED = "supervisord started with pid"
 SPAWNED = "spawned: 'virtiofsd'"
 
 
-class Supervisord(Peer):
+class Supervisord(OneProcess):
     name = "supervisord"
 
     def __init__(self, daemon: DaemonInfo, supervisord: str, supervisorctl: str) -> None:
@@ -550,7 +558,6 @@ class Supervisord(Peer):
         self.supervisord, self.supervisorctl = supervisord, supervisorctl
         self.work = Path()
         self.starts = 0
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def conf(self) -> Path:
@@ -581,22 +588,6 @@ class Supervisord(Peer):
         main loop, which otherwise spawns the program after its first 1 s poll)."""
         wait_until(lambda: self._logged(STARTED) >= self.starts, "supervisord started")
 
-    def _signal(self, signo: signal.Signals) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signo)
-        reap(self.proc)
-
-    def kill9(self) -> None:
-        self._signal(signal.SIGKILL)
-        time.sleep(AWAY_S)
-        self._start()
-        self._ready()
-
-    def restart(self) -> None:
-        self._signal(signal.SIGTERM)
-        self._start()
-        self._ready()
-
     def reload(self) -> None:
         before = self._logged(SPAWNED)
         done = subprocess.run(
@@ -618,9 +609,6 @@ class Supervisord(Peer):
         pid = children(proc.pid)[-1]
         self._signal(signal.SIGKILL)
         os.kill(pid, signal.SIGKILL)
-
-    def back(self) -> None:
-        self._start()
 
     def down(self) -> None:
         try:

@@ -153,18 +153,12 @@ class _Printer:
     def __init__(self, out: BinaryIO, form: str, *, recorded: bool) -> None:
         self.out = out
         self.form = form
+        self.recorded = recorded
         self.headed = False
-        self.sink: Sink | None = None
-        if form == "jsonl":
-            self.sink = self._jsonl if recorded else self._jsonl_replayed
-        elif form == "table":
-            self.sink = self._table_recorded if recorded else self._table
-
-    def _jsonl_replayed(self, item: TimelineItem) -> None:
-        self.out.write(jsonl_line(item))
+        self.sink: Sink | None = {"jsonl": self._jsonl, "table": self._table}.get(form)
 
     def _jsonl(self, item: TimelineItem) -> None:
-        self.out.write(jsonl_line(item, recorded=True))
+        self.out.write(jsonl_line(item, recorded=self.recorded))
 
     def _head(self) -> None:
         self.headed = True
@@ -173,12 +167,7 @@ class _Printer:
     def _table(self, item: TimelineItem) -> None:
         if not self.headed:
             self._head()
-        self.out.write(table_line(item).encode() + b"\n")
-
-    def _table_recorded(self, item: TimelineItem) -> None:
-        if not self.headed:
-            self._head()
-        self.out.write(table_line(item, recorded=True).encode() + b"\n")
+        self.out.write(table_line(item, recorded=self.recorded).encode() + b"\n")
 
     def close(self, result: ReplayResult) -> None:
         if self.form == "table" and not self.headed:

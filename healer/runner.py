@@ -354,7 +354,7 @@ class Runner:
             self.running[decision.key] = decision
             return True
         status, detail = (result, "") if isinstance(result, str) else result
-        self._finish(decision, Status(status), detail)
+        self._finish(decision, status, detail)
         return True
 
     def _supersede(self, decision: Decision) -> None:

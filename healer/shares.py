@@ -46,14 +46,10 @@ class ShareKeys:
         """A device the VMM creates ties its id to a tag or socket healer knows."""
         if event.kind != "FsDeviceCreating":
             return
-        known = [
-            self._alias[value]
-            for value in (getattr(event, "tag", None), getattr(event, "socket", None))
-            if value is not None and value in self._alias
-        ]
-        device = getattr(event, "device_id", None)
-        if known and device:
-            self._alias[str(device)] = known[0]
+        device = _device_of(event)
+        if device:
+            tag, socket = getattr(event, "tag", None), getattr(event, "socket", None)
+            self.learn_devices([(device, tag, socket)])
 
     def learn_devices(self, devices: Iterable[tuple[str, str | None, str | None]]) -> int:
         """(device id, tag, socket) triples from the VMM; how many named a share."""

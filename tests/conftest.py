@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import re
 import shutil
 import signal
+import socket
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -74,6 +78,48 @@ def wait_for(condition: Callable[[], object], limit_s: float = 20.0) -> None:
         if time.monotonic() > deadline:
             pytest.fail("condition not reached within the bound")
         time.sleep(0.005)
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A directory under /tmp: Unix socket paths must stay under 108 bytes, and pytest's
+    tmp_path can be longer."""
+    with tempfile.TemporaryDirectory(prefix="healer", dir="/tmp") as name:
+        yield Path(name)
+
+
+class Reconnector:
+    """A VMM's reconnect loop on ``path`` for the length of a ``with`` block: connects
+    every 10 ms and counts the tries, the connects accepted and those refused
+    (ECONNREFUSED, or ENOENT: no socket)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tries = self.accepted = self.refused = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(self.path))
+                self.accepted += 1
+            except OSError as exc:
+                if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+                    self.refused += 1
+            finally:
+                sock.close()
+                self.tries += 1
+            self.stop.wait(0.01)
+
+    def __enter__(self) -> Reconnector:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
 
 
 DAEMONS = ("c-7.2", "rust-1.13", "rust-1.14")
@@ -151,35 +197,52 @@ def prometheus() -> str:
     return _required("prometheus", "prometheus")
 
 
-def _holders() -> set[int]:
-    """Running holder processes of this checkout (``python -m healer.holder`` run by this
-    interpreter: another checkout's test run on the machine is not ours), from /proc."""
+RUN_MARK = "HEALER_TEST_RUN"
+"""The environment variable that marks the processes of one test run (holders too)."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def this_run() -> Iterator[str]:
+    """This run's mark, in the environment every process it starts inherits: another
+    test run on the machine (of this checkout too) has holders of its own."""
+    mark = f"{os.getpid()}-{time.time_ns()}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(RUN_MARK, mark)
+        yield mark
+
+
+def _holders(run: str) -> set[int]:
+    """Running holder processes of this test run (``python -m healer.holder`` run by this
+    interpreter, with this run's mark), from /proc."""
     found = set()
     python = os.fsencode(sys.executable)
+    mark = os.fsencode(f"{RUN_MARK}={run}")
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if argv[0] != python or b"healer.holder" not in argv[:4]:
+                continue
+            if mark in (entry / "environ").read_bytes().split(b"\0"):
+                found.add(int(entry.name))
         except OSError:
             continue
-        if argv[0] == python and b"healer.holder" in argv[:4]:
-            found.add(int(entry.name))
     return found
 
 
 @pytest.fixture(scope="module", autouse=True)
-def no_holder_left_behind() -> Iterator[None]:
+def no_holder_left_behind(this_run: str) -> Iterator[None]:
     """Every module stops the holders it started (``healer stop``, or SIGTERM to the
     holder): a holder left running keeps its virtiofsd daemons and sockets. One left is
     stopped here and fails the module, naming it."""
-    before = _holders()
+    before = _holders(this_run)
     yield
     left: set[int] = set()
 
     def stopped() -> bool:
         left.clear()
-        left.update(_holders() - before)
+        left.update(_holders(this_run) - before)
         return not left
 
     with contextlib.suppress(pytest.fail.Exception):

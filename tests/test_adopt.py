@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import wait_for
-from watching import ROOT, decisions, events, holder_pid, outcomes, running_watch
+from watching import ROOT, decisions, events, holder_pid, outcomes, recording_guest, running_watch
 
 from healer.engine import Action, Status
 from healer.events import Event, VirtiofsdExited, VirtiofsdStarted
@@ -162,12 +162,7 @@ def adopted(tmp_path: Path, virtiofsd: DaemonInfo, sandbox: str) -> Iterator[tup
     (tmp_path / "shared").mkdir()
     sock = tmp_path / "fs0.sock"
     argv = launch_argv(virtiofsd, sock, tmp_path / "shared", sandbox)
-    guest = tmp_path / "guest.py"
-    guest.write_text(
-        "import sys\n"
-        f"with open({str(tmp_path / 'guest.log')!r}, 'a') as f:\n"
-        "    f.write(' '.join(sys.argv[1:]) + '\\n')\n"
-    )
+    guest = recording_guest(tmp_path)
     (tmp_path / "healer.toml").write_text(
         f'[healer]\njournal = "{tmp_path / "journal"}"\nrules = "{ROOT / "rules"}"\n\n'
         f'[[share]]\nname = "fs0"\nmode = "adopt"\nsocket = "{sock}"\n'

@@ -18,7 +18,6 @@ import stat
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -50,7 +49,6 @@ from healer.supervise import (
     HeldSocket,
     SupervisedVirtiofsd,
     is_listening,
-    virtiofsd_argv,
 )
 from healer.vmm import (
     ChApiClient,
@@ -156,13 +154,6 @@ class FakeBackend:
                 if request in (1, 15):  # GET_FEATURES (offers protocol features), GET_PROTOCOL_
                     value = 1 << 30 if request == 1 else 0
                     conn.sendall(_HEADER.pack(request, 0x5, 8) + struct.pack("<Q", value))
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """Unix socket paths must stay under 108 bytes; pytest's tmp_path can be longer."""
-    with tempfile.TemporaryDirectory(prefix="ch", dir="/tmp") as name:
-        yield Path(name)
 
 
 @pytest.fixture
@@ -919,10 +910,7 @@ def served(virtiofsd: DaemonInfo, short_dir: Path) -> Iterator[tuple[HeldSocket,
     share.mkdir()
     (share / "hello.txt").write_text("hello\n")
     held = HeldSocket(short_dir / "vfs.sock")
-    binary, implementation = virtiofsd.path, virtiofsd.implementation
-    respawner = Respawner(
-        SupervisedVirtiofsd(virtiofsd_argv(binary, implementation, shared_dir=str(share)), held)
-    )
+    respawner = Respawner(SupervisedVirtiofsd(virtiofsd.argv(shared_dir=str(share)), held))
     yield held, respawner.start()
     respawner.stop()
     held.close()

@@ -19,7 +19,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -30,14 +29,13 @@ from pathlib import Path
 
 from conftest import wait_for
 from test_healing_live import quick_rules, write_config
-from test_lifecycle import alive
+from watching import everything_stopped, holder_pid, journal_records, start_watch
 
-from healer.config import load_config, runtime_dir
 from healer.engine import FINAL, Phase, Status
-from healer.journal import DecisionRecord, OutcomeRecord, Record, TransitionRecord, read_records
+from healer.journal import DecisionRecord, OutcomeRecord, Record, TransitionRecord
 from healer.sim import ChStandIn
 from healer.supervise import DaemonInfo, is_listening
-from healer.supervise.process import children, command_line
+from healer.supervise.process import children, command_line, exists
 from healer.vmm import ChApiClient
 from healer.vmm.chformat import log_line
 
@@ -84,13 +82,7 @@ class Field:
     brain: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        log = (self.root / "healer.log").open("ab")
-        self.brain = subprocess.Popen(
-            [sys.executable, "-m", "healer", "watch", "--config", str(self.config)],
-            stdout=log,
-            stderr=log,
-        )
-        log.close()
+        self.brain = start_watch(self.config, self.root / "healer.log")
 
     def kill(self) -> None:
         assert self.brain is not None
@@ -98,20 +90,19 @@ class Field:
         self.brain.wait()
 
     def daemons(self) -> list[int]:
-        lock = runtime_dir(load_config(self.config)) / "holder.lock"
-        try:
-            holder = int(lock.read_text().strip())
-        except (OSError, ValueError):
+        """Every virtiofsd of fs0 that runs, as the holder's children (all of them: never
+        two is what is checked; the holder's state names one)."""
+        holder = holder_pid(self.config)
+        if holder is None:
             return []
         return [
             p
             for p in children(holder)
-            if alive(p) and any("shared-fs0" in a for a in command_line(p) or [])
+            if exists(p) and any("shared-fs0" in a for a in command_line(p) or [])
         ]
 
     def records(self) -> list[Record]:
-        journal = self.root / "journal"
-        return list(read_records(journal)) if journal.exists() else []
+        return journal_records(self.root / "journal")
 
     def settled(self) -> bool:
         """Healthy, one daemon, every decision closed, and healer says it runs."""
@@ -151,32 +142,29 @@ def settle(here: Field) -> None:
 
 
 @contextlib.contextmanager
-def crash_field(daemon: DaemonInfo) -> Iterator[Field]:
+def crash_field() -> Iterator[Field]:
+    """healer watching fs0 (the virtiofsd of the test's daemon), the VMM connected; at the
+    end everything is stopped (``healer stop``)."""
     with tempfile.TemporaryDirectory(prefix="crash", dir="/tmp") as name:
         root = Path(name)
         config = write_config(root, ("fs0",), rules=quick_rules(root / "rules"))
         slow = root / "guest.py"  # a remount that takes a moment, so a kill can land in it
         slow.write_text(slow.read_text() + "import time\ntime.sleep(0.15)\n")
-        vmm = ChStandIn(root / "api.sock", root / "ch.log").start()
-        here = Field(root, config, vmm)
-        here.start()
-        try:
-            wait_for(lambda: len(here.daemons()) == 1)
-            ChApiClient(str(root / "api.sock")).add_fs(
-                tag="fs0", socket=str(root / "fs0.sock"), device_id="fs0"
-            )
-            wait_for(lambda: vmm.stats.connects >= 1)
-            yield here
-        finally:
-            vmm.stop()
-            if here.brain is not None and here.brain.poll() is None:
-                here.kill()
-            subprocess.run(
-                [sys.executable, "-m", "healer", "stop", "--config", str(config)],
-                capture_output=True,
-                timeout=60,
-                check=False,
-            )
+        with everything_stopped(config):
+            vmm = ChStandIn(root / "api.sock", root / "ch.log").start()
+            here = Field(root, config, vmm)
+            here.start()
+            try:
+                wait_for(lambda: len(here.daemons()) == 1)
+                ChApiClient(str(root / "api.sock")).add_fs(
+                    tag="fs0", socket=str(root / "fs0.sock"), device_id="fs0"
+                )
+                wait_for(lambda: vmm.stats.connects >= 1)
+                yield here
+            finally:
+                vmm.stop()
+                if here.brain is not None and here.brain.poll() is None:
+                    here.kill()
 
 
 def _fault(here: Field, phase: str, rng: random.Random, matrix: Matrix) -> None:
@@ -223,7 +211,7 @@ def test_healer_killed_at_random_points_loses_and_repeats_nothing(
 ) -> None:
     rng = random.Random(20261203)  # noqa: S311 - test randomness, not crypto
     matrix = Matrix()
-    with crash_field(virtiofsd) as here, ListenWatch(here.root / "fs0.sock") as watch:
+    with crash_field() as here, ListenWatch(here.root / "fs0.sock") as watch:
         for _ in range(ROUNDS):
             settle(here)
             before = here.daemons()

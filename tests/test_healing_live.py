@@ -24,13 +24,19 @@ from pathlib import Path
 import pytest
 from conftest import wait_for
 from rulepatch import edit, shipped_rules, write_rules
+from watching import (
+    daemon_pid,
+    decisions,
+    everything_stopped,
+    journal_records,
+    recording_guest,
+    start_watch,
+)
 
-from healer.config import load_config, runtime_dir
-from healer.engine import Action, Phase
-from healer.journal import DecisionRecord, EventRecord, Record, TransitionRecord, read_records
+from healer.engine import Action, Decision, Phase
+from healer.journal import DecisionRecord, EventRecord, Record, TransitionRecord
 from healer.sim import ChStandIn
 from healer.supervise import DaemonInfo
-from healer.supervise.process import children, command_line
 from healer.vmm import ChApiClient
 from healer.vmm.chformat import log_line, worker_failed
 
@@ -51,18 +57,11 @@ class Rig:
         return self.root / "journal"
 
     def records(self) -> list[Record]:
-        return list(read_records(self.journal)) if self.journal.exists() else []
+        return journal_records(self.journal)
 
     def daemon(self, share: str = "fs0") -> int | None:
-        lock = runtime_dir(load_config(self.config)) / "holder.lock"
-        try:
-            holder = int(lock.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        for pid in children(holder):
-            if any(f"shared-{share}" in a for a in command_line(pid) or []):
-                return pid
-        return None
+        """The share's running virtiofsd, as the holder records it."""
+        return daemon_pid(self.config, share)
 
     def remounts(self) -> int:
         log = self.root / "guest.log"
@@ -83,12 +82,7 @@ def quick_rules(target: Path) -> Path:
 def write_config(
     root: Path, shares: tuple[str, ...], extra_share: str = "", *, rules: Path = ROOT / "rules"
 ) -> Path:
-    guest = root / "guest.py"
-    guest.write_text(
-        "import sys\n"
-        f"with open({str(root / 'guest.log')!r}, 'a') as f:\n"
-        "    f.write(' '.join(sys.argv[1:]) + '\\n')\n"
-    )
+    guest = recording_guest(root)
     text = f'[healer]\njournal = "{root / "journal"}"\nrules = "{rules}"\nmetrics = "off"\n\n'
     for name in shares:
         (root / f"shared-{name}").mkdir(exist_ok=True)
@@ -121,39 +115,29 @@ def rig(
         root = Path(name)
         rules = quick_rules(root / "rules") if quick else ROOT / "rules"
         config = write_config(root, shares, extra_share, rules=rules)
-        log = (root / "healer.log").open("ab")
-        brain = subprocess.Popen(
-            [sys.executable, "-m", "healer", "watch", "--config", str(config)],
-            stdout=log,
-            stderr=log,
-        )
-        vmm = ChStandIn(root / "api.sock", root / "ch.log").start()
-        running = Rig(root, config, brain, vmm)
-        try:
-            if devices:
-                for share in shares:
-                    wait_for(has_daemon(running, share))
-                api = ChApiClient(str(root / "api.sock"))
-                for share in shares:
-                    fs = {"tag": share, "socket": str(root / f"{share}.sock")}
-                    if named:
-                        fs["id"] = share
-                    api.request("PUT", "vm.add-fs", fs)  # unnamed: CH calls it _fs<N>
-                wait_for(lambda: vmm.stats.connects >= len(shares))
-                time.sleep(0.7)  # the sessions outlast stale_session: healthy shares
-            yield running
-        finally:
-            vmm.stop()
-            running.brain.send_signal(signal.SIGTERM)  # the one running now (a test may restart it)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                running.brain.wait(timeout=30)
-            subprocess.run(
-                [sys.executable, "-m", "healer", "stop", "--config", str(config)],
-                capture_output=True,
-                timeout=60,
-                check=False,
-            )
-            log.close()
+        with everything_stopped(config):
+            brain = start_watch(config, root / "healer.log")
+            vmm = ChStandIn(root / "api.sock", root / "ch.log").start()
+            running = Rig(root, config, brain, vmm)
+            try:
+                if devices:
+                    for share in shares:
+                        wait_for(has_daemon(running, share))
+                    api = ChApiClient(str(root / "api.sock"))
+                    for share in shares:
+                        fs = {"tag": share, "socket": str(root / f"{share}.sock")}
+                        if named:
+                            fs["id"] = share
+                        api.request("PUT", "vm.add-fs", fs)  # unnamed: CH calls it _fs<N>
+                    wait_for(lambda: vmm.stats.connects >= len(shares))
+                    time.sleep(0.7)  # the sessions outlast stale_session: healthy shares
+                yield running
+            finally:
+                vmm.stop()
+                # the brain running now (a test may restart it)
+                running.brain.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    running.brain.wait(timeout=30)
 
 
 def has_daemon(running: Rig, share: str) -> Callable[[], bool]:
@@ -179,6 +163,11 @@ def healings(records: list[Record], action: Action, share: str = "fs0") -> list[
         and r.decision.suppressed is None
         and r.decision.note is None
     ]
+
+
+def of_kind(records: list[Record], kind: str) -> list[EventRecord]:
+    """The journaled events of one kind (by name), in journal order."""
+    return [r for r in records if isinstance(r, EventRecord) and r.event.kind == kind]
 
 
 def drains(records: list[Record]) -> list[DecisionRecord]:
@@ -210,6 +199,20 @@ def served_again(running: Rig, connects: int, incidents: int, share: str = "fs0"
     """The VMM reconnected and the incident closed (the recovery lasted stale_session)."""
     wait_for(lambda: running.vmm.stats.connects > connects)
     wait_for(lambda: len(recoveries(running.records(), share)) >= incidents)
+
+
+def readds_after_a_worker_failed(running: Rig, device: str) -> list[Decision]:
+    """The VMM logs that ``device``'s worker failed (v53's NEEDS_RESET line, which names
+    only the device id); once healer has decided to re-add a device, those decisions."""
+    with (running.root / "ch.log").open("a") as log:
+        _, where, text = worker_failed(device, 53)
+        log.write(log_line(53, 99.0, level="WARN", thread=device, where=where, msg=text))
+
+    def readds() -> list[Decision]:
+        return [d for d in decisions(running.journal) if d.action == Action.READD]
+
+    wait_for(readds)
+    return readds()
 
 
 def test_one_kill_is_one_respawn_one_remount_and_a_true_recovery_time(
@@ -292,9 +295,7 @@ def test_dead_probes_in_the_backlog_are_no_client_no_restart_and_no_circuit(
         assert len(healings(records, Action.RESPAWN)) == 1
         assert drains(records) == []  # the dead ones were dropped before a daemon saw them
         assert "4 dead connection(s) dropped" in (running.root / "healer.log").read_text()
-        starts = [
-            r for r in records if isinstance(r, EventRecord) and r.event.kind == "VirtiofsdStarted"
-        ]
+        starts = of_kind(records, "VirtiofsdStarted")
         assert len(starts) == 2  # the first daemon and its one successor
 
 
@@ -307,21 +308,7 @@ def test_a_device_named_only_by_its_id_reaches_its_share(virtiofsd: DaemonInfo) 
         assert sorted(ids) == ["fs0", "fs1"]
         assert all(i.startswith("_fs") for i in ids.values())  # named by the VMM
         device = ids["fs1"]
-        with (running.root / "ch.log").open("a") as log:
-            _, where, text = worker_failed(device, 53)
-            log.write(log_line(53, 99.0, level="WARN", thread=device, where=where, msg=text))
-        wait_for(
-            lambda: [
-                r
-                for r in running.records()
-                if isinstance(r, DecisionRecord) and r.decision.action == Action.READD
-            ]
-        )
-        (readd,) = [
-            r.decision
-            for r in running.records()
-            if isinstance(r, DecisionRecord) and r.decision.action == Action.READD
-        ]
+        (readd,) = readds_after_a_worker_failed(running, device)
         assert readd.share == "fs1"
 
 
@@ -339,31 +326,12 @@ def test_a_restarted_healer_learns_the_vmms_device_ids_from_vm_info(
         running.brain.kill()
         running.brain.wait(timeout=30)
         healer_log = running.root / "healer.log"
-        with healer_log.open("ab") as out:
-            running.brain = subprocess.Popen(
-                [sys.executable, "-m", "healer", "watch", "--config", str(running.config)],
-                stdout=out,
-                stderr=out,
-            )
+        running.brain = start_watch(running.config, healer_log)
         wait_for(lambda: healer_log.read_text().count("watching 2 share(s)") == 2)
         assert "the VMM lists 2 fs device(s), 2 of them this configuration's" in (
             healer_log.read_text()
         )
-        with (running.root / "ch.log").open("a") as log:
-            _, where, text = worker_failed(device, 53)
-            log.write(log_line(53, 99.0, level="WARN", thread=device, where=where, msg=text))
-        wait_for(
-            lambda: [
-                r
-                for r in running.records()
-                if isinstance(r, DecisionRecord) and r.decision.action == Action.READD
-            ]
-        )
-        (readd,) = [
-            r.decision
-            for r in running.records()
-            if isinstance(r, DecisionRecord) and r.decision.action == Action.READD
-        ]
+        (readd,) = readds_after_a_worker_failed(running, device)
         assert readd.share == "fs1"
 
 
@@ -374,26 +342,10 @@ def test_a_daemon_that_floods_its_stderr_as_it_dies_has_its_exit_seen(
     is journaled (none lost behind the lines), and every line is read."""
     extra = f'virtiofsd = ["{sys.executable}", "{short_flood}", "--fd={{fd}}"]'
     with rig(extra_share=extra, devices=False) as running:
-        wait_for(
-            lambda: (
-                len(
-                    [
-                        r
-                        for r in running.records()
-                        if isinstance(r, EventRecord) and r.event.kind == "VirtiofsdExited"
-                    ]
-                )
-                >= 3
-            ),
-            60,
-        )
+        wait_for(lambda: len(of_kind(running.records(), "VirtiofsdExited")) >= 3, 60)
         records = running.records()
-        started = [
-            r for r in records if isinstance(r, EventRecord) and r.event.kind == "VirtiofsdStarted"
-        ]
-        exited = [
-            r for r in records if isinstance(r, EventRecord) and r.event.kind == "VirtiofsdExited"
-        ]
+        started = of_kind(records, "VirtiofsdStarted")
+        exited = of_kind(records, "VirtiofsdExited")
         assert len(exited) >= len(started) - 1  # each daemon but the one running now
 
 

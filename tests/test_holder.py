@@ -13,7 +13,6 @@ import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from healer.holder.client import HolderClient, HolderError
 from healer.holder.state import start_time
 from healer.sim import VhostUserFrontend
 from healer.supervise import DaemonInfo
+from healer.supervise.process import children, exists
 
 
 class Exits:
@@ -46,13 +46,6 @@ class Exits:
 
 
 @pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """Unix socket paths must stay under 108 bytes; pytest's tmp_path can be longer."""
-    with tempfile.TemporaryDirectory(prefix="hold", dir="/tmp") as name:
-        yield Path(name)
-
-
-@pytest.fixture
 def holder_dir(short_dir: Path) -> Iterator[Path]:
     """The holder's directory; whatever holder runs there at the end is stopped."""
     directory = short_dir / "holder"
@@ -66,7 +59,7 @@ def holder_dir(short_dir: Path) -> Iterator[Path]:
                 os.kill(with_pid, signal.SIGTERM)
             except ProcessLookupError:
                 return
-            wait_for(lambda: not alive(with_pid), 20)
+            wait_for(lambda: not exists(with_pid), 20)
 
 
 def connect(directory: Path, exits: Exits | None = None, *, start: bool = True) -> HolderClient:
@@ -93,15 +86,6 @@ def state_of(directory: Path) -> p.HolderState:
 def served(sock: Path) -> int:
     with VhostUserFrontend(str(sock), timeout_s=15) as front:
         return front.get_features()
-
-
-def alive(pid: int) -> bool:
-    """Running and not a zombie (a process reaped between two reads is gone)."""
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return status != "Z"
 
 
 def holder_pid(directory: Path) -> int:
@@ -192,7 +176,7 @@ def test_an_exit_while_no_brain_listens_waits_for_the_next_one_until_acknowledge
     spawned = serve_share(client, virtiofsd, short_dir)
     client.close()
     os.kill(spawned.pid, signal.SIGKILL)
-    wait_for(lambda: not alive(spawned.pid))
+    wait_for(lambda: not exists(spawned.pid))
     wait_for(lambda: state_of(holder_dir).exits != ())
     once = connect(holder_dir)
     assert [(e.generation, e.signal) for e in once.state.exits] == [(1, "SIGKILL")]
@@ -273,9 +257,7 @@ def test_a_recorded_pid_that_is_now_another_process_is_not_adopted(
         sleeper.wait()
 
 
-def test_one_holder_per_directory_and_one_brain_per_holder(
-    short_dir: Path, holder_dir: Path
-) -> None:
+def test_one_holder_per_directory_and_one_brain_per_holder(holder_dir: Path) -> None:
     client = connect(holder_dir)
     first = holder_pid(holder_dir)
     second = subprocess.run(
@@ -307,8 +289,8 @@ def test_stray_signals_are_logged_and_sigterm_stops_everything(
     wait_for(lambda: f"{number.name} ignored" in log.read_text())
     assert served(short_dir / "fs0.sock") > 0
     os.kill(pid, signal.SIGTERM)
-    wait_for(lambda: not alive(pid))
-    assert not alive(spawned.pid)
+    wait_for(lambda: not exists(pid))
+    assert not exists(spawned.pid)
     assert not (short_dir / "fs0.sock").exists()
     assert not (holder_dir / "holder.json").exists()
     client.close()
@@ -372,7 +354,7 @@ def test_release_shutdown_and_an_in_place_upgrade(
     assert not (short_dir / "fs0.sock").exists()
     assert again.state.share("fs0") is not None  # (the state is from hello)
     again.shutdown()
-    wait_for(lambda: not alive(before))
+    wait_for(lambda: not exists(before))
     again.close()
     client.close()
 
@@ -417,13 +399,6 @@ def test_every_message_survives_encoding(message: p.Message) -> None:
 _LINGERING = "import os, time\nos.fork()\ntime.sleep(60)\n"
 
 
-def _own_children(pid: int) -> set[int]:
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found.update(int(c) for c in (task / "children").read_text().split())
-    return found
-
-
 def test_a_daemons_leftover_child_is_killed_before_its_exit_is_told(
     short_dir: Path, holder_dir: Path
 ) -> None:
@@ -431,21 +406,21 @@ def test_a_daemons_leftover_child_is_killed_before_its_exit_is_told(
     told: list[tuple[int, list[int]]] = []  # (pid, its children alive when it was told)
 
     def on_exit(gone: p.Exited) -> None:
-        told.append((gone.pid, [pid for pid in own if alive(pid)]))
+        told.append((gone.pid, [pid for pid in own if exists(pid)]))
 
     client = HolderClient.connect(holder_dir, start=True, on_exit=on_exit, on_lost=lambda: None)
     client.listen("fs0", str(short_dir / "fs0.sock"))
     spawned = client.spawn("fs0", 1, [sys.executable, "-c", _LINGERING, "--fd={fd}"])
 
     def forked() -> bool:
-        own.update(_own_children(spawned.pid))
+        own.update(children(spawned.pid))
         return bool(own)
 
     wait_for(forked)
     os.kill(spawned.pid, signal.SIGKILL)
     wait_for(lambda: told)
     assert told == [(spawned.pid, [])]
-    assert not any(alive(pid) for pid in own)
+    assert not any(exists(pid) for pid in own)
     assert "fs0" in client.listeners  # the share goes on: the next daemon may start
     assert client.spawn("fs0", 2, [sys.executable, "-c", "import time; time.sleep(60)"]).pid
     client.close()

@@ -10,34 +10,31 @@ bounded; no timing is asserted.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
-from watching import recorded_daemons
+from conftest import Reconnector, wait_for
+from watching import (
+    everything_stopped,
+    holder_directory,
+    holder_pid,
+    recorded_daemons,
+    start_watch,
+    stop_everything,
+)
 
-from healer.config import load_config, runtime_dir
 from healer.journal import DecisionRecord, EventRecord, read_records
 from healer.sim import VhostUserFrontend
 from healer.supervise import DaemonInfo, is_listening
+from healer.supervise.process import exists
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="life", dir="/tmp") as name:
-        yield Path(name)
 
 
 def write_config(
@@ -59,22 +56,16 @@ def write_config(
 
 
 class Healer:
-    """``healer watch`` processes on one configuration; everything is stopped at the end."""
+    """``healer watch`` processes on one configuration (see :func:`healing`)."""
 
     def __init__(self, config: Path, journal: Path) -> None:
         self.config = config
         self.journal = journal
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.runtime = runtime_dir(load_config(config))  # the holder's directory
+        self.runtime = holder_directory(config)
 
     def start(self) -> subprocess.Popen[bytes]:
-        log = (self.config.parent / "healer.log").open("ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "healer", "watch", "--config", str(self.config)],
-            stdout=log,
-            stderr=log,
-        )
-        log.close()
+        proc = start_watch(self.config, self.config.parent / "healer.log")
         self.procs.append(proc)
         return proc
 
@@ -86,8 +77,9 @@ class Healer:
         runtime directory, not on the journal's disk that the tests break)."""
         return recorded_daemons(self.runtime).get(share)
 
-    def stop_all(self) -> None:
-        """Stop everything; healer's and the holder's logs go to stdout (shown on failure)."""
+    def stop_brains(self) -> None:
+        """SIGTERM to every brain still running; healer's and the holder's logs go to
+        stdout (shown on failure)."""
         print(self.log())
         with contextlib.suppress(OSError):
             print((self.runtime / "holder.log").read_text(errors="replace"))
@@ -95,19 +87,24 @@ class Healer:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=30)
-        subprocess.run(
-            [sys.executable, "-m", "healer", "stop", "--config", str(self.config)],
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
+
+
+@contextlib.contextmanager
+def healing(config: Path, journal: Path) -> Iterator[Healer]:
+    """A :class:`Healer` for the block; at the end its brains are stopped, then everything
+    else (``healer stop``), also when the block failed."""
+    running = Healer(config, journal)
+    with everything_stopped(config):
+        try:
+            yield running
+        finally:
+            running.stop_brains()
 
 
 @pytest.fixture
 def healer(short_dir: Path, virtiofsd: DaemonInfo) -> Iterator[Healer]:
-    running = Healer(write_config(short_dir), short_dir / "journal")
-    yield running
-    running.stop_all()
+    with healing(write_config(short_dir), short_dir / "journal") as running:
+        yield running
 
 
 def ready(healer: Healer, share: str = "fs0") -> int:
@@ -124,46 +121,6 @@ def ready(healer: Healer, share: str = "fs0") -> int:
 
     wait_for(up)
     return found[-1]
-
-
-def alive(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except OSError:
-        return False
-    return status != "Z"
-
-
-class Reconnector:
-    """A VMM's reconnect loop: connects every 10 ms and counts what it got."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.refused = 0
-        self.accepted = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.connect(str(self.path))
-                self.accepted += 1
-            except OSError as exc:
-                if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
-                    self.refused += 1
-            finally:
-                sock.close()
-            self.stop.wait(0.01)
-
-    def __enter__(self) -> Reconnector:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        self.thread.join(5)
 
 
 def decisions(journal: Path, action: str) -> list[DecisionRecord]:
@@ -189,7 +146,7 @@ def test_healer_killed_while_a_vmm_is_served_drops_no_session_and_refuses_nothin
     with Reconnector(sock) as probes:  # connects while healer is away: queued, not refused
         time.sleep(0.3)
         assert vmm.get_features() > 0  # the session is the same one
-        assert alive(daemon)
+        assert exists(daemon)
         healer.start()
         wait_for(lambda: "watching 1 share(s)" in healer.log())
     assert probes.refused == 0
@@ -207,7 +164,7 @@ def test_a_daemon_that_dies_while_healer_is_away_is_served_again_when_it_is_back
     brain.kill()
     brain.wait()
     os.kill(daemon, signal.SIGKILL)
-    wait_for(lambda: not alive(daemon))
+    wait_for(lambda: not exists(daemon))
     healer.start()
     wait_for(lambda: healer.daemon() not in (None, daemon))
     with VhostUserFrontend(str(short_dir / "fs0.sock"), timeout_s=15) as vmm:
@@ -294,17 +251,10 @@ def test_sigterm_stops_healer_only_and_healer_stop_stops_everything(
     daemon = ready(healer)
     brain.send_signal(signal.SIGTERM)
     assert brain.wait(timeout=30) == 0
-    assert alive(daemon)
+    assert exists(daemon)
     assert is_listening(short_dir / "fs0.sock")
-    done = subprocess.run(
-        [sys.executable, "-m", "healer", "stop", "--config", str(healer.config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    wait_for(lambda: not alive(daemon))
+    stop_everything(healer.config)  # `healer stop`; it asserts the exit 0
+    wait_for(lambda: not exists(daemon))
     assert not (short_dir / "fs0.sock").exists()
 
 
@@ -379,8 +329,7 @@ def test_a_journal_that_cannot_be_written_degrades_healing_but_never_the_share(
     cannot be made writable while mounted: healer then stops cleanly when asked)."""
     with small_disk(short_dir / "disk", fault) as break_it:
         journal = short_dir / "disk" / "journal"
-        healer = Healer(write_config(short_dir, journal=journal), journal)
-        try:
+        with healing(write_config(short_dir, journal=journal), journal) as healer:
             brain = healer.start()
             ready(healer)
             break_it()
@@ -401,20 +350,12 @@ def test_a_journal_that_cannot_be_written_degrades_healing_but_never_the_share(
             brain.send_signal(signal.SIGTERM)
             assert brain.wait(timeout=30) == 0
             # and `healer stop` still ends everything, with the journal's disk as it is
-            holder = int((healer.runtime / "holder.lock").read_text())
-            stopped = subprocess.run(
-                [sys.executable, "-m", "healer", "stop", "--config", str(healer.config)],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-            assert stopped.returncode == 0, stopped.stderr
+            holder = holder_pid(healer.config)
+            assert holder is not None
+            stopped = stop_everything(healer.config)  # (it asserts the exit 0)
             assert "stopped the shares of" in stopped.stdout
-            wait_for(lambda: not alive(holder))
+            wait_for(lambda: not exists(holder))
             assert not (short_dir / "fs0.sock").exists()
-        finally:
-            healer.stop_all()
 
 
 def _journaled(journal: Path, kind: str) -> bool:

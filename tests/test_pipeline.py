@@ -155,7 +155,7 @@ def test_re_deciding_happens_only_when_asked_and_says_so(tmp_path: Path) -> None
     assert document["redecided"]["decisions"] == 4
 
 
-def test_bad_output_paths_and_flag_mixes_get_a_message_not_a_traceback(tmp_path: Path) -> None:
+def test_bad_output_paths_and_flag_mixes_get_a_message_not_a_traceback() -> None:
     def healer(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "healer", "replay", *args],

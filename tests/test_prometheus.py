@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 from conftest import wait_for
 from rulepatch import patch_text
-from watching import daemon_pid, kill_serving_daemon, running_watch
+from watching import kill_serving_daemon, running_watch, serving
 
 from healer.sim import VhostUserFrontend
-from healer.supervise import DaemonInfo, is_listening
+from healer.supervise import DaemonInfo
 from healer.supervise.process import exists
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,12 +125,6 @@ def config(tmp_path: Path, virtiofsd: DaemonInfo, healer_port: int) -> Path:
         f'[guest]\nremount = ["{sys.executable}", "{guest}"]\nmount_point = "/mnt/fs0"\n'
     )
     return path
-
-
-def serving(config: Path) -> bool:
-    """The holder runs fs0's daemon and its socket listens."""
-    sock = config.parent / "fs0.sock"
-    return daemon_pid(config) is not None and sock.exists() and is_listening(sock)
 
 
 def test_prometheus_sees_the_restart_and_the_recovery(prom: PromServer, config: Path) -> None:

@@ -26,7 +26,6 @@ from healer.supervise import (
     HeldSocket,
     SupervisedVirtiofsd,
     is_listening,
-    virtiofsd_argv,
 )
 from healer.supervise.process import exists
 
@@ -42,10 +41,7 @@ def share(tmp_path: Path) -> Path:
 @pytest.fixture
 def supervised(virtiofsd: DaemonInfo, share: Path, tmp_path: Path) -> Iterator[SupervisedVirtiofsd]:
     held = HeldSocket(tmp_path / "fs.sock")
-    binary, implementation = virtiofsd.path, virtiofsd.implementation
-    daemon = SupervisedVirtiofsd(
-        virtiofsd_argv(binary, implementation, shared_dir=str(share)), held
-    )
+    daemon = SupervisedVirtiofsd(virtiofsd.argv(shared_dir=str(share)), held)
     yield daemon
     daemon.stop()
     held.close()
@@ -125,12 +121,11 @@ def test_a_process_killed_with_sigkill_takes_its_supervised_virtiofsd_along(
 ) -> None:
     """The parent-death signal: a test that dies leaves no daemon behind. (healer watch
     is the opposite now: killing it leaves the holder's daemon serving.)"""
-    binary, implementation = virtiofsd.path, virtiofsd.implementation
     script = (
         "import sys, time\n"
-        "from healer.supervise import HeldSocket, SupervisedVirtiofsd, virtiofsd_argv\n"
+        "from healer.supervise import HeldSocket, SupervisedVirtiofsd\n"
         f"held = HeldSocket({str(tmp_path / 'k.sock')!r})\n"
-        f"argv = virtiofsd_argv({binary!r}, {implementation!r}, shared_dir={str(share)!r})\n"
+        f"argv = {virtiofsd.argv(shared_dir=str(share))!r}\n"
         "pid = SupervisedVirtiofsd(argv, held).start()\n"
         "print(pid, flush=True)\n"
         "time.sleep(60)\n"

@@ -10,14 +10,12 @@ reconnect loop while it happens. Select with ``-m systemd``; waits are bounded.
 
 from __future__ import annotations
 
-import errno
 import re
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import Reconnector
 from systemd_rig import CHECKOUT, Container, booted
 
 from healer.sim import VhostUserFrontend
@@ -57,36 +55,6 @@ def install(container: Container, daemon: DaemonInfo) -> None:
         text = text.replace("WatchdogSec=30", "WatchdogSec=3")
         container.write_unit(name, text, reload=False)
     container.daemon_reload()
-
-
-class Reconnector:
-    """A VMM's connect loop from the host: every 10 ms, counting refusals."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.refused, self.tries = path, 0, 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.connect(str(self.path))
-            except OSError as exc:
-                if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
-                    self.refused += 1
-            finally:
-                sock.close()
-                self.tries += 1
-            self.stop.wait(0.01)
-
-    def __enter__(self) -> Reconnector:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        self.thread.join(5)
 
 
 def main_pid(container: Container, unit: str) -> str:

@@ -33,6 +33,9 @@ from watching import (
     kill_serving_daemon,
     outcomes,
     running_watch,
+    serving,
+    start_watch,
+    stop_everything,
     write_setup,
 )
 
@@ -63,25 +66,14 @@ def watchdog(setup: Path) -> Iterator[subprocess.Popen[bytes]]:
     fill and stop it); at the end the brain is killed if the test did not stop it, and
     `healer stop` ends the holder and its daemons."""
     config = setup / "healer.toml"
-    with everything_stopped(config), (setup / "healer.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "healer", "watch", "--config", str(config)],
-            stdout=log,
-            stderr=log,
-        )
+    with everything_stopped(config):
+        proc = start_watch(config, setup / "healer.log")
         try:
             yield proc
         finally:
             if proc.poll() is None:
                 proc.kill()
             proc.wait(timeout=30)
-
-
-def serving(config: Path) -> int | None:
-    """The fs0 daemon's pid once it runs and its socket listens."""
-    sock = config.parent / "fs0.sock"
-    pid = daemon_pid(config)
-    return pid if pid is not None and sock.exists() and is_listening(sock) else None
 
 
 def test_a_killed_virtiofsd_is_respawned_and_the_guest_remounted(
@@ -161,14 +153,7 @@ def test_sigterm_stops_healer_and_leaves_the_daemon_serving_healer_stop_ends_it(
     assert daemon_pid(config) == daemon
     with VhostUserFrontend(str(sock), timeout_s=15) as vmm:  # served with no healer
         assert vmm.get_features()
-    stopped = subprocess.run(
-        [sys.executable, "-m", "healer", "stop", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert stopped.returncode == 0, stopped.stderr
+    stopped = stop_everything(config)  # (it asserts that `healer stop` exits 0)
     assert "stopped the shares of" in stopped.stdout
     wait_for(lambda: not exists(holder) and not exists(daemon), 60)
     assert not sock.exists()

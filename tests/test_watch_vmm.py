@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ from watching import (
     kill_serving_daemon,
     outcomes,
     running_watch,
+    start_watch,
     write_setup,
 )
 
@@ -153,10 +153,9 @@ def test_healer_killed_in_the_middle_of_a_readd_resumes_it_and_does_nothing_twic
     Its daemons do not (they are the holder's): the next healer takes them over."""
     config = with_vmm(setup)
     ch = ChStandIn(setup / "api.sock", setup / "ch-vmm.log", eject_delay_s=None).start()
-    healer = [sys.executable, "-m", "healer", "watch", "--config", str(config)]
     try:
         with everything_stopped(config):
-            first = subprocess.Popen(healer, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            first = start_watch(config)
             try:
                 wait_for(lambda: len(daemons(config)) == 2)
                 api = ChApiClient(str(setup / "api.sock"))

@@ -28,7 +28,7 @@ from healer.events import Event
 from healer.holder.state import Store, start_time
 from healer.journal import DecisionRecord, EventRecord, OutcomeRecord, Record, read_records
 from healer.live import holder_dir
-from healer.supervise import DaemonInfo
+from healer.supervise import DaemonInfo, is_listening
 from healer.supervise.process import command_line, exists, probe_virtiofsd, running_daemon
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,6 +91,14 @@ def daemon_pid(config: Path, share: str = "fs0") -> int | None:
     return daemons(config).get(share)
 
 
+def serving(config: Path, share: str = "fs0") -> int | None:
+    """The pid of ``share``'s virtiofsd once it runs and the share's socket listens (the
+    socket beside ``config``, as the tests' configurations put it), else None."""
+    sock = config.parent / f"{share}.sock"
+    pid = daemon_pid(config, share)
+    return pid if pid is not None and sock.exists() and is_listening(sock) else None
+
+
 def kill_serving_daemon(config: Path, share: str = "fs0") -> int:
     """SIGKILL the share's virtiofsd, checking first that it runs the daemon the test is
     parametrized with; a pid that vanished meanwhile is looked up again."""
@@ -117,9 +125,10 @@ def kill_serving_daemon(config: Path, share: str = "fs0") -> int:
     pytest.fail(f"no running virtiofsd of {share} to kill")
 
 
-def stop_everything(config: Path) -> None:
+def stop_everything(config: Path) -> subprocess.CompletedProcess[str]:
     """``healer stop --config``: the brain if it runs, then every daemon and socket; waits
-    (bounded) until the holder and every daemon it ran are gone."""
+    (bounded) until the holder and every daemon it ran are gone. Its output, for a test
+    that reads what it said."""
     holder = holder_pid(config)
     running = list(daemons(config).values()) if holder is not None else []
     done = subprocess.run(
@@ -133,6 +142,7 @@ def stop_everything(config: Path) -> None:
     if holder is not None:
         wait_for(lambda: not exists(holder), STOP_BOUND_S)
     wait_for(lambda: not any(exists(pid) for pid in running), STOP_BOUND_S)
+    return done
 
 
 @contextmanager
@@ -150,15 +160,21 @@ def everything_stopped(config: Path) -> Iterator[None]:
     stop_everything(config)
 
 
+def start_watch(config: Path, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """``healer watch --config CONFIG`` started (not waited for), its output appended to
+    ``log`` or dropped (a pipe nobody reads could fill and stop it)."""
+    argv = [sys.executable, "-m", "healer", "watch", "--config", str(config)]
+    if log is None:
+        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with log.open("ab") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=out)
+
+
 @contextmanager
 def running_watch(config: Path) -> Iterator[subprocess.Popen[bytes]]:
     """``healer watch`` for the duration of a block. At the end it must stop cleanly on
     SIGTERM (exit 0); then ``healer stop`` ends the holder and the daemons it left."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "healer", "watch", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_watch(config)
     with everything_stopped(config):
         try:
             yield proc
@@ -206,17 +222,22 @@ def outcomes(journal: Path) -> list[OutcomeRecord]:
     return [r for r in journal_records(journal) if isinstance(r, OutcomeRecord)]
 
 
-def write_setup(tmp_path: Path, shares: tuple[str, ...] = ("fs0",)) -> Path:
-    """A healer.toml supervising ``shares`` with the real virtiofsd, and a recording guest.
-
-    The guest transport is a script that appends its argv to guest.log.
-    """
-    guest = tmp_path / "guest.py"
+def recording_guest(root: Path) -> Path:
+    """A guest transport for ``[guest] remount``: a script that appends its argv to
+    ``root/guest.log``."""
+    guest = root / "guest.py"
     guest.write_text(
         "import sys\n"
-        f"with open({str(tmp_path / 'guest.log')!r}, 'a') as f:\n"
+        f"with open({str(root / 'guest.log')!r}, 'a') as f:\n"
         "    f.write(' '.join(sys.argv[1:]) + '\\n')\n"
     )
+    return guest
+
+
+def write_setup(tmp_path: Path, shares: tuple[str, ...] = ("fs0",)) -> Path:
+    """A healer.toml supervising ``shares`` with the real virtiofsd, and a recording guest
+    (:func:`recording_guest`)."""
+    guest = recording_guest(tmp_path)
     text = f'[healer]\njournal = "{tmp_path / "journal"}"\nrules = "{ROOT / "rules"}"\n\n'
     for name in shares:
         shared = tmp_path / ("shared" if name == shares[0] else f"shared-{name}")

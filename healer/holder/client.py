@@ -199,7 +199,7 @@ class HolderClient:
 
     def _request(self, request: p.Request, fds: Sequence[int] = ()) -> tuple[p.Reply, list[int]]:
         pending = _Pending()
-        ident = getattr(request, "id", 0)
+        ident = request.id
         with self._lock:
             if self._closed:
                 raise HolderError("the connection to the holder is closed")
@@ -293,7 +293,7 @@ def _try_connect(path: Path) -> socket.socket | None:
     return sock
 
 
-def _start(directory: Path) -> subprocess.Popen[bytes]:
+def _start(directory: Path) -> None:
     """A holder in a session of its own: a hang-up, a ^C or our death do not reach it."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     log = (directory / "holder.log").open("ab")
@@ -309,4 +309,3 @@ def _start(directory: Path) -> subprocess.Popen[bytes]:
     finally:
         log.close()
     starter.wait(timeout=30)  # it forks the holder and exits: no child of ours stays
-    return starter

@@ -166,7 +166,7 @@ def _dump(name: str, value: object) -> object:
 
 
 class _Message(_Record):
-    """What every message kind has: its ``op``, ``encode()`` and ``decode()``."""
+    """What every message kind has: its ``op``, ``encode()`` and ``from_fields()``."""
 
     __slots__ = ()
     OP: ClassVar[str]
@@ -193,11 +193,9 @@ class _Message(_Record):
         return data
 
     @classmethod
-    def decode(cls, data: bytes) -> Self:
-        message = decode(data)
-        if not isinstance(message, cls):
-            raise ProtocolError(f"expected {cls.OP}, got {message.OP}", getattr(message, "id", 0))
-        return message
+    def from_fields(cls, obj: Mapping[str, object]) -> Self:
+        """This kind of message from its ``fields()``, checked as :func:`decode` checks."""
+        return cls.read(_Fields(cls.OP, obj, None))
 
 
 class _Reply(_Message):

@@ -43,6 +43,8 @@ from healer.holder import protocol as p
 from healer.holder.errors import Refused
 from healer.holder.sockets import bind, bound_to, file_inode, peer
 from healer.holder.state import Daemon, Share, Store, start_time
+from healer.supervise.held import bind_private
+from healer.supervise.process import children
 from healer.systemd import Notifier, listen_fds
 
 __all__ = ["Holder", "say"]
@@ -89,7 +91,6 @@ class Holder:
         self.buffer = bytearray(p.MAX_MESSAGE)
         self.stopping = False
         self._ignored_said: set[int] = set()
-        self._restored: dict[str, list[int]] = {}
         self.settling: list[_Settling] = []
         self._outlived: set[int] = set()  # leftovers waited for in vain: not waited for again
 
@@ -97,6 +98,7 @@ class Holder:
 
     def restore(self, inherited: dict[str, Any] | None = None) -> None:
         """Take over what the last holder (or this one before a reexec) had."""
+        restored: dict[str, list[int]] = {}
         if inherited is not None:
             self._from_reexec(inherited)
         else:
@@ -106,8 +108,8 @@ class Holder:
                 daemon = share.daemon
                 if daemon is not None and not self._adopt(share, daemon):
                     share.daemon = None
-            self._restored = listen_fds()
-        for name, fds in self._restored.items():
+            restored = listen_fds()
+        for name, fds in restored.items():
             kept = self.shares.get(name)
             for fd in fds:
                 sock = socket.socket(fileno=fd)
@@ -146,11 +148,7 @@ class Holder:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # we hold the lock: a socket file left here is a dead holder's
         control = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        old = os.umask(0o177)
-        try:
-            control.bind(str(path))
-        finally:
-            os.umask(old)
+        bind_private(control, str(path))
         control.listen(4)
         control.setblocking(False)
         self.control = control
@@ -234,12 +232,7 @@ class Holder:
         daemons = {
             s.daemon.pid for s in self.shares.values() if s.daemon is not None and s.daemon.child
         }
-        pids: set[int] = set()
-        with contextlib.suppress(OSError):
-            for task in Path("/proc/self/task").iterdir():
-                with contextlib.suppress(OSError):
-                    pids.update(int(pid) for pid in (task / "children").read_text().split())
-        return pids - daemons - self._outlived
+        return set(children(os.getpid())) - daemons - self._outlived
 
     def _settle(self) -> None:
         """Tell the exits whose leftovers are gone, or that waited ``SETTLE_S``."""
@@ -269,11 +262,7 @@ class Holder:
     def _exited(
         self, share: Share, daemon: Daemon, code: int | None, sig: str | None, *, known: bool
     ) -> None:
-        if daemon.pidfd is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self.selector.unregister(daemon.pidfd)
-            os.close(daemon.pidfd)
-            daemon.pidfd = None
+        self._close_pidfd(daemon)
         gone = p.Exited(share.name, daemon.generation, daemon.pid, code, sig, time.time(), known)
         if share.daemon is daemon:
             share.daemon = None
@@ -281,7 +270,14 @@ class Holder:
         how = sig or (f"status {code}" if known else "status unknown")
         say(f"virtiofsd {daemon.pid} of {share.name} (generation {daemon.generation}) ended: {how}")
         self._save()
-        self._tell(gone)
+        self._send(gone)
+
+    def _close_pidfd(self, daemon: Daemon) -> None:
+        if daemon.pidfd is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(daemon.pidfd)
+            os.close(daemon.pidfd)
+            daemon.pidfd = None
 
     # --- the brain ------------------------------------------------------------------
 
@@ -324,7 +320,7 @@ class Holder:
         try:
             received = p.receive(self.brain, self.buffer)
         except p.ProtocolError as exc:
-            self._reply(p.Failed(exc.id or 0, str(exc)))
+            self._send(p.Failed(exc.id or 0, str(exc)))
             return
         except OSError:
             self._drop_brain()
@@ -351,27 +347,21 @@ class Holder:
             for fd in fds:  # descriptors a request brought are ours only as dups
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self._reply(reply, out)
+        self._send(reply, out)
         if isinstance(reply, p.Done) and isinstance(message, p.Shutdown | p.Reexec):
             if isinstance(message, p.Shutdown):
                 self.stopping = True
             else:
                 self._reexec()
 
-    def _reply(self, reply: p.Reply, fds: Sequence[int] = ()) -> None:
+    def _send(self, message: p.Reply | p.Exited, fds: Sequence[int] = ()) -> None:
+        """A reply or a notice to the brain, if one is connected; a broken one is dropped."""
         if self.brain is None:
             return
         try:
-            p.send(self.brain, reply, fds)
+            p.send(self.brain, message, fds)
         except OSError:
             self._drop_brain()
-
-    def _tell(self, gone: p.Exited) -> None:
-        if self.brain is not None:
-            try:
-                p.send(self.brain, gone)
-            except OSError:
-                self._drop_brain()
 
     # --- requests ---------------------------------------------------------------------
 
@@ -507,10 +497,7 @@ class Holder:
             share.daemon = None
         if share.daemon is not None:
             _stop(share.daemon)
-            if share.daemon.pidfd is not None:
-                with contextlib.suppress(KeyError, ValueError):
-                    self.selector.unregister(share.daemon.pidfd)
-                os.close(share.daemon.pidfd)
+            self._close_pidfd(share.daemon)
         self._close_listener(share)
         self.exits = [e for e in self.exits if e.share != name]
         for old in self.stderr.glob(f"{name}.*.log"):
@@ -539,30 +526,20 @@ class Holder:
 
     def _reexec(self) -> None:
         """Become a fresh holder image with the same pid: children and sockets stay."""
-        carried: dict[str, Any] = {
-            "reexecs": self.reexecs + 1,
-            "started_at": self.started_at,
-            "exits": [e.fields() for e in self.exits],
-            "shares": {},
-        }
-        keep: list[int] = []
         shares: dict[str, Any] = {}
         for share in self.shares.values():
             listener = share.listener.fileno() if share.listener is not None else None
             if listener is not None:
                 os.set_inheritable(listener, True)
-                keep.append(listener)
             d = share.daemon
-            shares[share.name] = {
-                "socket": share.socket,
-                "inode": share.inode,
-                "generation": share.generation,
-                "listener": listener,
-                "daemon": None
-                if d is None
-                else [d.generation, d.pid, d.started_at, d.starttime, list(d.argv), d.child],
-            }
-        carried["shares"] = shares
+            daemon = None if d is None else d.fields() | {"child": d.child}
+            shares[share.name] = share.fields() | {"listener": listener, "daemon": daemon}
+        carried: dict[str, Any] = {
+            "reexecs": self.reexecs + 1,
+            "started_at": self.started_at,
+            "exits": [e.fields() for e in self.exits],
+            "shares": shares,
+        }
         if self.control is not None:
             os.set_inheritable(self.control.fileno(), True)
             carried["control"] = self.control.fileno()
@@ -579,21 +556,18 @@ class Holder:
         """The state the image before this one wrote (trusted: it is this program)."""
         self.reexecs = int(carried["reexecs"])
         self.started_at = float(carried["started_at"])
-        self.exits = [p.Exited.decode(orjson.dumps(raw)) for raw in carried["exits"]]
+        self.exits = [p.Exited.from_fields(raw) for raw in carried["exits"]]
         if carried.get("control") is not None:
             self.control = socket.socket(fileno=int(carried["control"]))
             os.set_inheritable(self.control.fileno(), False)
         for name, raw in carried["shares"].items():
-            share = Share(name, raw["socket"], raw["inode"])
-            share.generation = raw["generation"]
+            share = Share.from_fields(name, raw)
             if raw["listener"] is not None:
                 share.listener = socket.socket(fileno=raw["listener"])
                 os.set_inheritable(raw["listener"], False)
-            if raw["daemon"] is not None:
-                gen, pid, started, ticks, argv, child = raw["daemon"]
-                share.daemon = Daemon(gen, pid, started, ticks, tuple(argv), child=child)
-                if not child and not self._adopt(share, share.daemon):
-                    share.daemon = None
+            daemon = share.daemon
+            if daemon is not None and not daemon.child and not self._adopt(share, daemon):
+                share.daemon = None
             self.shares[name] = share
 
     def _save(self) -> None:

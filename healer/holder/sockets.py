@@ -17,7 +17,7 @@ from pathlib import Path
 from healer.holder.errors import Refused
 from healer.holder.state import Share
 from healer.supervise.adopt import socket_owner
-from healer.supervise.held import listening_inode
+from healer.supervise.held import bind_private, listening_inode
 
 __all__ = ["bind", "bound_to", "file_inode", "peer"]
 
@@ -65,13 +65,10 @@ def bind(path: str, backlog: int) -> socket.socket:
             raise Refused(f"{path} is in use by another process{who}")
         target.unlink()  # a stale socket file: nothing listens on it
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)
     try:
-        sock.bind(path)
+        bind_private(sock, path)
     except OSError as exc:
         sock.close()
         raise Refused(f"cannot bind {path}: {exc.strerror}") from exc
-    finally:
-        os.umask(old)
     sock.listen(backlog)
     return sock

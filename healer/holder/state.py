@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import os
 import socket as sockets
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -53,6 +55,27 @@ class Daemon:
     def state(self) -> DaemonState:
         return DaemonState(self.generation, self.pid, self.started_at, not self.child)
 
+    def fields(self) -> dict[str, object]:
+        """As ``holder.json`` keeps it (a reexec adds ``child``)."""
+        return {
+            "generation": self.generation,
+            "pid": self.pid,
+            "started_at": self.started_at,
+            "starttime": self.starttime,
+            "argv": list(self.argv),
+        }
+
+    @classmethod
+    def from_fields(cls, d: Mapping[str, Any]) -> Daemon:
+        return cls(
+            int(d["generation"]),
+            int(d["pid"]),
+            float(d["started_at"]),
+            d.get("starttime"),
+            tuple(d.get("argv", ())),
+            child=bool(d.get("child", True)),
+        )
+
 
 @dataclass(slots=True)
 class Share:
@@ -69,14 +92,30 @@ class Share:
         daemon = self.daemon.state() if self.daemon is not None else None
         return ShareState(self.name, self.socket, self.inode, self.listener is not None, daemon)
 
+    def fields(self) -> dict[str, object]:
+        """As ``holder.json`` keeps it (the name is the key)."""
+        daemon = self.daemon.fields() if self.daemon is not None else None
+        return {
+            "socket": self.socket,
+            "inode": self.inode,
+            "generation": self.generation,
+            "daemon": daemon,
+        }
+
+    @classmethod
+    def from_fields(cls, name: str, raw: Mapping[str, Any]) -> Share:
+        share = cls(str(name), str(raw["socket"]), raw.get("inode"))
+        share.generation = int(raw.get("generation", 0))
+        if raw.get("daemon"):
+            share.daemon = Daemon.from_fields(raw["daemon"])
+        return share
+
 
 @dataclass(slots=True)
 class Store:
     """The state file of one holder directory."""
 
     path: Path
-    failures: int = 0  # writes that failed (a full or read-only disk): counted, not fatal
-    loaded: dict[str, object] = field(default_factory=dict)
 
     def load(self) -> tuple[list[Share], list[Exited]]:
         try:
@@ -88,59 +127,22 @@ class Store:
         shares = []
         for name, raw in (data.get("shares") or {}).items():
             with contextlib.suppress(KeyError, TypeError, ValueError):
-                share = Share(str(name), str(raw["socket"]), raw.get("inode"))
-                share.generation = int(raw.get("generation", 0))
-                d = raw.get("daemon")
-                if d:
-                    share.daemon = Daemon(
-                        int(d["generation"]),
-                        int(d["pid"]),
-                        float(d["started_at"]),
-                        d.get("starttime"),
-                        tuple(d.get("argv", ())),
-                    )
-                shares.append(share)
+                shares.append(Share.from_fields(name, raw))
         exits = []
         for raw in data.get("exits") or []:
-            with contextlib.suppress(KeyError, TypeError, ValueError):
-                exits.append(
-                    Exited(
-                        str(raw["share"]),
-                        int(raw["generation"]),
-                        int(raw["pid"]),
-                        raw.get("code"),
-                        raw.get("signal"),
-                        float(raw["at"]),
-                        bool(raw["known"]),
-                    )
-                )
+            with contextlib.suppress(AttributeError, ValueError):  # not an object, a bad field
+                exits.append(Exited.from_fields(raw))
         return shares, exits
 
     def save(self, shares: dict[str, Share], exits: list[Exited]) -> None:
         data = {
             "v": VERSION,
             "pid": os.getpid(),
-            "shares": {
-                s.name: {
-                    "socket": s.socket,
-                    "inode": s.inode,
-                    "generation": s.generation,
-                    "daemon": None
-                    if s.daemon is None
-                    else {
-                        "generation": s.daemon.generation,
-                        "pid": s.daemon.pid,
-                        "started_at": s.daemon.started_at,
-                        "starttime": s.daemon.starttime,
-                        "argv": list(s.daemon.argv),
-                    },
-                }
-                for s in shares.values()
-            },
+            "shares": {s.name: s.fields() for s in shares.values()},
             "exits": [e.fields() for e in exits],
         }
         tmp = self.path.with_suffix(".tmp")
-        try:
+        with contextlib.suppress(OSError):  # a full or read-only disk: the data path matters more
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             with os.fdopen(fd, "wb") as file:
                 file.write(orjson.dumps(data))
@@ -148,8 +150,6 @@ class Store:
             # there are no daemons to take over), and a slow disk must not hold the
             # holder's loop. The rename keeps it whole for a holder that crashes.
             tmp.replace(self.path)
-        except OSError:
-            self.failures += 1  # the data path matters more than this file
 
     def remove(self) -> None:
         with contextlib.suppress(OSError):

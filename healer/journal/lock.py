@@ -54,15 +54,9 @@ class JournalLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _read(fd)
+            busy = _busy(root, fd)
             os.close(fd)
-            pid = holder.get("pid")
-            conf = holder.get("config")
-            raise JournalBusy(
-                root,
-                pid if isinstance(pid, int) else None,
-                conf if isinstance(conf, str) else None,
-            ) from None
+            raise busy from None
         who = {"pid": os.getpid(), "config": config, "since": time.time()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, orjson.dumps(who) + b"\n", 0)
@@ -88,14 +82,19 @@ def lock_holder(directory: Path | str) -> JournalBusy | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # refused while it is held
     except BlockingIOError:
-        holder = _read(fd)
-        pid, conf = holder.get("pid"), holder.get("config")
-        return JournalBusy(
-            root, pid if isinstance(pid, int) else None, conf if isinstance(conf, str) else None
-        )
+        return _busy(root, fd)
     finally:
         os.close(fd)
     return None
+
+
+def _busy(root: Path, fd: int) -> JournalBusy:
+    """The error naming the holder the lock file at ``fd`` records."""
+    holder = _read(fd)
+    pid, conf = holder.get("pid"), holder.get("config")
+    return JournalBusy(
+        root, pid if isinstance(pid, int) else None, conf if isinstance(conf, str) else None
+    )
 
 
 def _read(fd: int) -> dict[str, object]:

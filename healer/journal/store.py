@@ -196,14 +196,12 @@ class Journal:
             self._fd = None
 
     def _rotate(self) -> None:
+        resumed = self._fd is None  # no segment open yet: continue the newest one
         if self._fd is not None:
             os.fsync(self._fd)
             self._close_fd()
-            reopened = False
-        else:
-            reopened = True
         segments = self._segments()
-        if reopened and segments and segments[-1].stat().st_size < self.segment_bytes:
+        if resumed and segments and segments[-1].stat().st_size < self.segment_bytes:
             path = segments[-1]  # continue the newest segment after a restart
         else:
             path = self.directory / _SEGMENT.format(self.seq + 1)

@@ -84,7 +84,6 @@ class DaemonTable:
         self.adopted = {
             s.name: AdoptedVirtiofsd(s.socket, s.pid_file) for s in shares if s.mode == "adopt"
         }
-        self.drained: dict[str, int] = {}  # share -> dead connections dropped
         self._highest: dict[str, int] = {}
         self._argv: dict[str, list[str]] = {}
 
@@ -173,9 +172,8 @@ class DaemonTable:
         if listener is not None:
             drained = drain_dead(listener)
             if drained is not None and drained.dropped:
-                self.drained[name] = self.drained.get(name, 0) + drained.dropped
                 log.info("share %s: %d dead connection(s) dropped", name, drained.dropped)
-        generation = max(self.generations(name) or 0, self._highest.get(name, 0)) + 1
+        generation = self._next_generation(name)
         try:
             spawned = self.holder.spawn(name, generation, self.argv(name))
         except HolderError as exc:
@@ -221,11 +219,7 @@ class DaemonTable:
 
     def holder_exit(self, gone: Exited) -> None:
         """From the holder client's thread: hand the exit to the loop."""
-        self.post(
-            DaemonGone(
-                gone.share, gone.generation, gone.pid, gone.code, gone.signal, gone.at, gone.known
-            )
-        )
+        self.post(gone)
 
     def gone(self, message: DaemonGone) -> tuple[Event, str | None]:
         """A daemon ended: its ``VirtiofsdExited``, and the key of a respawn that waited
@@ -259,7 +253,7 @@ class DaemonTable:
             pid = adopted.locate()
             if pid is None:
                 continue
-            generation = max(self.generations(name) or 0, self._highest.get(name, 0)) + 1
+            generation = self._next_generation(name)
             self._seen(name, generation)
             daemon = self.current[name] = Daemon(generation, pid, self.clock(), adopted=True)
             adopted.watch_exit(pid, self._exit_watcher(name, generation))
@@ -314,6 +308,10 @@ class DaemonTable:
             signal=message.signal,
             reporter="healer",
         )
+
+    def _next_generation(self, name: str) -> int:
+        """Above every generation of the share the journal or this process has seen."""
+        return max(self.generations(name) or 0, self._highest.get(name, 0)) + 1
 
     def _seen(self, name: str, generation: int) -> None:
         self._highest[name] = max(self._highest.get(name, 0), generation)

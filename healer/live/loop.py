@@ -92,11 +92,7 @@ class Loop:
                 first = None
             if first is not None:
                 self._handle(first)
-            while True:  # everything that came meanwhile, in order
-                try:
-                    self._handle(self.inbox.get_nowait())
-                except queue.Empty:
-                    break
+            self.drain()  # everything that came meanwhile, in order
             ticked = self.clock() >= next_tick
             if ticked or self.files_changed.is_set():
                 self.files_changed.clear()
@@ -106,6 +102,15 @@ class Loop:
             self.turn()
             if ticked:
                 next_tick = self.clock() + TICK_S
+
+    def drain(self) -> None:
+        """Handle every message on the inbox now, in order."""
+        while True:
+            try:
+                message = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(message)
 
     def turn(self) -> None:
         """Decisions and timers that are due now (also run once after start-up)."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from healer.engine import Status
 from healer.events import Event
+from healer.holder.protocol import Exited
 
 __all__ = [
     "ActionDone",
@@ -25,17 +26,9 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class DaemonGone:
-    """A share's daemon ended (from the holder, or the pidfd of an adopted one)."""
-
-    share: str
-    generation: int
-    pid: int
-    code: int | None
-    signal: str | None
-    at: float
-    known: bool  # False: not healer's child, the status cannot be known
+# A share's daemon ended: the holder's notice as it came, or the same made for the pidfd
+# of an adopted one (``known`` False: not healer's child, the status cannot be known).
+DaemonGone = Exited
 
 
 @dataclass(frozen=True, slots=True)

@@ -164,13 +164,11 @@ class StderrFeed:
                     end = min(len(data), LINE_LIMIT)
                     data = data[:end] + b"\n"  # cut (or, at a dead daemon's end, closed)
                     self.lines_cut += 1
-                    step = end
                 else:
                     data = data[:end]
-                    step = end
                 self._feed(spool, data)
-                spool.offset += step
-                limit -= step
+                spool.offset += end
+                limit -= end
         finally:
             os.close(fd)
 

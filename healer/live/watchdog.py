@@ -37,7 +37,6 @@ from healer.actions.workers import ShareWorkers
 from healer.config import Config, SourceConfig, runtime_dir
 from healer.engine import Engine, Phase, RuleSet, Status
 from healer.holder.client import HolderClient, HolderError
-from healer.holder.protocol import Exited
 from healer.journal import Journal, JournalLock, StartRecord
 from healer.live.daemons import DaemonTable
 from healer.live.logs import TailedLog, TailedLogs
@@ -220,9 +219,9 @@ class Watchdog:
                 if share in self.daemons.shares:
                     self.feed.follow(share, generation, None, path)
         self.daemons.listen()
-        self._drain_inbox()  # the exits the holder kept: decided before anything starts
+        self.loop.drain()  # the exits the holder kept: decided before anything starts
         self.daemons.first_starts(self._busy)
-        self._drain_inbox()
+        self.loop.drain()
         self._learn_devices()
         self.logs.start(tailed_logs(self.config))
         self.ready.set()
@@ -263,16 +262,11 @@ class Watchdog:
             "the VMM lists %d fs device(s), %d of them this configuration's", len(devices), learnt
         )
 
-    def _drain_inbox(self) -> None:
-        while not self.loop.inbox.empty():
-            self.loop._handle(self.loop.inbox.get_nowait())
-
     def shutdown(self) -> None:
         """Stop this process cleanly: daemons and sockets stay with the holder."""
         self.notifier.stopping("stopping; virtiofsd keeps serving")
         self.workers.close()
-        while not self.loop.inbox.empty():  # outcomes and exits that came in: journal them
-            self.loop._handle(self.loop.inbox.get_nowait())
+        self.loop.drain()  # outcomes and exits that came in: journal them
         self.logs.close()
         if self.feed is not None:
             self.feed.close()
@@ -293,12 +287,9 @@ class Watchdog:
         return HolderClient.connect(
             holder_dir(self.config),
             start=True,
-            on_exit=self._holder_exit,
+            on_exit=self.daemons.holder_exit,
             on_lost=lambda: self._post(HolderLost()),
         )
-
-    def _holder_exit(self, gone: Exited) -> None:
-        self.daemons.holder_exit(gone)
 
     def _ack(self, share: str, generation: int) -> None:
         if self.holder is None or share not in self.daemons.shares:

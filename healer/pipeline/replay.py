@@ -46,17 +46,6 @@ class ReplaySummary:
     read: dict[str, ReadStats] = field(default_factory=dict)
     kinds: Counter[str] = field(default_factory=Counter)
 
-    def as_counts(self) -> dict[str, object]:
-        """The ``--format counts`` document."""
-        stats = self.parse.values()
-        return {
-            "lines": sum(s.lines for s in stats),
-            "events": sum(s.events for s in stats),
-            "unparsed": sum(s.unparsed_lines for s in stats),
-            "truncated_lines": sum(r.truncated_lines for r in self.read.values()),
-            "kinds": dict(sorted(self.kinds.items())),
-        }
-
 
 def replay(
     inputs: Iterable[Input],

@@ -16,7 +16,6 @@ def render_report(
     result: ReplayResult,
     *,
     html: bool = False,
-    title: str | None = None,
     a_label: str | None = None,
     b_label: str | None = None,
 ) -> str:
@@ -26,7 +25,6 @@ def render_report(
     the rules' digests (or "the journal as recorded").
     """
     from healer.report import (  # noqa: PLC0415 - the renderers only when a report is made
-        DEFAULT_TITLE,
         render_html,
         render_markdown,
         what_if,
@@ -44,12 +42,10 @@ def render_report(
         }
         compare = what_if_html if html else what_if
         comparison = compare(pm, result.what_if.postmortem, **labels)
-    heading = title or DEFAULT_TITLE
     inputs = list(result.inputs)
     if html:
         return render_html(
             pm,
-            title=heading,
             rules_digest=result.rules,
             inputs=inputs,
             recorded_rules=result.recorded_rules,
@@ -57,7 +53,6 @@ def render_report(
         )
     text = render_markdown(
         pm,
-        title=heading,
         rules_digest=result.rules,
         inputs=inputs,
         recorded_rules=result.recorded_rules,

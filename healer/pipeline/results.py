@@ -8,8 +8,7 @@ holds, and what re-deciding it gave, when that was asked for).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -80,13 +79,7 @@ class JournalCounts:
             "rules": list(self.rules),
         }
         if self.redecided is not None:
-            again = self.redecided
-            out["redecided"] = {
-                "rules": again.rules,
-                "decisions": again.decisions,
-                "suppressed": again.suppressed,
-                "transitions": again.transitions,
-            }
+            out["redecided"] = asdict(self.redecided)
         return out
 
 
@@ -115,7 +108,6 @@ class ReplayResult:
     postmortem: Postmortem | None = None
     what_if: WhatIf | None = None
     metrics: HealerMetrics | None = None
-    journal: Path | None = None  # the journal this replay wrote
 
     @property
     def redecided(self) -> bool:

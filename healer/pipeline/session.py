@@ -117,7 +117,6 @@ def replay_logs(
         postmortem=postmortem,
         what_if=None if other is None or what_if is None else WhatIf(what_if.digest, other),
         metrics=meters,
-        journal=Path(write_journal) if write_journal and rules else None,
     )
 
 
@@ -202,7 +201,6 @@ def replay_journal(
         postmortem=postmortem,
         what_if=None if other_pm is None or what_if is None else WhatIf(what_if.digest, other_pm),
         metrics=meters,
-        journal=Path(write_journal) if write_journal else None,
     )
 
 

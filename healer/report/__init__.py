@@ -13,7 +13,6 @@ huge logs: per-incident lists keep their first and last entries and collapse the
 middle into counts, and totals are counters.
 """
 
-from healer.report._postmortem import DEFAULT_TITLE
 from healer.report.collect import Collector
 from healer.report.html import render_html
 from healer.report.markdown import render_markdown
@@ -30,7 +29,6 @@ from healer.report.results import (
 from healer.report.whatif import what_if, what_if_html
 
 __all__ = [
-    "DEFAULT_TITLE",
     "Action",
     "Circuit",
     "Collapsed",

@@ -91,8 +91,13 @@ def watch_files(
         )
         try:
             for changes in changes_seen:
-                hit = {p for _, raw in changes if (p := Path(raw)) in targets}
-                hit |= {p.parent for _, raw in changes if (p := Path(raw)).parent in folders}
+                hit: set[Path] = set()
+                for _, raw in changes:
+                    path = Path(raw)
+                    if path in targets:
+                        hit.add(path)
+                    if path.parent in folders:
+                        hit.add(path.parent)
                 if hit:
                     yield hit
                 now = time.monotonic()

@@ -14,9 +14,18 @@ import socket
 import stat
 from pathlib import Path
 
-__all__ = ["HeldSocket", "has_client", "is_listening", "listening_inode"]
+__all__ = ["HeldSocket", "bind_private", "has_client", "is_listening", "listening_inode"]
 
 _SO_ACCEPTCON = 0x10000  # /proc/net/unix "Flags" bit of a listening socket
+
+
+def bind_private(sock: socket.socket, path: str) -> None:
+    """Bind ``sock`` to ``path`` with a socket file only its owner can use (0600)."""
+    old = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
 
 
 class HeldSocket:
@@ -30,11 +39,7 @@ class HeldSocket:
                 raise FileExistsError(msg)
             self.path.unlink()  # a stale socket of an earlier run
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)
-        try:
-            self.sock.bind(str(self.path))
-        finally:
-            os.umask(old)
+        bind_private(self.sock, str(self.path))
         self.sock.listen(backlog)
         self.sock.set_inheritable(False)
 

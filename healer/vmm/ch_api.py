@@ -58,6 +58,10 @@ class _DeadlineSocket(socket.socket):
             raise TimeoutError("deadline passed")
         self.settimeout(left)
 
+    def connect(self, address: Any, /) -> None:
+        self._arm()
+        super().connect(address)
+
     def sendall(self, *args: Any, **kwargs: Any) -> None:
         self._arm()
         super().sendall(*args, **kwargs)
@@ -81,7 +85,6 @@ class _UnixConnection(http.client.HTTPConnection):
         def make() -> _DeadlineSocket:
             sock = _DeadlineSocket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.deadline = self._deadline
-            sock._arm()
             return sock
 
         self.sock = connect_unix(self._path, None, make=make)
