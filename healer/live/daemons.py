@@ -30,7 +30,7 @@ from healer.config import ShareConfig
 from healer.events import Event, Origin, VirtiofsdExited, VirtiofsdStarted
 from healer.holder.client import HolderClient, HolderError
 from healer.holder.protocol import Exited, HolderState
-from healer.live.messages import ActionReport, DaemonGone, Message, StartWanted
+from healer.live.messages import DaemonGone, Message, StartWanted
 from healer.live.stderr import StderrFeed
 from healer.supervise import AdoptedVirtiofsd, find_virtiofsd, has_client, virtiofsd_argv
 from healer.supervise.backlog import drain_dead
@@ -86,6 +86,7 @@ class DaemonTable:
         }
         self._highest: dict[str, int] = {}
         self._argv: dict[str, list[str]] = {}
+        self.unreported: list[Event] = []  # starts the loop has not journaled yet
 
     # --- start-up -----------------------------------------------------------------
 
@@ -184,8 +185,15 @@ class DaemonTable:
         self.current[name] = daemon
         if self.feed is not None:
             self.feed.follow(name, generation, spawned.pid, Path(spawned.stderr_path))
-        self.post(ActionReport(self._started(name, daemon, served=False)))
+        # Journaled by the loop before the next message it handles: an exit the holder
+        # reports at once is a message, and must not overtake its own start.
+        self.unreported.append(self._started(name, daemon, served=False))
         return None
+
+    def take_started(self) -> list[Event]:
+        """The ``VirtiofsdStarted`` of the starts since the last call (loop only)."""
+        started, self.unreported = self.unreported, []
+        return started
 
     def request_start(self, name: str) -> None:
         self.post(StartWanted(name))

@@ -86,6 +86,7 @@ class Loop:
         next_tick = self.clock() + TICK_S
         while not stop.is_set():
             wait = self._wait(next_tick)
+            self._report_started()  # a start a chore made (a reload) is not held back
             try:
                 first: Message | None = self.inbox.get(timeout=wait)
             except queue.Empty:
@@ -109,6 +110,7 @@ class Loop:
             try:
                 message = self.inbox.get_nowait()
             except queue.Empty:
+                self._report_started()
                 return
             self._handle(message)
 
@@ -120,6 +122,7 @@ class Loop:
         timer = self.runner.next_timer()
         if timer is not None and self.clock() >= timer:
             self.runner.tick(self.clock())
+        self._report_started()
         self.runner.flush()
         if self.daemons.adopted and self.clock() >= self._next_look:
             self._next_look = self.clock() + ADOPT_LOOK_S
@@ -144,6 +147,7 @@ class Loop:
     # --- messages -----------------------------------------------------------------------
 
     def _handle(self, message: Message) -> None:
+        self._report_started()  # before an exit of a daemon just started, always
         match message:
             case DaemonGone():
                 self._gone(message)
@@ -176,6 +180,13 @@ class Loop:
         self.runner.ingest([exited], stream=exited.source)
         if self.ack is not None:
             self.ack(message.share, message.generation)
+
+    def _report_started(self) -> None:
+        """Journal the daemons started since last time, on this thread: a start made
+        while the runner decides is not ingested inside it, and comes before any later
+        message (an exit reported the moment after the start included)."""
+        for event in self.daemons.take_started():
+            self.report(event)
 
     def report(self, event: Event) -> None:
         """A fact healer established itself (a daemon started, a QEMU step): journaled on
