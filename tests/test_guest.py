@@ -16,10 +16,13 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import time
 from collections.abc import Iterator
 
 import pytest
 from guest.rig import Rig, missing
+
+from healer.supervise.process import children
 
 pytestmark = pytest.mark.guest
 
@@ -181,13 +184,26 @@ def test_guest_io_goes_on_while_healer_is_killed_restarted_and_reloaded() -> Non
         assert rig.vm.alive()
 
 
+def _waits_for_an_answer(rig: Rig) -> bool:
+    """A guest process sleeps in the FUSE request it sent (the kernel's wait for the
+    answer): the request is on the device's queue."""
+    return "request_wait_answer" in "".join(rig.vm.sh("cat /proc/[0-9]*/wchan 2>/dev/null").output)
+
+
 def _stuck(rig: Rig) -> list[dict[str, object]]:
-    """A request is in flight when virtiofsd dies: the guest opens a FIFO in the share,
-    and virtiofsd's open of it waits for a writer that never comes. (A loop of reads
-    left it to chance: under TCG the unplug sometimes fell between two requests.)"""
-    os.mkfifo(rig.shared / "busy")
-    started = rig.vm.sh("{ cat /mnt/fs0/busy >/dev/null 2>&1 & }")
+    """A request is in flight when virtiofsd dies: virtiofsd is stopped (SIGSTOP, its
+    children too), the guest looks up a name it has never seen, and the kill waits until
+    the guest shows the lookup waiting for its answer. (A loop of reads left it to
+    chance under TCG, and a FIFO in the share sends no request: the guest opens it
+    itself.)"""
+    daemon = rig.daemon_pid()
+    assert daemon is not None
+    for pid in (daemon, *children(daemon)):
+        os.kill(pid, signal.SIGSTOP)  # it answers nothing from now on
+    name = f"never-looked-up-{time.time_ns()}"
+    started = rig.vm.sh(f"{{ stat /mnt/fs0/{name} >/dev/null 2>&1 & }}")
     assert started.status == 0
+    rig.wait(lambda: _waits_for_an_answer(rig), HEAL_LIMIT_S, "the guest's lookup in flight")
     rig.kill()
 
     def stuck_events() -> list[dict[str, object]]:
