@@ -15,6 +15,8 @@ import pytest
 from conftest import EXCERPTS, parse, parse_excerpt
 
 from healer.events import KINDS, to_dict
+from healer.parse import cloud_hypervisor
+from healer.parse.stream import SourceParser, Unrecognized
 
 RECORDED = Path(__file__).parent / "fixtures" / "recorded-rust-virtiofsd.log"
 """Lines recorded for this project (not from public logs): each excerpt's ``### source:``
@@ -359,6 +361,50 @@ def test_event_monitor_object_spans_lines() -> None:
     )
     assert to_dict(removed)["fields"] == {"device_id": "_fs0", "bdf": "0000:00:05.0"}
     assert (booted.kind, to_dict(booted)["fields"]["event"]) == ("VmmLifecycle", "booted")
+
+
+def test_an_event_monitor_object_nested_a_thousand_deep_is_read_and_harms_nothing() -> None:
+    """A property nested 1,000 deep (orjson parses it; str() of it raises RecursionError)
+    is no property, and the record is still the event it names; a source nested so is
+    not an event at all; the records after both are read."""
+    deep = b"[" * 1000 + b"]" * 1000
+    data = (
+        b'{\n  "timestamp": {\n    "secs": 1,\n    "nanos": 0\n  },\n  "source": "vm",\n'
+        b'  "event": "device-removed",\n  "properties": {\n    "id": "_fs0",\n'
+        b'    "x": ' + deep + b"\n  }\n}\n\n"
+        b'{\n  "timestamp": {\n    "secs": 2,\n    "nanos": 0\n  },\n  "source": ' + deep + b",\n"
+        b'  "event": "booted",\n  "properties": null\n}\n\n'
+        b'{\n  "timestamp": {\n    "secs": 3,\n    "nanos": 0\n  },\n  "source": "vm",\n'
+        b'  "event": "rebooting",\n  "properties": null\n}\n\n'
+    )
+    removed, reset = parse(data)
+    fields = to_dict(removed)["fields"]
+    assert (removed.kind, fields) == ("DeviceRemoved", {"device_id": "_fs0", "bdf": None})
+    assert (reset.kind, reset.origin.uptime) == ("VmReset", 3.0)
+
+
+def test_a_parser_that_raises_on_one_record_costs_that_record_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever a parser's bug, the record it raised on is counted and the stream goes on."""
+    real = cloud_hypervisor.parse_event_monitor
+
+    def fragile(text: str) -> Any:
+        if "boom" in text:
+            raise RuntimeError("a parser bug")
+        return real(text)
+
+    monkeypatch.setattr(cloud_hypervisor, "parse_event_monitor", fragile)
+    parser = SourceParser("ch.log", default_year=2026, keep_unrecognized=True)
+    data = (
+        b'{\n  "source": "vm",\n  "event": "boom"\n}\n\n'
+        b'{\n  "source": "vm",\n  "event": "rebooting",\n  "properties": null\n}\n\n'
+    )
+    out = parser.parse_all(data)
+    assert [type(o).__name__ for o in out] == ["Unrecognized", "VmReset"]
+    assert isinstance(out[0], Unrecognized)
+    assert (out[0].line, out[0].offset) == (1, 0)
+    assert parser.stats.failed_records == 1
 
 
 def test_rust_panic_message_on_the_next_line() -> None:

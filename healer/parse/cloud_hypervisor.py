@@ -288,13 +288,19 @@ PATTERNS: list[Pattern] = [
 ]
 
 
+_SCALARS = (str, int, float, bool)
+
+
 def parse_event_monitor(text: str) -> tuple[Built, float | None, str]:
     """One pretty-printed ``--event-monitor`` JSON object: event, uptime, label."""
     try:
         obj: Any = orjson.loads(text)
     except orjson.JSONDecodeError:
         return None, None, ""
-    if not isinstance(obj, dict) or "event" not in obj or "source" not in obj:
+    if not isinstance(obj, dict):
+        return None, None, ""
+    source, event = obj.get("source"), obj.get("event")
+    if not isinstance(source, str) or not isinstance(event, str):
         return None, None, ""
     stamp = obj.get("timestamp")
     uptime = None
@@ -303,6 +309,11 @@ def parse_event_monitor(text: str) -> tuple[Built, float | None, str]:
         if isinstance(secs, int) and isinstance(nanos, int):
             uptime = secs + nanos / 1e9
     props = obj.get("properties")
-    properties = {str(k): str(v) for k, v in props.items()} if isinstance(props, dict) else {}
-    source, event = str(obj["source"]), str(obj["event"])
+    # CH writes a flat map of strings; a nested value (of any depth: str() of one nested
+    # a thousand deep raises RecursionError) is not a property.
+    properties = (
+        {str(k): str(v) for k, v in props.items() if isinstance(v, _SCALARS)}
+        if isinstance(props, dict)
+        else {}
+    )
     return monitor_event(source, event, properties), uptime, f"{source}/{event}"

@@ -135,6 +135,9 @@ class ParseStats:
 
     ``future_times`` counts records read live whose wall clock was ahead of the
     ingest time by more than the skew tolerance, and so was not believed.
+    ``failed_records`` counts records a parser raised on (a bug the text found): each
+    is read as no event, kept with its position like any unrecognised record, and the
+    records after it are read as usual.
     """
 
     lines: int = 0
@@ -144,6 +147,7 @@ class ParseStats:
     event_lines: int = 0
     long_records: int = 0
     future_times: int = 0
+    failed_records: int = 0  # a parser raised on the record: counted, read as no event
 
     @property
     def unparsed_lines(self) -> int:
@@ -473,7 +477,10 @@ class SourceParser:
         event = None
         if hit:
             self.stats.candidate_records += 1
-            event = self._parse(texts, offset, number, ingest)
+            try:
+                event = self._parse(texts, offset, number, ingest)
+            except Exception:  # one hostile record must not end the stream
+                self.stats.failed_records += 1
         if event is None:
             if self.keep_unrecognized:
                 out.append(Unrecognized(self.source, offset, number, "\n".join(texts)))
