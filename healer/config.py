@@ -9,6 +9,7 @@ placeholders are the known ``{names}``. Text from logs never fills a placeholder
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
 import tomllib
@@ -29,6 +30,7 @@ __all__ = [
     "is_loopback",
     "load_config",
     "runtime_dir",
+    "split_address",
 ]
 
 PLACEHOLDERS = frozenset({"fd", "shared_dir", "socket", "tag", "mount_point", "api_socket", "id"})
@@ -36,8 +38,6 @@ PLACEHOLDERS = frozenset({"fd", "shared_dir", "socket", "tag", "mount_point", "a
 
 _IDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-_ADDRESS = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})$")
-_LOOPBACK = ("127.", "[::1]", "localhost")
 
 _TOP = {"healer", "share", "vmm", "guest", "source"}
 _HEALER = {
@@ -268,12 +268,15 @@ def load_config(path: Path | str) -> Config:
     metrics = check.text(healer, "metrics", ("healer",), required=False) or "127.0.0.1:9464"
     if metrics == "off":
         metrics = ""
-    elif not _ADDRESS.match(metrics):
-        check.bad(
-            ("healer", "metrics"),
-            f"metrics {metrics!r} is not host:port",
-            'e.g. "127.0.0.1:9464", or "off"',
-        )
+    else:
+        try:
+            split_address(metrics)
+        except ValueError:
+            check.bad(
+                ("healer", "metrics"),
+                f"metrics {metrics!r} is not an IP address and port (no host name is resolved)",
+                'e.g. "127.0.0.1:9464", "[::1]:9464", "localhost:9464", or "off"',
+            )
     textfile = check.absolute(healer, "metrics_textfile", ("healer",), required=False)
     runtime = check.absolute(healer, "runtime", ("healer",), required=False)
     if textfile is not None and not textfile.endswith(".prom"):
@@ -372,9 +375,32 @@ def runtime_dir(config: Config) -> Path:
     return Path(config.journal) / "holder"
 
 
+def split_address(address: str) -> tuple[str, int]:
+    """``"127.0.0.1:9464"``, ``"[::1]:9464"`` or ``"localhost:9464"`` -> an IP address and
+    a port; ValueError for anything else. No name is resolved: a name could point
+    anywhere, and ``localhost.example:9464`` is not loopback."""
+    host, sep, port = address.rpartition(":")
+    try:
+        if not sep or not port.isdigit() or int(port) > 65535:
+            raise ValueError(port)
+        if host == "localhost":
+            return "127.0.0.1", int(port)
+        if host.startswith("[") and host.endswith("]"):
+            return str(ipaddress.IPv6Address(host[1:-1])), int(port)
+        return str(ipaddress.IPv4Address(host)), int(port)
+    except ValueError:
+        raise ValueError(f"{address!r} is not an IP address and port") from None
+
+
 def is_loopback(address: str) -> bool:
-    """Whether a ``host:port`` listens on loopback only (the default); off counts as such."""
-    return not address or address.startswith(_LOOPBACK)
+    """Whether ``address`` listens on loopback only (the default); off counts as such."""
+    if not address:
+        return True
+    try:
+        host, _ = split_address(address)
+    except ValueError:
+        return False
+    return ipaddress.ip_address(host).is_loopback
 
 
 def _table(check: _Check, data: dict[str, Any], name: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import pytest
 from rulepatch import patch_text
 
 from healer.cli import EXIT_CONFIG, EXIT_OK
-from healer.config import ConfigError, load_config
+from healer.config import ConfigError, is_loopback, load_config, split_address
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -219,3 +219,42 @@ def test_qemu_defaults_to_notify_when_a_device_is_stuck(tmp_path: Path) -> None:
     config = load_config(path)
     assert config.vmm is not None
     assert (config.vmm.on_stuck, config.vmm.device_del_timeout_s) == ("notify", 5.0)
+
+
+@pytest.mark.parametrize(
+    ("address", "accepted", "loopback"),
+    [
+        ("127.0.0.1:9464", ("127.0.0.1", 9464), True),
+        ("127.8.9.10:1", ("127.8.9.10", 1), True),
+        ("[::1]:9464", ("::1", 9464), True),
+        ("localhost:9464", ("127.0.0.1", 9464), True),
+        ("0.0.0.0:9464", ("0.0.0.0", 9464), False),  # noqa: S104 - a value under test
+        ("192.0.2.7:9464", ("192.0.2.7", 9464), False),
+        ("[2001:db8::1]:9464", ("2001:db8::1", 9464), False),
+        ("localhost.attacker.example:9464", None, False),  # a name: never resolved
+        ("127.0.0.1.example:9464", None, False),
+        ("metrics.internal:9464", None, False),
+        ("127.0.0.1:65536", None, False),
+        ("127.0.0.1", None, False),
+        ("[::1:9464", None, False),
+    ],
+)
+def test_the_metrics_address_is_an_ip_and_a_port_and_loopback_is_read_from_it(
+    tmp_path: Path, address: str, accepted: tuple[str, int] | None, loopback: bool
+) -> None:
+    """A host name could point anywhere (``localhost.attacker.example``): only IP
+    addresses and ``localhost`` itself are taken, and loopback is the address's own."""
+    path = tmp_path / "healer.toml"
+    path.write_text(BASE.replace("[healer]\n", f'[healer]\nmetrics = "{address}"\n', 1))
+    assert is_loopback(address) is loopback
+    if accepted is None:
+        with pytest.raises(ValueError, match="is not an IP address and port"):
+            split_address(address)
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        (problem,) = caught.value.problems
+        assert (problem.file, problem.line) == (str(path), 2)
+        assert "no host name is resolved" in problem.message
+    else:
+        assert split_address(address) == accepted
+        assert load_config(path).metrics == address

@@ -8,7 +8,6 @@ from healer.metrics.exposition import (
     HealerRegistry,
     MetricsServer,
     TextfileWriter,
-    parse_address,
     write_textfile,
 )
 from healer.metrics.registry import EXPORTED, PHASES, HealerMetrics, LimitHits, failure_kinds
@@ -22,6 +21,5 @@ __all__ = [
     "MetricsServer",
     "TextfileWriter",
     "failure_kinds",
-    "parse_address",
     "write_textfile",
 ]

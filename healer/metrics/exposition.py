@@ -22,7 +22,9 @@ from prometheus_client import CollectorRegistry, start_http_server, write_to_tex
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import RestrictedRegistry
 
-__all__ = ["HealerRegistry", "MetricsServer", "TextfileWriter", "parse_address", "write_textfile"]
+from healer.config import split_address
+
+__all__ = ["HealerRegistry", "MetricsServer", "TextfileWriter", "write_textfile"]
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +59,6 @@ def _without_created(families: Iterable[Metric]) -> Iterator[Metric]:
         yield family
 
 
-def parse_address(address: str) -> tuple[str, int]:
-    """``"127.0.0.1:9464"`` or ``"[::1]:9464"`` -> host and port."""
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
 @dataclass(slots=True)
 class MetricsServer:
     """The running ``/metrics`` endpoint; ``port`` is the bound one (0 picks a free one)."""
@@ -72,7 +68,7 @@ class MetricsServer:
 
     @classmethod
     def start(cls, registry: CollectorRegistry, address: str) -> MetricsServer:
-        host, port = parse_address(address)
+        host, port = split_address(address)  # checked by load_config
         server, thread = start_http_server(port, addr=host, registry=registry)
         return cls(server, thread)
 
