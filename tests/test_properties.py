@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 from datetime import UTC, datetime, timedelta
 
 from conftest import EXCERPTS
@@ -211,3 +212,21 @@ def test_live_uptime_only_lines_are_dated_between_truth_and_read(
         assert time is not None
         assert wrote <= time <= got
         assert time - wrote == smallest
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["", "\r", "x", "virtiofsd", " "]), max_size=40), st.data())
+def test_blank_lines_are_counted_one_each_however_they_run_and_are_split(
+    lines: list[str], data: st.DataObject
+) -> None:
+    """A run of empty lines counts every line in it, whatever the block boundaries."""
+    text = "".join(line + "\n" for line in lines).encode()
+    expected = sum(1 for line in lines if line in ("", "\r"))  # written by hand: CR is empty
+    cuts = sorted(data.draw(st.sets(st.integers(0, len(lines)), max_size=4)))
+    starts = [0, *[sum(len(line) + 1 for line in lines[:cut]) for cut in cuts], len(text)]
+    parser = SourceParser("x.log", default_year=2026)
+    for start, end in itertools.pairwise(starts):
+        parser.feed(text[start:end], start)
+    parser.close()
+    assert parser.stats.blank_lines == expected
+    assert parser.stats.lines == len(lines)

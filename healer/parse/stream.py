@@ -154,6 +154,14 @@ class ParseStats:
         return self.lines - self.blank_lines - self.event_lines
 
 
+def _blank_lines(block: bytes) -> int:
+    """Empty lines (or a lone CR) in ``block``; counted in C, and runs of them too
+    (``count(b"\\n\\n")`` misses overlapping pairs: half of a run is lost)."""
+    parts = block.split(b"\n")
+    trailing = 1 if parts[-1] == b"" else 0  # what follows the last newline
+    return parts.count(b"") - trailing + parts.count(b"\r")
+
+
 def _mode(head: bytes) -> int:
     if b"chain of errors" in head:
         return _MODE_CHAIN
@@ -236,9 +244,7 @@ class SourceParser:
         """Parse ``block`` (whole lines, each ending in a newline) found at ``offset``."""
         out: list[Event | Unrecognized] = []
         lines_in_block = block.count(b"\n")
-        self.stats.blank_lines += block.count(b"\n\n") + block.count(b"\n\r\n")
-        if block.startswith((b"\n", b"\r\n")):
-            self.stats.blank_lines += 1
+        self.stats.blank_lines += _blank_lines(block)
         base = self._line
         if self.keep_unrecognized:
             self._feed_lines(block, offset, ingest, out)
