@@ -96,6 +96,7 @@ class RunnerStats:
     torn_bytes: int = 0
     unjournaled: int = 0  # respawns run while the journal could not be written
     journal_dropped: int = 0  # records lost because the in-memory backlog was full
+    failed_events: int = 0  # the engine raised on the event: it decided nothing, counted
 
 
 class Runner:
@@ -223,7 +224,11 @@ class Runner:
             if seen is not None and event.offset <= seen:
                 continue  # re-read after a restart: it is in the journal already
             self.seen[key] = event.offset
-            self.state, outs = self.engine.step(self.state, event)
+            try:
+                self.state, outs = self.engine.step(self.state, event)
+            except Exception:  # an engine bug one event found must not end the healing
+                self.stats.failed_events += 1
+                continue
             self.stats.events += 1
             self._observe_step(event, outs, read_at)
             if self.journal is not None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import orjson
 from healing_loop import ROOT, World, drive, make_log
 
-from healer.engine import Decision, Engine, Status
-from healer.events import BackendConnectTimeout, VirtiofsdExited
+from healer.engine import Decision, Engine, EngineState, Output, Status, Tick
+from healer.events import BackendConnectTimeout, Event, VirtiofsdExited
 from healer.journal import Journal
 from healer.rulefiles import load_rules
 from healer.runner import Runner
@@ -155,3 +155,30 @@ def test_a_deferred_action_that_fails_skips_its_successors(tmp_path: Path) -> No
     assert ("fs0", "remount_guest") not in executor.ran
     assert runner.open == {}
     assert runner.waiting == []
+
+
+class FailsOnFs1(Engine):
+    """The shipped engine, with a bug that an event about fs1 finds."""
+
+    def step(self, state: EngineState, item: Event | Tick) -> tuple[EngineState, list[Output]]:
+        if isinstance(item, Event) and item.share == "fs1":
+            raise RuntimeError("an engine bug")
+        return super().step(state, item)
+
+
+def test_an_event_the_engine_raises_on_is_counted_and_the_rest_are_decided(
+    tmp_path: Path,
+) -> None:
+    runner = Runner(FailsOnFs1(load_rules(ROOT / "rules")), Journal(tmp_path / "j"))
+    runner.start()
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    outputs = runner.ingest(
+        [
+            VirtiofsdExited(time=at, source="sup", offset=0, line=1, share="fs1"),
+            VirtiofsdExited(time=at, source="sup", offset=10, line=2, share="fs0"),
+        ]
+    )
+    decided = [o for o in outputs if isinstance(o, Decision)]
+    assert {d.share for d in decided} == {"fs0"}
+    assert runner.stats.failed_events == 1
+    assert runner.stats.events == 1
