@@ -25,6 +25,8 @@ from hypothesis import strategies as st
 
 from healer.holder import protocol as p
 from healer.holder.client import HolderClient, HolderError
+from healer.holder.errors import Refused
+from healer.holder.sockets import bind
 from healer.holder.state import start_time
 from healer.sim import VhostUserFrontend
 from healer.supervise import DaemonInfo
@@ -424,3 +426,31 @@ def test_a_daemons_leftover_child_is_killed_before_its_exit_is_told(
     assert "fs0" in client.listeners  # the share goes on: the next daemon may start
     assert client.spawn("fs0", 2, [sys.executable, "-c", "import time; time.sleep(60)"]).pid
     client.close()
+
+
+@pytest.mark.parametrize(
+    ("mode", "owner", "refused"),
+    [
+        (0o700, None, False),
+        (0o755, None, False),
+        (0o1777, None, False),  # like /tmp: sticky, owned by healer's user (or root)
+        (0o777, None, True),  # anyone may rename healer's socket away and bind theirs
+        (0o1777, 65534, True),  # sticky, but its owner (nobody) may replace the socket
+    ],
+)
+def test_a_share_socket_is_refused_in_a_directory_others_can_replace_it_in(
+    short_dir: Path, mode: int, owner: int | None, refused: bool
+) -> None:
+    directory = short_dir / "run"
+    directory.mkdir()
+    directory.chmod(mode)
+    if owner is not None:
+        os.chown(directory, owner, -1)
+    path = str(directory / "fs0.sock")
+    if refused:
+        with pytest.raises(Refused, match="writable by every user"):
+            bind(path, 8)
+        assert not os.path.lexists(path)
+    else:
+        bind(path, 8).close()
+        assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600

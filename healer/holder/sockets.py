@@ -52,8 +52,32 @@ def file_inode(path: str) -> int | None:
     return None
 
 
+def shared_directory(path: str) -> str | None:
+    """Why the directory of ``path`` is no place for a share's socket, or None. In a
+    directory every user may write to, without the sticky bit (or sticky but owned by
+    someone else), another user can rename healer's socket away and bind their own:
+    the VMM would then connect to them."""
+    directory = Path(path).parent
+    try:
+        found = directory.stat()
+    except OSError:
+        return None  # binding says what is wrong with it
+    if not found.st_mode & stat.S_IWOTH:
+        return None
+    if found.st_mode & stat.S_ISVTX and found.st_uid in (0, os.getuid()):
+        return None
+    return (
+        f"{directory} is writable by every user"
+        f"{'' if found.st_mode & stat.S_ISVTX else ' and not sticky'}: another user could "
+        "replace the socket (put it in a directory only healer's user can write to)"
+    )
+
+
 def bind(path: str, backlog: int) -> socket.socket:
     """A fresh 0600 listener at ``path``, replacing only a stale socket file."""
+    unsafe = shared_directory(path)
+    if unsafe is not None:
+        raise Refused(unsafe)
     target = Path(path)
     if target.exists() or target.is_symlink():
         if not stat.S_ISSOCK(target.lstat().st_mode):
