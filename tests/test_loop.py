@@ -1,10 +1,13 @@
-"""The decision loop's order of facts: a daemon's start is journaled before its exit.
+"""The decision loop's inputs: what reaches the journal, and in what order.
 
-The holder reports a daemon's exit from the client's reader thread, as a message on the
-loop's inbox, the moment it happens; a virtiofsd that cannot start (a missing shared
-directory) exits within milliseconds of its spawn. Its ``VirtiofsdStarted`` must still
-be journaled first: the exit has the higher position on the daemon's stream, and a
-fact below the last position journaled would be dropped.
+A daemon's start is journaled before its exit. The holder reports a daemon's exit from
+the client's reader thread, as a message on the loop's inbox, the moment it happens; a
+virtiofsd that cannot start (a missing shared directory) exits within milliseconds of
+its spawn. Its ``VirtiofsdStarted`` must still be journaled first: the exit has the
+higher position on the daemon's stream, and a fact below the last position journaled
+would be dropped.
+
+A tailed log decides only about the configured shares: names it invents make nothing.
 """
 
 from __future__ import annotations
@@ -15,13 +18,13 @@ from pathlib import Path
 
 from rulepatch import shipped_rules
 
-from healer.config import ShareConfig
+from healer.config import ShareConfig, SourceConfig
 from healer.engine import Engine
 from healer.events import VirtiofsdExited, VirtiofsdStarted
 from healer.holder import protocol as p
 from healer.journal import EventRecord, Journal, read_records
 from healer.live.daemons import DaemonTable
-from healer.live.logs import TailedLogs
+from healer.live.logs import TailedLog, TailedLogs
 from healer.live.loop import Loop
 from healer.observe import NULL_OBSERVER, LineTally
 from healer.runner import Runner
@@ -76,3 +79,30 @@ def test_a_daemon_that_exits_at_once_has_its_start_journaled_before_its_exit(
         ("VirtiofsdStarted", 4001),
         ("VirtiofsdExited", 4001),
     ]
+
+
+def test_a_log_naming_shares_the_configuration_lacks_makes_no_state_of_them(
+    tmp_path: Path,
+) -> None:
+    """20,000 made-up tags in one burst (a guest console can print anything) are
+    counted and dropped: no share state, no decision, no journal record about them;
+    the configured share's own event in the same burst is decided."""
+    share = ShareConfig("fs0", "fs0", str(tmp_path / "fs0.sock"), str(tmp_path / "shared"))
+    runner = Runner(Engine(shipped_rules()), Journal(tmp_path / "journal"), now=time.time)
+    runner.start()
+    keys = ShareKeys([ShareNames(share.name, share.tag, share.socket)])
+    log = tmp_path / "console.log"
+    made_up = "".join(f"[    1.0] virtio-fs: tag <x{n}> not found\n" for n in range(20_000))
+    log.write_text(made_up + "[    2.0] virtio-fs: tag <fs0> not found\n")
+    logs = TailedLogs(runner, keys, NULL_OBSERVER, LineTally())
+    logs.start([TailedLog(SourceConfig(str(log), "console"))])
+    for _ in range(10):  # a big file is read over a few turns
+        logs.read()
+    runner.flush()
+
+    assert logs.unknown == {"console": 20_000}
+    assert set(runner.state.shares) == {"fs0"}
+    about = {
+        r.event.share for r in read_records(tmp_path / "journal") if isinstance(r, EventRecord)
+    }
+    assert about == {"fs0"}

@@ -10,6 +10,7 @@ Each event is given the key of the share it is about (:class:`healer.shares.Shar
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,13 +19,15 @@ from datetime import UTC, datetime
 from healer.config import SourceConfig
 from healer.events import Event
 from healer.observe import LineTally, Observer
-from healer.parse import Checkpoint, SourceParser
+from healer.parse import Checkpoint, SourceParser, Unrecognized
 from healer.runner import Runner
 from healer.shares import ShareKeys
 from healer.sources.tail import FileTailer
 from healer.sources.tailtypes import TailBatch, TailPosition
 
 __all__ = ["TailedLog", "TailedLogs"]
+
+log = logging.getLogger(__name__)
 
 READS_PER_TURN = 64  # polls of one log per turn: a huge backlog is read over several
 
@@ -68,6 +71,7 @@ class TailedLogs:
         self.tally = tally
         self.clock = clock
         self.tailed: list[_Tailed] = []
+        self.unknown: dict[str, int] = {}  # source -> events naming no configured share
 
     @property
     def paths(self) -> list[str]:
@@ -125,7 +129,7 @@ class TailedLogs:
         read_at = self.clock()
         # Live, a record is dated no later than when it was read, even the last one.
         closed = tailed.parser.close(ingest=datetime.fromtimestamp(read_at, UTC))
-        events = [self._of(tailed, i) for i in closed if isinstance(i, Event)]
+        events = self._events(tailed, closed)
         point = tailed.parser.checkpoint()
         identity = tailed.tailer.position.identity
         tail = TailPosition(identity, point.offset)
@@ -155,7 +159,7 @@ class TailedLogs:
             items = tailed.parser.feed(batch.block, batch.offset, ingest=ingest)
             point = tailed.parser.checkpoint()
             tail = TailPosition(batch.identity, point.offset)
-            events = [self._of(tailed, i) for i in items if isinstance(i, Event)]
+            events = self._events(tailed, items)
             self.tally.report(self.observer, name, tailed.parser)
             self.runner.ingest(
                 events, (name, point), stream=tailed.stream, tail=tail, read_at=read_at
@@ -163,17 +167,36 @@ class TailedLogs:
             return
         if tailed.parser is not None:  # a file ends or a new one starts
             closed = tailed.parser.close(ingest=self._now())
-            events = [self._of(tailed, i) for i in closed if isinstance(i, Event)]
+            events = self._events(tailed, closed)
             self.tally.report(self.observer, name, tailed.parser)
             self.runner.ingest(events, stream=tailed.stream)
         tailed.parser = None
         if batch.kind == "start":
             tailed.parser = SourceParser(name, default_year=self._now().year)
 
-    def _of(self, tailed: _Tailed, event: Event) -> Event:
-        """The event with the key of its share: a share's own daemon log is about that
-        share even where its lines name none."""
-        return self.keys.resolve(event, default=tailed.share)
+    def _events(self, tailed: _Tailed, items: Sequence[Event | Unrecognized]) -> list[Event]:
+        """The events about this configuration's shares (or none in particular), each
+        with its share's key: a share's own daemon log is about that share even where
+        its lines name none. An event naming a share or device the configuration does
+        not have is counted and dropped: a log (or the guest console in it) must not
+        make state, decisions, journal records or metric labels of names it invents."""
+        kept = []
+        for item in items:
+            if not isinstance(item, Event):
+                continue
+            event = self.keys.resolve(item, default=tailed.share)
+            if event.share is not None and event.share not in self.keys.keys:
+                self.unknown[tailed.config.name] = self.unknown.get(tailed.config.name, 0) + 1
+                if self.unknown[tailed.config.name] == 1:
+                    log.warning(
+                        "log %s names share %r, which is not configured: such events are "
+                        "counted and not decided on",
+                        tailed.config.name,
+                        event.share[:64],
+                    )
+                continue
+            kept.append(event)
+        return kept
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
