@@ -5,25 +5,39 @@ from __future__ import annotations
 
 import errno
 import os
+import random
+import re
 import stat
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
 
 from healer.engine import Action, Decision, EngineState, Status
+from healer.engine.model import Cause, Phase, Transition
+from healer.events import Origin, VirtiofsdExited
 from healer.journal import (
     DecisionRecord,
+    EventRecord,
     Journal,
     JournalCorrupt,
     NoteRecord,
+    OperatorRecord,
     OutcomeRecord,
+    PositionRecord,
     Record,
     Snapshot,
+    StartRecord,
+    TickRecord,
+    TransitionRecord,
     read_records,
 )
+from healer.parse import Checkpoint
+from healer.pipeline.recorded import AsRecorded, JournalTally
+from healer.sources.tailtypes import FileIdentity, TailPosition
 
 
 def records(n: int, start: int = 0, pad: str = "") -> list[Record]:
@@ -239,3 +253,122 @@ journal.close()
     assert result.stdout.split() == ["failed", str(errno.EFBIG)]
     found = numbers(Journal(tmp_path / "j").recover().records)
     assert [n.split("x")[0] for n in found] == ["0", "1", "2", "3"]
+
+
+def a_small_real_journal(root: Path) -> Path:
+    """Three rounds of what a live healer writes (an event, its phase change, the
+    decision, its outcomes, the source position), behind a start; its one segment."""
+    journal = Journal(root, fsync="never")
+    journal.recover()
+    journal.append([StartRecord("digest", "1.0", 7, "config")])
+    for round_ in range(3):
+        offset, when = 100 * round_, 10.0 * round_
+        cause = Cause("VirtiofsdExited", "vfs.log", round_ + 1, offset, when, 42, round_)
+        event = VirtiofsdExited(
+            time=datetime(2026, 1, 2, 3, 4, round_, tzinfo=UTC),
+            source="vfs.log",
+            offset=offset,
+            line=round_ + 1,
+            share="fs0",
+            origin=Origin(program="virtiofsd", pid=42, uptime=1.5),
+            message="exited",
+            status=1,
+            expected=False,
+        )
+        key = f"fs0#{round_}/respawn_virtiofsd/1"
+        checkpoint = Checkpoint(offset + 90, round_ + 2, {"vm": "2026-01-02T03:00:00Z"}, None)
+        journal.append(
+            [
+                EventRecord(event, "vfs.log"),
+                TransitionRecord(
+                    Transition(
+                        when, "fs0", f"fs0#{round_}", Phase.HEALTHY, Phase.FAILING, "x", cause
+                    )
+                ),
+                DecisionRecord(
+                    Decision(key, when, when, "fs0", f"fs0#{round_}", Action.RESPAWN, "r", cause)
+                ),
+                OutcomeRecord(key, Status.STARTED),
+                OutcomeRecord(key, Status.SUCCEEDED, "ok"),
+                PositionRecord("vfs.log", checkpoint, TailPosition(FileIdentity(1, 2, "fp"), 9)),
+                TickRecord(when + 1),
+            ]
+        )
+    journal.append([NoteRecord("dropped", "why", "fs0"), OperatorRecord("hold", "fs0", 0, 9)])
+    journal.close()
+    (segment,) = root.glob("segment-*")
+    return segment
+
+
+_OTHER_TYPES: list[object] = [None, True, 7, -1.5, "s", [], [1, "x"], {}, {"a": [{}]}]
+
+
+def _retyped(line: bytes, rng: random.Random) -> bytes:
+    """The line with one value anywhere in it (nested too) replaced by another type's."""
+    record = orjson.loads(line)
+    places: list[tuple[dict[str, object] | list[object], str | int]] = []
+    nodes: list[object] = [record]
+    while nodes:
+        node = nodes.pop()
+        items = (
+            node.items()
+            if isinstance(node, dict)
+            else enumerate(node)
+            if isinstance(node, list)
+            else ()
+        )
+        for where, value in items:
+            assert isinstance(node, dict | list)
+            places.append((node, where))
+            nodes.append(value)
+    parent, where = rng.choice(places)
+    old = parent[where]  # type: ignore[index]
+    parent[where] = rng.choice([v for v in _OTHER_TYPES if type(v) is not type(old)])  # type: ignore[index]
+    return orjson.dumps(record)
+
+
+def mutated(data: bytes, rng: random.Random) -> bytes:
+    """``data`` damaged once, the way disks, editors and bad copies damage files."""
+    at = rng.randrange(len(data))
+    lines = data.split(b"\n")[:-1]
+    line = rng.randrange(len(lines))
+    match rng.choice(["flip", "delete", "duplicate", "truncate", "insert", "retype"]):
+        case "flip":
+            return data[:at] + bytes([data[at] ^ 1 << rng.randrange(8)]) + data[at + 1 :]
+        case "delete":
+            return data[:at] + data[at + rng.randint(1, 40) :]
+        case "duplicate":
+            lines.insert(rng.randrange(len(lines) + 1), lines[line])
+        case "truncate":
+            return data[:at]
+        case "insert":
+            return data[:at] + rng.randbytes(rng.randint(1, 16)) + data[at:]
+        case _:
+            lines[line] = _retyped(lines[line], rng)
+    return b"\n".join(lines) + b"\n"
+
+
+def test_a_damaged_journal_is_reported_never_raised(tmp_path: Path) -> None:
+    """1,000 seeded damages of a real segment: each reads back (and replays as
+    recorded) or is a JournalCorrupt naming the segment and line, never a traceback.
+    Before, a list where the tail position's object was raised AttributeError, and a
+    value of the wrong type read back as a record that broke the replay later."""
+    segment = a_small_real_journal(tmp_path / "base")
+    data = segment.read_bytes()
+    rng = random.Random(13)  # noqa: S311 - test randomness, not crypto
+    escaped: list[str] = []
+    for case in range(1000):
+        root = tmp_path / f"case{case}"
+        root.mkdir(mode=0o700)
+        (root / segment.name).write_bytes(damaged := mutated(data, rng))
+        try:
+            tally, as_recorded = JournalTally(), AsRecorded()
+            for record in read_records(root):  # what healer replay --journal does
+                tally.count(record)
+                as_recorded.item(record)
+        except JournalCorrupt as exc:
+            if not re.search(rf"{segment.name}:\d+: ", str(exc)):
+                escaped.append(f"case {case}: not located: {exc}")
+        except Exception as exc:  # every other error is the finding
+            escaped.append(f"case {case}: {exc!r} from {damaged[:200]!r}")
+    assert not escaped, f"{len(escaped)} raised past JournalCorrupt:\n" + "\n".join(escaped[:5])

@@ -10,7 +10,10 @@ written by earlier builds read back unchanged; fields added since are optional.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -56,6 +59,11 @@ __all__ = [
 
 class RecordError(ValueError):
     """A record that is valid JSON but not a record this build can read."""
+
+
+_SHAPE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, ArithmeticError, RecursionError)
+"""What rebuilding a typed value from damaged JSON can raise (a list where a dict was,
+a string where a number was, nesting too deep): each becomes a :class:`RecordError`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,9 +229,11 @@ def decode(data: Mapping[str, Any]) -> Record:
     if not isinstance(version, int) or not 1 <= version <= known:
         raise RecordError(f"{kind} record version {version!r} is newer than this healer reads")
     try:
-        return _decode(kind, data)
-    except (KeyError, TypeError, ValueError) as exc:
+        record = _decode(kind, data)
+        _check_types(record)
+    except _SHAPE_ERRORS as exc:
         raise RecordError(f"damaged {kind} record: {exc!r}") from exc
+    return record
 
 
 def _decode(kind: str, data: Mapping[str, Any]) -> Record:
@@ -360,11 +370,13 @@ def encode_snapshot(snapshot: Snapshot) -> dict[str, Any]:
 
 def decode_snapshot(data: Mapping[str, Any]) -> Snapshot:
     """A snapshot back; :class:`RecordError` if it cannot be read."""
+    if not isinstance(data, Mapping):
+        raise RecordError(f"a snapshot is a JSON object, not {type(data).__name__}")
     version = data.get("v")
     if not isinstance(version, int) or not 1 <= version <= Snapshot.version:
         raise RecordError(f"snapshot version {version!r} is newer than this healer reads")
     try:
-        return Snapshot(
+        snapshot = Snapshot(
             seq=int(data["seq"]),
             state=state_from_dict(data["state"]),
             rules=str(data.get("rules", "")),
@@ -376,5 +388,74 @@ def decode_snapshot(data: Mapping[str, Any]) -> Snapshot:
             open=tuple(_decision(d) for d in data.get("open", [])),
             started=tuple(data.get("started", [])),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+        _check_types(snapshot)
+    except _SHAPE_ERRORS as exc:
         raise RecordError(f"damaged snapshot: {exc!r}") from exc
+    return snapshot
+
+
+# --- types ---------------------------------------------------------------------------
+
+
+def _check_types(value: Any) -> None:
+    """TypeError naming the first field (nested too) whose value its annotation rules out.
+
+    The dataclasses check nothing, and a damaged line can hold any JSON value anywhere:
+    what is not refused here reads back fine and fails later, in a fold or a report,
+    as a traceback instead of a located :class:`JournalCorrupt`.
+    """
+    for name, hint, fits in _checks(type(value)):
+        found = getattr(value, name)
+        if not fits(found):
+            shown = repr(found)[:60]
+            raise TypeError(f"{type(value).__name__}.{name} is {shown}, not {hint}")
+
+
+_Fits = Callable[[Any], bool]
+_CHECKS: dict[type[Any], tuple[tuple[str, Any, _Fits], ...]] = {}
+
+
+def _checks(cls: type[Any]) -> tuple[tuple[str, Any, _Fits], ...]:
+    """Each field's annotation and its check, worked out once per class (reading the
+    annotations on every record made decoding four times slower)."""
+    found = _CHECKS.get(cls)
+    if found is None:
+        hints = typing.get_type_hints(cls)
+        found = _CHECKS[cls] = tuple(
+            (f.name, hints[f.name], _fits(hints[f.name])) for f in dataclasses.fields(cls)
+        )
+    return found
+
+
+def _fits(hint: Any) -> _Fits:
+    """The check that a value is of type ``hint``, as far as the journal's types go."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is types.UnionType or origin is typing.Union:
+        if len(args) == 2 and type(None) in args:  # X | None, most of them: the fast way
+            other = _fits(next(arg for arg in args if arg is not type(None)))
+            return lambda value: value is None or other(value)
+        options = tuple(_fits(arg) for arg in args)
+        return lambda value: any(fits(value) for fits in options)
+    if origin is tuple:
+        item = _fits(args[0])
+        return lambda value: isinstance(value, tuple) and all(item(v) for v in value)
+    if origin is dict:
+        key, entry = _fits(args[0]), _fits(args[1])
+        return lambda value: (
+            isinstance(value, dict) and all(key(k) and entry(v) for k, v in value.items())
+        )
+    if hint is type(None):
+        return lambda value: value is None
+    if hint is float:
+        return lambda value: type(value) is float or type(value) is int
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return lambda value: isinstance(value, hint) and _nested(value)
+    if hint is bool:
+        return lambda value: type(value) is bool
+    # a bool is an int to isinstance, never a number (or anything else) in a journal
+    return lambda value: isinstance(value, hint) and not isinstance(value, bool)
+
+
+def _nested(value: Any) -> bool:
+    _check_types(value)
+    return True
