@@ -8,10 +8,12 @@ higher position on the daemon's stream, and a fact below the last position journ
 would be dropped.
 
 A tailed log decides only about the configured shares: names it invents make nothing.
+A daemon's stderr copy is private.
 """
 
 from __future__ import annotations
 
+import stat
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +28,7 @@ from healer.journal import EventRecord, Journal, read_records
 from healer.live.daemons import DaemonTable
 from healer.live.logs import TailedLog, TailedLogs
 from healer.live.loop import Loop
+from healer.live.stderr import StderrFeed
 from healer.observe import NULL_OBSERVER, LineTally
 from healer.runner import Runner
 from healer.shares import ShareKeys, ShareNames
@@ -106,3 +109,25 @@ def test_a_log_naming_shares_the_configuration_lacks_makes_no_state_of_them(
         r.event.share for r in read_records(tmp_path / "journal") if isinstance(r, EventRecord)
     }
     assert about == {"fs0"}
+
+
+def test_the_copy_of_a_daemons_stderr_is_private_and_follows_no_planted_link(
+    tmp_path: Path,
+) -> None:
+    """``share.log`` gets what virtiofsd wrote (it names the host's files): mode 0600,
+    and a symlink someone put at the path is not written through."""
+    runner = Runner(Engine(shipped_rules()), None)
+    spool = tmp_path / "fs0.1.log"
+    spool.write_bytes(b"[2026-12-03T10:00:00Z INFO  virtiofsd] Waiting for vhost-user socket\n")
+    copy, planted, victim = tmp_path / "fs0.log", tmp_path / "fs1.log", tmp_path / "victim"
+    victim.write_text("")
+    planted.symlink_to(victim)
+    copies: dict[str, str | None] = {"fs0": str(copy), "fs1": str(planted)}
+    feed = StderrFeed(tmp_path, runner, observer=NULL_OBSERVER, tally=LineTally(), copies=copies)
+    feed.follow("fs0", 1, None, spool)
+    feed.follow("fs1", 1, None, spool)
+    feed.read()
+    feed.close()
+    assert copy.read_bytes() == spool.read_bytes()
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o600
+    assert victim.read_text() == ""  # the link was refused (and the refusal logged)

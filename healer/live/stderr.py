@@ -211,7 +211,11 @@ class StderrFeed:
         try:
             copy = self._copy.get(share)
             if copy is None:
-                copy = self._copy[share] = Path(target).open("ab", buffering=0)  # noqa: SIM115
+                # private like the spool it copies (virtiofsd's output names the host's
+                # files), and never through a link someone planted at the path
+                flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+                fd = os.open(target, flags, 0o600)
+                copy = self._copy[share] = os.fdopen(fd, "ab", buffering=0)
             copy.write(block)
         except OSError as exc:  # a full disk must not stop the healing
             log.error("cannot copy virtiofsd output to %s: %s", target, exc)
