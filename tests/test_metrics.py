@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import socket
 import subprocess
 import sys
+import threading
 import urllib.request
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -12,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
+from conftest import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from healer.config import load_config
@@ -20,7 +24,15 @@ from healer.engine.core import backoff_delay
 from healer.engine.model import Status
 from healer.events import Event, VirtiofsdClientConnected, VirtiofsdExited
 from healer.journal import Journal, Record, read_records
-from healer.metrics import EXPORTED, HealerMetrics, MetricsServer, TextfileWriter, failure_kinds
+from healer.metrics import (
+    EXPORTED,
+    HealerMetrics,
+    MetricsServer,
+    TextfileWriter,
+    exposition,
+    failure_kinds,
+)
+from healer.metrics.exposition import MAX_CONNECTIONS
 from healer.observe import FanOut, LineTally, NullObserver
 from healer.parse import SourceParser
 from healer.rulefiles import load_rules
@@ -283,6 +295,35 @@ def test_metrics_are_served_on_loopback_and_written_atomically(tmp_path: Path) -
     missing = TextfileWriter(metrics.registry, tmp_path / "gone" / "healer.prom")
     missing.write()  # logged and counted, never raised into the watchdog
     assert missing.errors == 1
+
+
+def test_idle_connections_to_metrics_are_bounded_and_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Connections that send nothing hold at most MAX_CONNECTIONS threads; one more is
+    closed at once and counted; idle ones are closed after IDLE_S, and scrapes go on."""
+    monkeypatch.setattr(exposition, "IDLE_S", 1.0)
+    metrics, _ = replayed([exited(0, 1)])
+    server = MetricsServer.start(metrics.registry, "127.0.0.1:0")
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(MAX_CONNECTIONS)]
+    try:
+        wait_for(lambda: server.server.slots._value == 0)
+        threads = threading.active_count()
+        extra = socket.create_connection(("127.0.0.1", server.port))
+        extra.settimeout(10)
+        assert extra.recv(1) == b""  # closed by the server, not served
+        extra.close()
+        assert server.refused == 1
+        assert threading.active_count() <= threads
+        for conn in idle:  # the server hangs up on each after IDLE_S
+            conn.settimeout(30)
+            assert conn.recv(1) == b""
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=10) as r:
+            assert b"healer_failures_total" in r.read()
+    finally:
+        for conn in idle:
+            conn.close()
+        server.stop()
 
 
 def test_replay_metrics_file_has_the_numbers_of_the_replay(tmp_path: Path) -> None:

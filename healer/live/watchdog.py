@@ -388,6 +388,9 @@ class Watchdog:
         return {
             "action_queue": self.workers.rejected,
             "line_length": self.logs.lines_cut + (self.feed.lines_cut if self.feed else 0),
+            "metrics_connections": sum(
+                e.refused for e in self.exposition if isinstance(e, MetricsServer)
+            ),
         }
 
     def daemon_pid(self, name: str) -> int | None:

@@ -12,13 +12,17 @@ never reads half a file.
 from __future__ import annotations
 
 import logging
+import socket
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from wsgiref.simple_server import WSGIServer
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, start_http_server, write_to_textfile
+from prometheus_client import CollectorRegistry, make_wsgi_app, write_to_textfile
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import RestrictedRegistry
 
@@ -59,18 +63,75 @@ def _without_created(families: Iterable[Metric]) -> Iterator[Metric]:
         yield family
 
 
+MAX_CONNECTIONS = 16  # at once: Prometheus, a second one and a person with curl
+IDLE_S = 10.0  # a connection that sends nothing for this long is closed
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not logged."""
+
+
+class _BoundedServer(ThreadingMixIn, WSGIServer):
+    """prometheus_client's thread-per-connection server, with at most
+    ``MAX_CONNECTIONS`` at once and idle ones closed after ``IDLE_S``: a client that
+    opens connections and sends nothing would otherwise hold a thread each."""
+
+    daemon_threads = True
+    request_queue_size = MAX_CONNECTIONS  # connects beyond wait in the kernel, not here
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.refused = 0  # connections closed at once: every slot was taken
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.refused += 1
+            self.shutdown_request(request)
+            return
+        request.settimeout(IDLE_S)
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()  # no thread started to give it back
+            raise
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went quiet or away is no error (socketserver prints one)."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            log.warning("/metrics request from %s failed", client_address, exc_info=True)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
 @dataclass(slots=True)
 class MetricsServer:
     """The running ``/metrics`` endpoint; ``port`` is the bound one (0 picks a free one)."""
 
-    server: WSGIServer
+    server: _BoundedServer
     thread: threading.Thread
 
     @classmethod
     def start(cls, registry: CollectorRegistry, address: str) -> MetricsServer:
         host, port = split_address(address)  # checked by load_config
-        server, thread = start_http_server(port, addr=host, registry=registry)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        class Server(_BoundedServer):
+            address_family = family
+
+        server = make_server(host, port, make_wsgi_app(registry), Server, handler_class=_Quiet)
+        thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
+        thread.start()
         return cls(server, thread)
+
+    @property
+    def refused(self) -> int:
+        return self.server.refused
 
     @property
     def port(self) -> int:
