@@ -21,12 +21,17 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
 from conftest import wait_for
 
+from healer.actions.live import Daemons, LiveActions
+from healer.actions.workers import ShareWorkers
+from healer.config import ShareConfig, VmmConfig
+from healer.engine import Decision
+from healer.engine.model import Action
 from healer.events import (
     ApiError,
     ApiRequest,
@@ -65,6 +70,7 @@ from healer.vmm import (
     fs_config,
     readd_fs,
 )
+from healer.vmm.ch_api import MAX_BODY
 from healer.vmm.chformat import rust_duration
 
 CONTRACT = Path(__file__).parent / "contract"
@@ -584,6 +590,8 @@ elif scenario in OUT:
     sys.exit(1)
 elif scenario == "garbage":
     print("not json")
+elif scenario == "flood":  # a JSON object of 3 MiB: valid, and over the limit
+    sys.stdout.write('{"config": {"fs": [], "pad": "' + "x" * (3 << 20) + '"}}\n')
 else:
     answers = {
         "ping": {"version": "v53.0"},
@@ -666,6 +674,14 @@ def test_ch_remote_output_forms(
     if scenario == "v53-broken":
         assert isinstance(caught.value, ChApiError)
         assert caught.value.messages == ()
+
+
+def test_a_ch_remote_printing_more_than_the_limit_is_an_error_not_kept_whole(
+    fake_ch_remote: Callable[..., tuple[ChRemote, Path]],
+) -> None:
+    remote, _ = fake_ch_remote("flood")
+    with pytest.raises(ChError, match="printed more than 1048576 bytes"):
+        remote.info()
 
 
 def test_a_hanging_ch_remote_times_out(
@@ -1222,3 +1238,126 @@ def test_the_stand_in_answers_match_the_spec(
     assert "204" in paths["/vm.remove-device"]["put"]["responses"]
     assert "204" in paths["/vm.reboot"]["put"]["responses"]
     assert stat.S_ISSOCK(stand_in.api_socket.stat().st_mode)
+
+
+# --- bounded answers: size and shape ---------------------------------------------------
+
+_STEP = b"x" * 65536
+_SAFETY_STEPS = 1024  # 64 MiB: a regression fails the test instead of filling the memory
+
+
+class OneAnswer:
+    """A VMM that answers one request with ``head`` and then ``body`` until the client
+    hangs up; ``sent`` counts the body bytes that got out."""
+
+    def __init__(self, path: Path, head: bytes, body: Iterator[bytes]) -> None:
+        self.path = path
+        self.head = head
+        self.body = body
+        self.sent = 0
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> OneAnswer:
+        self._listener.bind(str(self.path))
+        self._listener.listen(1)
+        self._listener.settimeout(20.0)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.join(30.0)
+        assert not self._thread.is_alive()
+        self._listener.close()
+
+    def _serve(self) -> None:
+        conn, _ = self._listener.accept()
+        with conn:
+            conn.settimeout(20.0)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            try:
+                conn.sendall(self.head)
+                for piece in self.body:
+                    conn.sendall(piece)
+                    self.sent += len(piece)
+            except OSError:  # the client hung up: what a bounded read does
+                return
+
+
+def endless_chunks() -> Iterator[bytes]:
+    chunk = b"%x\r\n%s\r\n" % (len(_STEP), _STEP)
+    yield from (chunk for _ in range(_SAFETY_STEPS))
+    yield b"0\r\n\r\n"
+
+
+def test_an_endless_chunked_body_is_refused_after_the_limit(short_dir: Path) -> None:
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    path = short_dir / "api.sock"
+    limit = f"over the {MAX_BODY} byte limit"
+    with OneAnswer(path, head, endless_chunks()) as fake, pytest.raises(ChError, match=limit):
+        ChApiClient(str(path), timeout_s=20).info()
+    assert fake.sent < 4 * MAX_BODY  # the limit and what the socket buffers held
+
+
+def test_a_huge_content_length_is_refused_before_reading(short_dir: Path) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 536870912\r\n\r\n"
+    body = (_STEP for _ in range(_SAFETY_STEPS))
+    path = short_dir / "api.sock"
+    limit = f"536870912 bytes, over the {MAX_BODY} limit"
+    with OneAnswer(path, head, body) as fake, pytest.raises(ChError, match=limit):
+        ChApiClient(str(path), timeout_s=20).info()
+    assert fake.sent < 4 * MAX_BODY
+
+
+def answer_with(body: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+@pytest.mark.parametrize(
+    ("info", "where"),
+    [
+        ({"config": []}, "config is not an object"),
+        ({"config": {"fs": {"id": "x"}}}, r"config\.fs is not a list"),
+        ({"config": {"fs": [1, "x"]}}, r"config\.fs\[0\] is not an object"),
+        ({"config": {"fs": [{"id": "a"}, {"id": 7}]}}, r"config\.fs\[1\]\.id is not a string"),
+        ({"config": {"fs": [{"tag": ["t"]}]}}, r"config\.fs\[0\]\.tag is not a string"),
+        ({"config": {"fs": [{"socket": {}}]}}, r"config\.fs\[0\]\.socket is not a string"),
+        ({"config": {"fs": [{"num_queues": "2"}]}}, r"num_queues is not an integer"),
+        ({"device_tree": []}, "device_tree is not an object"),
+    ],
+)
+def test_a_malformed_vm_info_names_the_field(
+    short_dir: Path, info: dict[str, Any], where: str
+) -> None:
+    path = short_dir / "api.sock"
+    with (
+        OneAnswer(path, answer_with(orjson.dumps(info)), iter(())),
+        pytest.raises(ChError, match=where),
+    ):
+        ChApiClient(str(path), timeout_s=20).info()
+
+
+def test_the_start_up_check_takes_a_malformed_vm_info_as_unknown(
+    short_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    share = ShareConfig(name="data", tag="data", socket=str(short_dir / "fs.sock"), shared_dir="/")
+    vmm = VmmConfig(kind="cloud-hypervisor", api_socket=str(short_dir / "api.sock"))
+    actions = LiveActions([share], cast("Daemons", None), ShareWorkers(print), vmm=vmm)
+    decision = Decision(
+        key="k1",
+        time=0.0,
+        not_before=0.0,
+        share="data",
+        incident="i1",
+        action=Action.READD,
+        rule="r1",
+        cause=None,
+    )
+    answer = answer_with(b'{"config": [], "state": "Running"}')
+    with OneAnswer(short_dir / "api.sock", answer, iter(())), caplog.at_level("WARNING"):
+        assert actions.check(decision) == "redo"
+    assert "config is not an object" in caplog.text

@@ -175,6 +175,30 @@ def test_the_event_queue_is_bounded_and_counts_what_it_dropped(
         assert [e.seq for e in qmp.events] == [4, 5]
 
 
+def test_a_malformed_event_is_counted_or_undated_never_raised(
+    tmp_path: Path, serve: Callable[[Answer], Monitor]
+) -> None:
+    nested: object = "x"
+    for _ in range(900):
+        nested = [nested]
+    sent: list[dict[str, Any]] = [
+        {"event": "RESET", "timestamp": {"seconds": "soon", "microseconds": []}},
+        {"event": "RESET", "timestamp": {"seconds": True, "microseconds": 0}},
+        {"event": nested, "timestamp": {"seconds": 1, "microseconds": 0}},
+        {"event": 7},
+        event("STOP"),
+    ]
+    serve(lambda c: [*sent, ok()])
+    with QmpClient(str(tmp_path / "qmp.sock"), timeout_s=10) as qmp:
+        qmp.execute("system_reset")
+        assert [(e.name, e.timestamp) for e in qmp.events] == [
+            ("RESET", None),
+            ("RESET", None),
+            ("STOP", 1.000005),
+        ]
+        assert qmp.malformed_events == 2
+
+
 def test_nothing_listening_is_unreachable(tmp_path: Path) -> None:
     with pytest.raises(QmpUnreachable, match="no such socket"):
         QmpClient(str(tmp_path / "missing.sock")).connect()

@@ -23,6 +23,7 @@ from tenacity import (
 )
 
 from healer.config import GuestConfig
+from healer.supervise.capture import run_captured
 
 __all__ = ["GuestRemount", "RemountFailed"]
 
@@ -62,9 +63,7 @@ class GuestRemount:
     def _call(self, command: Sequence[str], *, check: bool = True, stdin: bytes = b"") -> None:
         argv = [*self.guest.remount, *command]
         try:
-            done = subprocess.run(
-                argv, input=stdin, capture_output=True, timeout=self.timeout_s, check=False
-            )
+            done = run_captured(argv, stdin=stdin, timeout_s=self.timeout_s)
         except subprocess.TimeoutExpired as exc:
             raise RemountFailed(f"{command[0]} timed out after {self.timeout_s} s") from exc
         except OSError as exc:

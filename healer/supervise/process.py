@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from healer.errors import InputError
+from healer.supervise.capture import run_captured
 from healer.supervise.held import HeldSocket
 
 __all__ = [
@@ -99,6 +100,7 @@ class DaemonInfo:
 
 _PROBED: dict[tuple[tuple[str, ...], int, int], tuple[str, str] | None] = {}
 _PROBED_LOCK = threading.Lock()
+_PROBE_OUTPUT = 4096  # a version line; more is not a virtiofsd
 
 
 def _probe(command: Sequence[str], timeout_s: float) -> tuple[str, str] | None:
@@ -117,13 +119,7 @@ def _probe(command: Sequence[str], timeout_s: float) -> tuple[str, str] | None:
         if key in _PROBED:
             return _PROBED[key]
     try:
-        done = subprocess.run(
-            [*command, "--version"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout_s,
-            check=False,
-        )
+        done = run_captured([*command, "--version"], timeout_s=timeout_s, max_bytes=_PROBE_OUTPUT)
     except (OSError, subprocess.SubprocessError):
         return None  # not cached: a hang or a missing loader may be passing
     text = (done.stdout + b"\n" + done.stderr).decode("utf-8", "replace").strip()

@@ -1,7 +1,7 @@
 """Talking to the VMM: cloud-hypervisor's HTTP API (or ch-remote), QEMU's QMP, and the
 re-add heal for each."""
 
-from healer.vmm.ch_api import ChApiClient, fs_config
+from healer.vmm.ch_api import ChApiClient, fs_config, fs_devices
 from healer.vmm.ch_remote import ChRemote
 from healer.vmm.errors import ChApiError, ChError, ChTimeout, ChUnreachable, error_messages
 from healer.vmm.qemu_readd import (
@@ -51,6 +51,7 @@ __all__ = [
     "describe_device",
     "error_messages",
     "fs_config",
+    "fs_devices",
     "readd_fs",
     "readd_fs_qemu",
 ]

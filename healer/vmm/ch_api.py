@@ -6,6 +6,12 @@ vhost-user connect loop, every other call (``vmm.ping`` too) waits for it. So ea
 has one overall deadline (connect, send and every read count against it), and running
 out of it raises :class:`ChTimeout` instead of hanging. The default covers the 60 s
 loop; pass a shorter ``timeout_s`` for a quick liveness probe.
+
+An answer is also bounded in size: a body over :data:`MAX_BODY` (Content-Length or
+chunked) is refused while it is read, never read whole, and raises :class:`ChError`.
+http.client already bounds the status line and each header line (64 KiB) and the
+number of headers (100). ``vm.info`` is checked in the parts healer reads
+(:func:`fs_devices`), so a wrong type there is a located :class:`ChError` too.
 """
 
 from __future__ import annotations
@@ -20,12 +26,23 @@ import orjson
 from healer.unixsock import connect_unix
 from healer.vmm.errors import ChApiError, ChError, ChTimeout, ChUnreachable, error_messages
 
-__all__ = ["DEFAULT_TIMEOUT_S", "MAX_TAG_BYTES", "ChApiClient", "fs_config"]
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "MAX_BODY",
+    "MAX_TAG_BYTES",
+    "ChApiClient",
+    "checked_info",
+    "fs_config",
+    "fs_devices",
+]
 
 DEFAULT_TIMEOUT_S = 70.0
 """Longer than CH's hard-coded 60 s connect loop, so a slow add-fs still answers."""
 MAX_TAG_BYTES = 36
 """``VIRTIO_FS_TAG_LEN``: CH's CLI parser rejects longer tags."""
+MAX_BODY = 1 << 20
+"""The largest answer body read: a real VM's ``vm.info`` is a few KiB."""
+_READ_STEP = 64 * 1024
 
 
 def fs_config(
@@ -105,8 +122,9 @@ class ChApiClient:
         return self.request("GET", "vmm.ping", timeout_s=timeout_s)
 
     def info(self, *, timeout_s: float | None = None) -> dict[str, Any]:
-        """``GET vm.info``: config (with ``fs[]``), state and ``device_tree``."""
-        return self.request("GET", "vm.info", timeout_s=timeout_s)
+        """``GET vm.info``: config (with ``fs[]``), state and ``device_tree``; the parts
+        healer reads are checked (:func:`checked_info`)."""
+        return checked_info(self.request("GET", "vm.info", timeout_s=timeout_s))
 
     def add_fs(
         self,
@@ -159,7 +177,7 @@ class ChApiClient:
                 conn.putheader("Content-Length", str(len(payload)))
             conn.endheaders(payload)
             response = conn.getresponse()
-            status, data = response.status, response.read()
+            status, data = response.status, _read_body(response, what)
         except TimeoutError:
             raise ChTimeout(self.api_socket, what, limit) from None
         except (FileNotFoundError, ConnectionRefusedError) as exc:
@@ -176,6 +194,66 @@ class ChApiClient:
         finally:
             conn.close()
         return _answer(status, data, what)
+
+
+def _read_body(response: http.client.HTTPResponse, what: str) -> bytes:
+    """At most MAX_BODY bytes, read in steps: an endless or huge body is refused as it
+    comes, before it can fill the memory."""
+    if response.length is not None and response.length > MAX_BODY:
+        msg = f"{what}: the answer announces {response.length} bytes, over the {MAX_BODY} limit"
+        raise ChError(msg)
+    data = bytearray()
+    while len(data) <= MAX_BODY:
+        step = response.read(min(_READ_STEP, MAX_BODY + 1 - len(data)))
+        if not step:
+            return bytes(data)
+        data += step
+    msg = f"{what}: the answer's body is over the {MAX_BODY} byte limit"
+    raise ChError(msg)
+
+
+def checked_info(info: dict[str, Any]) -> dict[str, Any]:
+    """``info`` itself, once the parts healer reads have the types CH gives them."""
+    fs_devices(info)
+    tree = info.get("device_tree")
+    if tree is not None and not isinstance(tree, dict):
+        raise _malformed("device_tree", "an object", tree)
+    return info
+
+
+def fs_devices(info: dict[str, Any]) -> list[dict[str, Any]]:
+    """``config.fs`` of a ``vm.info`` answer; a wrong type raises ChError naming the
+    field, so that no caller meets an AttributeError (``None`` stands for absent)."""
+    config = info.get("config")
+    if config is None:
+        return []
+    if not isinstance(config, dict):
+        raise _malformed("config", "an object", config)
+    entries = config.get("fs")
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise _malformed("config.fs", "a list", entries)
+    for index, entry in enumerate(entries):
+        where = f"config.fs[{index}]"
+        if not isinstance(entry, dict):
+            raise _malformed(where, "an object", entry)
+        for key in ("id", "tag", "socket"):
+            value = entry.get(key)
+            if value is not None and not isinstance(value, str):
+                raise _malformed(f"{where}.{key}", "a string", value)
+        for key in ("num_queues", "queue_size"):
+            value = entry.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise _malformed(f"{where}.{key}", "an integer", value)
+    return entries
+
+
+def _malformed(field: str, wanted: str, value: Any) -> ChError:
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:80] + "..."
+    return ChError(f"vm.info: {field} is not {wanted}: {shown}")
 
 
 def _answer(status: int, data: bytes, what: str) -> dict[str, Any]:

@@ -22,7 +22,8 @@ from typing import Any
 
 import orjson
 
-from healer.vmm.ch_api import DEFAULT_TIMEOUT_S, fs_config
+from healer.supervise.capture import MAX_OUTPUT, run_captured
+from healer.vmm.ch_api import DEFAULT_TIMEOUT_S, checked_info, fs_config
 from healer.vmm.errors import (
     STATUS_CODES,
     ChApiError,
@@ -62,7 +63,7 @@ class ChRemote:
         return self.run(["ping"], timeout_s=timeout_s)
 
     def info(self, *, timeout_s: float | None = None) -> dict[str, Any]:
-        return self.run(["info"], timeout_s=timeout_s)
+        return checked_info(self.run(["info"], timeout_s=timeout_s))
 
     def add_fs(
         self,
@@ -101,18 +102,15 @@ class ChRemote:
         argv = [*self.argv_prefix, *args]
         target = " ".join(argv[: len(self.argv_prefix)])
         try:
-            done = subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=limit,
-                check=False,
-            )
+            done = run_captured(argv, timeout_s=limit)
         except subprocess.TimeoutExpired:  # run() has killed and reaped the child
             raise ChTimeout(target, f"ch-remote {args[0]}", limit) from None
         except OSError as exc:
             msg = f"cannot run {argv[0]}: {exc}"
             raise ChError(msg) from None
+        if done.stdout_cut:
+            msg = f"ch-remote {args[0]} printed more than {MAX_OUTPUT} bytes"
+            raise ChError(msg)
         stdout = done.stdout.decode("utf-8", "replace")
         if done.returncode != 0:
             raise failure(target, done.returncode, stderr=done.stderr.decode("utf-8", "replace"))

@@ -15,6 +15,7 @@ a deadline, so a silent QEMU costs a :class:`QmpTimeout`, never a hang.
 from __future__ import annotations
 
 import itertools
+import math
 import socket
 import stat
 import time
@@ -103,6 +104,7 @@ class QmpClient:
         self.timeout_s = timeout_s
         self.events: deque[QmpEvent] = deque(maxlen=max_events)
         self.dropped_events = 0
+        self.malformed_events = 0
         self.greeting: dict[str, Any] = {}
         self._sock: socket.socket | None = None
         self._buffer = bytearray()
@@ -237,16 +239,18 @@ class QmpClient:
                 return message
 
     def _event(self, message: dict[str, Any]) -> None:
+        """Keep one event; a name that is not a string is not an event QEMU sends, and a
+        timestamp that is not two numbers is read as none (never an exception)."""
+        name = message["event"]
+        if not isinstance(name, str):
+            self.malformed_events += 1
+            return
         self._seq += 1
-        stamp = message.get("timestamp")
-        when = None
-        if isinstance(stamp, dict):
-            when = float(stamp.get("seconds", 0)) + float(stamp.get("microseconds", 0)) / 1e6
         data = message.get("data")
         if len(self.events) == self.events.maxlen:
             self.dropped_events += 1
         self.events.append(
-            QmpEvent(self._seq, str(message["event"]), data if isinstance(data, dict) else {}, when)
+            QmpEvent(self._seq, name, data if isinstance(data, dict) else {}, _event_time(message))
         )
 
     def _line(self, deadline: float, what: str, limit: float) -> bytes:
@@ -276,3 +280,19 @@ class QmpClient:
                 self.close()
                 raise QmpClosed(self.path, what)
             self._buffer += chunk
+
+
+def _event_time(message: dict[str, Any]) -> float | None:
+    """QEMU's ``{"seconds": s, "microseconds": us}``, or None when it is not that."""
+    stamp = message.get("timestamp")
+    if not isinstance(stamp, dict):
+        return None
+    seconds, micros = stamp.get("seconds", 0), stamp.get("microseconds", 0)
+    for part in (seconds, micros):
+        if isinstance(part, bool) or not isinstance(part, int | float):
+            return None
+    try:
+        when = float(seconds) + float(micros) / 1e6
+    except OverflowError:
+        return None
+    return when if math.isfinite(when) else None
