@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +13,7 @@ from healer.events import Event, to_dict
 from healer.journal.records import output_to_dict
 from healer.timeline import Outcome, TimelineItem
 
-__all__ = ["Printable", "jsonl_line", "table_header", "table_line"]
+__all__ = ["Printable", "iso_time", "jsonl_line", "table_header", "table_line"]
 
 Printable = TimelineItem
 
@@ -20,22 +21,28 @@ _SUMMARY_WIDTH = 110
 
 
 def jsonl_line(item: Printable, *, recorded: bool = False) -> bytes:
-    """One JSON object and a newline; unknown records get ``"kind": null``.
+    """One JSON object and a newline, ``"type"`` first: ``event``, ``decision``,
+    ``transition``, ``outcome`` or ``unrecognized`` (a record no parser knew,
+    ``"kind": null``).
 
-    Decisions, transitions and outcomes carry ``"type"``. A decision this replay made
-    has ``"would_run": true`` (false when suppressed); a ``recorded`` one (a journal
-    read as it was written) has no such guess: its outcomes follow as their own lines.
+    Every time is an ISO 8601 UTC string (``...Z``) or null: an event's as parsed, a
+    decision's ``time`` and ``not_before``, a transition's ``time`` and a cause's
+    ``time``, made from the engine's epoch seconds. An outcome has no time (the
+    journal keeps none). A decision this replay made has ``"would_run": true`` (false
+    when suppressed); a ``recorded`` one (a journal read as it was written) has no
+    such guess: its outcomes follow as their own lines.
     """
     if isinstance(item, Event):
-        return orjson.dumps(to_dict(item)) + b"\n"
+        return orjson.dumps({"type": "event", **to_dict(item)}) + b"\n"
     if isinstance(item, Decision | Transition):
-        data = output_to_dict(item)
+        data = _output_dict(item)
         if isinstance(item, Decision) and not recorded:
             data["would_run"] = item.suppressed is None
         return orjson.dumps(data) + b"\n"
     if isinstance(item, Outcome):
         return orjson.dumps(_outcome_dict(item)) + b"\n"
     record = {
+        "type": "unrecognized",
         "kind": None,
         "source": item.source,
         "offset": item.offset,
@@ -43,6 +50,25 @@ def jsonl_line(item: Printable, *, recorded: bool = False) -> bytes:
         "raw": item.text,
     }
     return orjson.dumps(record) + b"\n"
+
+
+def _output_dict(item: Decision | Transition) -> dict[str, Any]:
+    """The journal's form of a decision or transition with its epoch times as ISO 8601."""
+    data = output_to_dict(item)
+    out: dict[str, Any] = {"type": data.pop("type"), **data}
+    for name in ("time", "not_before"):
+        if name in out:
+            out[name] = iso_time(out[name])
+    if out.get("cause") is not None:
+        out["cause"] = {**out["cause"], "time": iso_time(out["cause"]["time"])}
+    return out
+
+
+def iso_time(seconds: float | None) -> str | None:
+    """Epoch seconds as ISO 8601 UTC with a ``Z``, like an event's time; null if unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return _epoch(seconds)
 
 
 def table_header() -> str:

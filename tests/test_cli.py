@@ -36,7 +36,7 @@ def test_replay_without_files_runs_the_embedded_incident() -> None:
     assert result.returncode == EXIT_OK
     assert b"embedded example incident" in result.stderr
     items = jsonl(result.stdout)
-    events = [e for e in items if "kind" in e]
+    events = [e for e in items if e["type"] == "event"]
     assert [e["kind"] for e in events] == [
         "VmRebootFailed",
         "ApiUnreachable",
@@ -65,8 +65,59 @@ def test_jsonl_has_the_documented_keys() -> None:
     result = healer(
         "replay", "--no-rules", "--format", "jsonl", str(CORPUS / "virtiofsd-rust-real.log")
     )
-    keys = {"kind", "time", "source", "offset", "line", "share", "level", "fields", "raw"}
-    assert all(keys <= set(e) for e in jsonl(result.stdout))
+    keys = {"type", "kind", "time", "source", "offset", "line", "share", "level", "fields", "raw"}
+    events = jsonl(result.stdout)
+    assert events
+    assert all(keys <= set(e) for e in events)
+    assert {e["type"] for e in events} == {"event"}
+
+
+def test_every_jsonl_record_has_a_type_and_iso_times() -> None:
+    """Events, decisions and phase changes alike: ``"type"`` first, times as ISO 8601 UTC.
+
+    The expected times are the embedded incident's own (its line 5 and line 11)."""
+    items = jsonl(healer("replay", "--format", "jsonl").stdout)
+    assert {i["type"] for i in items} == {"event", "decision", "transition"}
+    assert all(next(iter(i)) == "type" for i in items)
+    first_event, first_phase, first_decision = items[0], items[1], items[2]
+    assert (first_event["type"], first_event["time"]) == ("event", "2022-12-26T06:48:09.043679Z")
+    assert first_phase == {
+        "type": "transition",
+        "time": "2022-12-26T06:48:09.043679Z",
+        "share": "default",
+        "incident": "default#1",
+        "before": "healthy",
+        "after": "failing",
+        "reason": "vmm-exited-on-reboot",
+        "cause": {
+            "kind": "VmRebootFailed",
+            "source": "incident-docker.log",
+            "line": 5,
+            "offset": 312,
+            "time": "2022-12-26T06:48:09.043679Z",
+            "pid": None,
+            "generation": None,
+            "guest": False,
+        },
+    }
+    assert first_decision["type"] == "decision"
+    assert first_decision["time"] == first_decision["not_before"] == first_event["time"]
+    readd = next(i for i in items if i.get("action") == "readd_fs")
+    assert readd["time"] == "2022-12-26T06:48:09.082698Z"
+    cause = readd["cause"]
+    assert isinstance(cause, dict)
+    assert (cause["time"], cause["line"]) == (readd["time"], 11)
+
+
+def test_unrecognised_and_outcome_records_have_a_type(tmp_path: Path) -> None:
+    path = str(CORPUS / "virtiofsd-c-real.log")
+    every = jsonl(healer("replay", "--no-rules", "--format", "jsonl", "--all", path).stdout)
+    assert {e["type"] for e in every} == {"event", "unrecognized"}
+    assert all(e["kind"] is None for e in every if e["type"] == "unrecognized")
+    journal = tmp_path / "j"
+    assert healer("replay", "--write-journal", str(journal)).returncode == EXIT_OK
+    recorded = jsonl(healer("replay", "--journal", str(journal), "--format", "jsonl").stdout)
+    assert {i["type"] for i in recorded} >= {"event", "decision", "transition"}
 
 
 def test_replay_is_byte_for_byte_deterministic(tmp_path: Path) -> None:
@@ -182,6 +233,7 @@ def test_unusable_inputs_fail_with_a_hint(
 def test_usage_errors_exit_2() -> None:
     assert healer("replay", "--format", "xml").returncode == EXIT_USAGE
     assert healer().returncode == EXIT_USAGE
+    assert healer("replay", "--what-if", "rules").returncode == EXIT_USAGE  # needs --report
 
 
 def test_kinds_lists_every_kind() -> None:
