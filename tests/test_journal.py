@@ -35,6 +35,7 @@ from healer.journal import (
     TransitionRecord,
     read_records,
 )
+from healer.journal.lock import JournalLock
 from healer.parse import Checkpoint
 from healer.pipeline.recorded import AsRecorded, JournalTally
 from healer.sources.tailtypes import FileIdentity, TailPosition
@@ -372,3 +373,22 @@ def test_a_damaged_journal_is_reported_never_raised(tmp_path: Path) -> None:
         except Exception as exc:  # every other error is the finding
             escaped.append(f"case {case}: {exc!r} from {damaged[:200]!r}")
     assert not escaped, f"{len(escaped)} raised past JournalCorrupt:\n" + "\n".join(escaped[:5])
+
+
+def test_a_journal_directory_others_can_enter_is_made_private_or_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o755)
+    mine.chmod(0o755)  # whatever the umask
+    JournalLock.acquire(mine).release()
+    assert stat.S_IMODE(mine.stat().st_mode) == 0o700
+    assert "was mode 755: made 0700" in caplog.text
+    caplog.clear()
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    theirs.chmod(0o777)
+    os.chown(theirs, 65534, 65534)  # nobody's: healer did not make it
+    JournalLock.acquire(theirs).release()
+    assert stat.S_IMODE(theirs.stat().st_mode) == 0o777  # not healer's to change
+    assert "belongs to uid 65534" in caplog.text

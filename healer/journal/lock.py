@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -23,6 +25,8 @@ from healer.errors import HealerError
 __all__ = ["JournalBusy", "JournalLock", "lock_holder"]
 
 LOCK_FILE = "lock"
+
+log = logging.getLogger("healer")
 
 
 class JournalBusy(HealerError):
@@ -50,6 +54,7 @@ class JournalLock:
         """Lock ``directory`` (created 0700 if missing) or raise :class:`JournalBusy`."""
         root = Path(directory)
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        keep_private(root)
         fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -103,3 +108,26 @@ def _read(fd: int) -> dict[str, object]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def keep_private(directory: Path) -> None:
+    """The journal holds log text and the holder's state: a directory of healer's own
+    that others can enter is made 0700 again (said in the log); one of another user is
+    only warned about, as healer did not make it."""
+    st = directory.stat()
+    open_to_others = stat.S_IMODE(st.st_mode) & 0o077
+    if not open_to_others:
+        return
+    if st.st_uid == os.geteuid():
+        directory.chmod(0o700)
+        log.warning(
+            "journal directory %s was mode %03o: made 0700", directory, stat.S_IMODE(st.st_mode)
+        )
+    else:
+        log.warning(
+            "journal directory %s (mode %03o) belongs to uid %d, and others can read it: "
+            "give healer a directory of its own",
+            directory,
+            stat.S_IMODE(st.st_mode),
+            st.st_uid,
+        )
