@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from healer.holder.sockets import SHARED_DIRECTORY_FIX, shared_directory
 from healer.tomlspot import LocatedError, Problem, Spots, suggest
 
 __all__ = [
@@ -71,7 +72,7 @@ _QEMU_ONLY = ("qmp_socket", "on_stuck", "device_del_timeout")
 _CH_ONLY = ("api_socket", "ch_remote")
 _TRANSPORTS = ("argv", "serial")
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
-_SOURCE = {"path", "name"}
+_SOURCE = {"path", "name", "trust"}
 
 
 class ConfigError(LocatedError):
@@ -121,10 +122,12 @@ class GuestConfig:
 
 @dataclass(frozen=True, slots=True)
 class SourceConfig:
-    """A log healer tails."""
+    """A log healer tails; ``trust = "guest"`` when the guest can write into it (a
+    serial console file, a VMM log that carries the guest's console)."""
 
     path: str
     name: str
+    trust: str = "host"
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,6 +430,9 @@ def _shares(check: _Check, raw: Any) -> tuple[ShareConfig, ...]:
         socket = check.absolute(table, "socket", path)
         shared_dir = check.absolute(table, "shared_dir", path)
         mode = table.get("mode", "supervise")
+        unsafe = shared_directory(socket) if socket is not None and mode != "adopt" else None
+        if unsafe is not None:
+            check.bad((*path, "socket"), unsafe, SHARED_DIRECTORY_FIX)
         if mode not in ("supervise", "adopt"):
             check.bad(
                 (*path, "mode"),
@@ -480,8 +486,15 @@ def _sources(check: _Check, raw: Any) -> tuple[SourceConfig, ...]:
         check.keys(table, _SOURCE, path)
         file = check.absolute(table, "path", path)
         name = check.text(table, "name", path, required=False)
-        if file is not None:
-            sources.append(SourceConfig(path=file, name=name or Path(file).name))
+        trust = check.choice(
+            table,
+            "trust",
+            ("host", "guest"),
+            path,
+            'trust = "guest" when the guest can write into this log, else "host"',
+        )
+        if file is not None and trust is not None:
+            sources.append(SourceConfig(path=file, name=name or Path(file).name, trust=trust))
     return tuple(sources)
 
 

@@ -76,7 +76,9 @@ class Origin:
     """Who wrote the record: program, pid, thread, source location, uptime clock.
 
     ``generation`` is healer's number for the virtiofsd instance that wrote it (live
-    only): a pid can be reused, a generation never is.
+    only): a pid can be reused, a generation never is. ``guest`` says the guest wrote
+    the text (a Kata ``vmconsole`` record, a source configured ``trust = "guest"``):
+    it may ask for nothing on the host by itself (docs/trust.md).
     """
 
     program: str | None = None
@@ -85,6 +87,7 @@ class Origin:
     location: str | None = None
     uptime: float | None = None
     generation: int | None = None
+    guest: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -411,6 +414,8 @@ def to_dict(event: Event) -> dict[str, Any]:
     }
     if origin.generation is not None:  # live only; replay output stays as it was
         where["generation"] = origin.generation
+    if origin.guest:  # only when true: host events' output stays as it was
+        where["guest"] = True
     return {
         "kind": event.kind,
         "time": event.time.isoformat().replace("+00:00", "Z") if event.time else None,

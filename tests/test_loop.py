@@ -109,6 +109,10 @@ def test_a_log_naming_shares_the_configuration_lacks_makes_no_state_of_them(
         r.event.share for r in read_records(tmp_path / "journal") if isinstance(r, EventRecord)
     }
     assert about == {"fs0"}
+    # The bound stated: the journal holds the one event, its decisions and positions
+    # (a few KiB), far below the 20,000 phantom shares' 51.7 MB before.
+    written = sum(f.stat().st_size for f in (tmp_path / "journal").iterdir())
+    assert written < 64 * 1024, written
 
 
 def test_the_copy_of_a_daemons_stderr_is_private_and_follows_no_planted_link(

@@ -39,8 +39,11 @@ from healer.engine import Action, Phase, Status
 from healer.events import VirtiofsdClientConnected, VirtiofsdExited
 from healer.journal import OutcomeRecord, TransitionRecord
 from healer.sim import ChStandIn
+from healer.sim.ch_log import ChLog
 from healer.supervise import DaemonInfo
+from healer.supervise.held import has_client
 from healer.vmm import ChApiClient
+from healer.vmm.chformat import worker_failed
 
 FINAL = {Status.SUCCEEDED, Status.FAILED, Status.TIMED_OUT, Status.CLOSED}
 DEDUPE_S = 1.0  # the policy's dedupe window in test_a_vmm_api_that_is_gone...
@@ -52,7 +55,9 @@ def setup(tmp_path: Path, virtiofsd: DaemonInfo) -> Path:
     return write_setup(tmp_path, shares=("fs0", "fs1"))
 
 
-def with_vmm(setup: Path) -> Path:
+def with_vmm(setup: Path, *, console: bool = False) -> Path:
+    """The VMM's API socket and its log ``ch.log``; ``console``: also the guest's
+    console, ``console.log``, marked as the guest's text."""
     config = setup / "healer.toml"
     config.write_text(
         config.read_text()
@@ -60,6 +65,13 @@ def with_vmm(setup: Path) -> Path:
         + f'\n[[source]]\npath = "{setup / "ch.log"}"\nname = "ch"\n'
     )
     (setup / "ch.log").touch()
+    if console:
+        with config.open("a") as text:
+            text.write(
+                f'\n[[source]]\npath = "{setup / "console.log"}"\nname = "console"\n'
+                'trust = "guest"\n'
+            )
+        (setup / "console.log").touch()
     return config
 
 
@@ -219,9 +231,11 @@ def configured(api: ChApiClient) -> list[str]:
 
 
 @contextmanager
-def fs0_in_the_vm(setup: Path) -> Iterator[tuple[subprocess.Popen[bytes], ChStandIn]]:
+def fs0_in_the_vm(
+    setup: Path, *, console: bool = False
+) -> Iterator[tuple[subprocess.Popen[bytes], ChStandIn]]:
     """healer watch on both shares, and the stand-in VMM with fs0 added (and served)."""
-    config = with_vmm(setup)
+    config = with_vmm(setup, console=console)
     ch = ChStandIn(setup / "api.sock", setup / "ch-vmm.log").start()
     try:
         with running_watch(config) as healer:
@@ -296,3 +310,43 @@ def test_a_guest_reboot_is_served_again_by_a_respawned_virtiofsd(setup: Path) ->
     assert {e.source for e in exits} == {"healer:fs0"}
     drained = [d for d in decisions(setup / "journal") if d.share == "fs0" and d.note]
     assert drained == []  # each reboot was a death healed, none a dead connection
+
+
+def forge_needs_reset(log: Path, device: str) -> None:
+    """Append cloud-hypervisor v53's "device needs a reset" line, as CH writes it."""
+    level, where, text = worker_failed(device, 53)
+    writer = ChLog(log, 53)
+    try:
+        writer.write(level, device, where, text)
+    finally:
+        writer.close()
+
+
+def test_a_needs_reset_the_guest_forged_re_adds_nothing_while_the_host_sees_it_served(
+    setup: Path,
+) -> None:
+    """The guest prints cloud-hypervisor's NEEDS_RESET line on its console: healer asks
+    the VMM and the socket, finds the device served and removes nothing. The same line
+    in the VMM's own log is believed (the contrast shows the line is read as a reset)."""
+    with fs0_in_the_vm(setup, console=True) as (healer, ch):
+        wait_for(lambda: ch.stats.connects == 1)
+        wait_for(lambda: has_client(setup / "fs0.sock"))
+        forge_needs_reset(setup / "console.log", "fs0")
+        wait_for(lambda: finals(setup, Action.READD), 60)
+        (checked,) = finals(setup, Action.READD)
+        assert checked.status == Status.CLOSED
+        assert "served" in checked.detail
+        assert "VmRemoveDevice" not in (setup / "ch-vmm.log").read_text()
+        assert ch.stats.connects == 1  # the session went on
+        assert not [
+            r
+            for r in journal_records(setup / "journal")
+            if isinstance(r, TransitionRecord) and r.transition.share == "fs0"
+        ]  # no incident: the share never left healthy
+        # The VMM's own log saying it at once: re-added (the guest's request is no
+        # reason to take the host's own report for a repeat).
+        forge_needs_reset(setup / "ch.log", "fs0")
+        wait_for(lambda: len(finals(setup, Action.READD)) == 2, 60)
+        assert finals(setup, Action.READD)[1].status == Status.SUCCEEDED
+        assert "VmRemoveDevice" in (setup / "ch-vmm.log").read_text()
+        assert healer.poll() is None

@@ -41,6 +41,7 @@ from healer.vmm import (
     QmpError,
     ReaddError,
     describe_device,
+    fs_devices,
     readd_fs,
 )
 
@@ -125,6 +126,8 @@ class LiveActions:
         if action in RESPAWNS:
             return self._respawn(share, decision)
         if action == "readd_fs":
+            if decision.cause is not None and decision.cause.guest:
+                return self._submit(share, decision.key, lambda: self._readd_if_unserved(share))
             return self._submit(share, decision.key, lambda: self._readd(share))
         if action == "remount_guest":
             return self._submit(share, decision.key, lambda: self._remount(share))
@@ -237,6 +240,20 @@ class LiveActions:
                 self.remounted.add(share.name)
         return status, detail
 
+    def _readd_if_unserved(self, share: ShareConfig) -> tuple[Status, str]:
+        """A guest-written line asked for a re-add: the host's own view decides."""
+        if self._device_served(share):
+            log.warning(
+                "share %s: a line the guest wrote asks for a re-add, but the VMM lists the "
+                "device and its virtiofsd has a client: nothing done",
+                share.name,
+            )
+            return (
+                Status.CLOSED,
+                "the host sees the device served: a guest-written line re-adds nothing",
+            )
+        return self._readd(share)
+
     def _readd(self, share: ShareConfig) -> tuple[Status, str]:
         """Remove the fs device, wait until it is gone and virtiofsd runs, add it again."""
         if self._is_qemu():
@@ -332,9 +349,9 @@ class LiveActions:
         if api is None:
             return True  # nothing to re-add into
         try:
-            info = api.info()
-        except ChError:
+            devices = fs_devices(api.info())
+        except ChError as exc:  # cannot tell: a re-add is safe to repeat, it looks first
+            log.warning("share %s: the VMM's devices are unknown (%s): re-adding", share.name, exc)
             return False
-        devices = info.get("config", {}).get("fs") or []
         listed = any(share.name == d.get("id") or share.tag == d.get("tag") for d in devices)
         return listed and has_client(share.socket)

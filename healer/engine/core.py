@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-from healer.engine import daemons
+from healer.engine import daemons, trust
 from healer.engine.daemons import DEATHS, Verdict
 from healer.engine.model import (
     DEFAULT_SHARE,
@@ -86,6 +86,7 @@ class _Step:
         self.windows = state.windows
         self.cooldowns = state.cooldowns
         self.pairs = state.pairs
+        self.rates = state.rates
         self.out: list[Output] = []
 
     def share(self, name: str) -> ShareState:
@@ -156,7 +157,8 @@ class Engine:
     def adopt(self, state: EngineState) -> tuple[EngineState, list[str]]:
         """State folded under other rules, fitted to these: what no rule can use goes.
 
-        Pair, threshold and cooldown entries are keyed ``rule|share``; those of rules
+        Pair, threshold and cooldown entries are keyed ``rule|share`` (``|guest`` after
+        it for the guest's lines); those of rules
         that do not exist (or changed how they correlate) now would never fire, or
         would fire wrongly. Returns the new state and what was dropped, in words.
         """
@@ -195,8 +197,9 @@ class Engine:
         run = _Step(state, now)
         # Only virtiofsd's own pid tells two deaths apart (a supervisor's pid does not).
         pid = item.origin.pid if item.origin.program == "virtiofsd" else None
+        guest = item.origin.guest or item.kind in trust.GUEST_KINDS
         cause = Cause(
-            item.kind, item.source, item.line, item.offset, now, pid, item.origin.generation
+            item.kind, item.source, item.line, item.offset, now, pid, item.origin.generation, guest
         )
         share = self._share_of(run, item)
         if pid is not None and item.kind != "VirtiofsdExited":  # a sign of that daemon's life
@@ -206,6 +209,10 @@ class Engine:
         self._fire_due(run, now)
         if item.kind == "VirtiofsdStarted":
             run.put(share, daemons.started(run.share(share), item, now))
+            return self._commit(state, run), run.out
+        if item.kind in DEATHS and guest:
+            # The guest's word about a daemon's death decides nothing: healer's own
+            # observation of the death does (it always sees its daemons end).
             return self._commit(state, run), run.out
         if item.kind in DEATHS:
             # Whom a report is about follows from when it was written, not from the
@@ -236,7 +243,7 @@ class Engine:
         elif item.kind in self._recovery:
             self._recover(run, share, cause)
         for rule in self._by_then.get(item.kind, ()):
-            key = f"{rule.id}|{share}"
+            key = _window_key(rule, share, cause)
             pending = run.pairs.get(key)
             if pending is not None and now <= pending.deadline:
                 run.pairs = {k: v for k, v in run.pairs.items() if k != key}
@@ -314,6 +321,7 @@ class Engine:
             windows=run.windows,
             cooldowns=run.cooldowns,
             pairs=run.pairs,
+            rates=run.rates,
         )
 
     # --- timers -----------------------------------------------------------------
@@ -345,7 +353,7 @@ class Engine:
                     self._recover(run, name, connect)
         for key in sorted(k for k, p in run.pairs.items() if now > p.deadline):
             pending = run.pairs[key]
-            rule_id, share = key.split("|", 1)
+            rule_id, share = key.split("|")[:2]  # rule|share, or rule|share|guest
             run.pairs = {k: v for k, v in run.pairs.items() if k != key}
             rule = self._rules.get(rule_id)
             if rule is None:  # a state folded under other rules (see adopt)
@@ -369,7 +377,7 @@ class Engine:
     # --- correlation ------------------------------------------------------------
 
     def _correlate(self, run: _Step, rule: Rule, share: str, cause: Cause) -> bool:
-        key = f"{rule.id}|{share}"
+        key = _window_key(rule, share, cause)
         now = cause.time
         if rule.correlate == "single":
             return True
@@ -414,6 +422,9 @@ class Engine:
         if not actions:
             return
         when = run.now if at is None else at
+        if cause is not None and cause.guest:
+            self._guest_asks(run, share, rule, actions, cause=cause, when=when)
+            return
         state = run.share(share)
         acts = rule.severity != "info" or any(
             a in HEALING or a == Action.OPEN_CIRCUIT for a in actions
@@ -427,6 +438,29 @@ class Engine:
             decided = self._decide(run, share, action, rule.id, cause=cause, when=when, after=after)
             after = decided or after
 
+    def _guest_asks(
+        self,
+        run: _Step,
+        share: str,
+        rule: Rule,
+        actions: tuple[Action, ...],
+        *,
+        cause: Cause,
+        when: float,
+    ) -> None:
+        """A guest-written line: each action in the form the host checks first, outside
+        any incident (see healer.engine.trust). While an incident is open the host is
+        healing the share already: the guest's word adds nothing."""
+        if run.share(share).phase != Phase.HEALTHY:
+            return
+        after: str | None = None
+        for asked in actions:
+            action, note = trust.as_guest_asks(asked)
+            decided = self._decide(
+                run, share, action, rule.id, cause=cause, when=when, after=after, note=note
+            )
+            after = decided or after
+
     def _repeats(
         self, state: ShareState, action: Action, rule: str, cause: Cause | None, when: float
     ) -> bool:
@@ -434,7 +468,9 @@ class Engine:
         with no recovery in between (a death after a recovery is a new death)."""
         if cause is not None and cause.generation is not None:
             return False  # deduplicated by daemon generation already (daemons.py)
-        dedupe = _dedupe_key(action, rule)
+        if cause is not None and cause.guest and self._host_did(state, action, rule, when):
+            return True  # the host asked for it already (a recovery since changes nothing)
+        dedupe = _dedupe_key(action, rule, guest=cause is not None and cause.guest)
         last = state.last.get(dedupe)
         if last is None or when - last >= self.policy.dedupe_s:
             return False
@@ -443,6 +479,16 @@ class Engine:
         pid = cause.pid if cause is not None else None
         known = state.last_pid.get(dedupe)
         return pid is None or known is None or pid == known
+
+    def _host_did(self, state: ShareState, action: Action, rule: str, when: float) -> bool:
+        """A host-caused decision of this action (a respawn counts for an ensure) within
+        the dedupe window: what a guest-written line asks for then is a repeat."""
+        asked = (action, Action.RESPAWN) if action == Action.ENSURE else (action,)
+        for each in asked:
+            last = state.last.get(_dedupe_key(each, rule))
+            if last is not None and when - last < self.policy.dedupe_s:
+                return True
+        return False
 
     def _open_incident(
         self, run: _Step, share: str, rule: Rule, cause: Cause | None, when: float
@@ -482,25 +528,25 @@ class Engine:
         """Record one decision (or a suppressed one); return its key when it will run.
 
         ``note`` (a drained stale connection) decides a respawn at once: no backoff,
-        no attempt counted."""
+        no attempt counted. A guest-written cause decides outside any incident and
+        never moves the share's phase."""
         state = run.share(share)
         if not retry and self._repeats(state, action, rule, cause, when):
             return None  # the same request, seen again within the dedupe window
-        dedupe = _dedupe_key(action, rule)
+        dedupe = _dedupe_key(action, rule, guest=cause is not None and cause.guest)
         # A line that names no pid (the VMM's) is about the daemon alive at the time:
         # a later death of a newer daemon is a new death, not a repeat.
         pid = cause.pid if cause is not None and cause.pid is not None else state.daemon_pid
-        suppressed = None
-        if state.phase == Phase.CIRCUIT_OPEN and action in HEALING and not retry:
-            suppressed = "circuit open"
-        elif action == Action.RESTART_VM and not self.policy.allow_restart_vm:
-            suppressed = "restart_vm is not allowed by the policy"
+        guest = cause is not None and cause.guest
+        suppressed = self._suppression(run, state, action, cause, when, retry=retry)
+        if suppressed is None:
+            run.rates = trust.decided_at(run.rates, self.policy, cause, when)
         attempt, delay = 0, 0.0
         if action == Action.RESPAWN and suppressed is None and not retry and note is None:
             attempt = state.attempt
             delay = backoff_delay(self.policy, share, attempt)
             state = replace(state, attempt=attempt + 1)
-        if state.phase == Phase.HEALTHY:  # an info rule: no incident is open
+        if state.phase == Phase.HEALTHY or guest:  # an info rule, or the guest's word
             incident, ordinal = f"{share}#0", state.outside + 1
             state = replace(state, outside=ordinal)
         else:
@@ -523,8 +569,50 @@ class Engine:
         state = replace(state, last={**state.last, dedupe: when})
         if pid is not None:
             state = replace(state, last_pid={**state.last_pid, dedupe: pid})
+        if not guest:  # the guest's word moves no phase
+            state = self._advance(run, state, decision, ordinal)
+        run.put(share, state)
+        run.out.append(decision)
+        return None if suppressed else key
+
+    def _suppression(
+        self,
+        run: _Step,
+        state: ShareState,
+        action: Action,
+        cause: Cause | None,
+        when: float,
+        *,
+        retry: bool,
+    ) -> str | None:
+        """Why a decision is not to run (None: it runs)."""
+        if cause is not None and cause.guest:
+            refused = trust.guest_refusal(action)
+            if refused is not None:
+                return refused
+        if state.phase == Phase.CIRCUIT_OPEN and action in HEALING and not retry:
+            return "circuit open"
+        if action == Action.RESTART_VM and not self.policy.allow_restart_vm:
+            return "restart_vm is not allowed by the policy"
+        if retry:
+            return None  # the circuit's own slow retry
+        return trust.over_rate(run.rates, self.policy, cause, when)
+
+    def _advance(
+        self, run: _Step, state: ShareState, decision: Decision, ordinal: int
+    ) -> ShareState:
+        """The share's incident bookkeeping and phase after a decision in an incident."""
+        share, incident, action, rule = (
+            decision.share,
+            decision.incident,
+            decision.action,
+            decision.rule,
+        )
+        cause, when = decision.cause, decision.time
         if state.phase != Phase.HEALTHY:
             state = replace(state, ordinals={**state.ordinals, action.value: ordinal})
+        if decision.suppressed is not None:
+            return state
         if action == Action.OPEN_CIRCUIT and state.phase != Phase.CIRCUIT_OPEN:
             run.out.append(
                 Transition(when, share, incident, state.phase, Phase.CIRCUIT_OPEN, rule, cause)
@@ -534,14 +622,12 @@ class Engine:
                 phase=Phase.CIRCUIT_OPEN,
                 circuit_until=when + self.policy.circuit_retry_s,
             )
-        elif action in HEALING and suppressed is None and state.phase == Phase.FAILING:
+        elif action in HEALING and state.phase == Phase.FAILING:
             run.out.append(
                 Transition(when, share, incident, state.phase, Phase.RECOVERING, rule, cause)
             )
             state = replace(state, phase=Phase.RECOVERING)
-        run.put(share, state)
-        run.out.append(decision)
-        return None if suppressed else key
+        return state
 
     def _drain(self, run: _Step, share: str, event: Event, cause: Cause) -> None:
         """A dead connection was served and is gone: the next daemon, at once.
@@ -599,8 +685,18 @@ _ALWAYS = frozenset({"FsDeviceCreating", "VirtiofsdStarted"})
 """Kinds the engine reads whether or not a rule names them."""
 
 
-def _dedupe_key(action: Action, rule: str) -> str:
+def _window_key(rule: Rule, share: str, cause: Cause) -> str:
+    """A rule's window, cooldown or pair for a share; the guest's lines count in one of
+    their own, so that forged lines can neither fill the host's storm windows nor answer
+    the host's pairs."""
+    key = f"{rule.id}|{share}"
+    return f"{key}|guest" if cause.guest else key
+
+
+def _dedupe_key(action: Action, rule: str, *, guest: bool = False) -> str:
     """Healing actions merge across rules; other actions per rule (plain strings: the
-    keys go into the journal's JSON)."""
+    keys go into the journal's JSON). The guest's requests are kept apart, so that a
+    line it forged cannot make the host's own report of a fault look like a repeat."""
     merged = action in HEALING or action == Action.OPEN_CIRCUIT
-    return action.value if merged else f"{action.value}:{rule}"
+    key = action.value if merged else f"{action.value}:{rule}"
+    return f"guest:{key}" if guest else key

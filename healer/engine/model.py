@@ -89,6 +89,7 @@ class Cause:
     time: float
     pid: int | None = None  # the process the line is about, when known
     generation: int | None = None  # the daemon instance, when healer numbered it
+    guest: bool = False  # the guest wrote the line: it asks the host for nothing itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,3 +172,4 @@ class EngineState:
     windows: dict[str, tuple[float, ...]] = field(default_factory=dict)
     cooldowns: dict[str, float] = field(default_factory=dict)
     pairs: dict[str, Pending] = field(default_factory=dict)
+    rates: dict[str, tuple[float, ...]] = field(default_factory=dict)  # source -> decided at

@@ -68,6 +68,11 @@ class Policy:
     # this long, and such a death is respawned at once, not counted towards storms.
     stale_session_s: float = 0.5
     stale_limit: int = 10  # stale connections per minute treated so; beyond, ordinary deaths
+    # A tailed log decides at most this many actions per window; beyond, they are
+    # suppressed and counted. healer's own observations (its daemons' exits and
+    # stderr) are never limited: they are what the circuit breaker counts.
+    source_decisions: int = 30
+    source_window_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,8 @@ _POLICY_KEYS = {
     "recovery_kinds": "recovery_kinds",
     "stale_session": "stale_session_s",
     "stale_limit": "stale_limit",
+    "source_decisions": "source_decisions",
+    "source_window": "source_window_s",
 }
 
 

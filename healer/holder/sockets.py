@@ -69,15 +69,18 @@ def shared_directory(path: str) -> str | None:
     return (
         f"{directory} is writable by every user"
         f"{'' if found.st_mode & stat.S_ISVTX else ' and not sticky'}: another user could "
-        "replace the socket (put it in a directory only healer's user can write to)"
+        "replace the socket"
     )
+
+
+SHARED_DIRECTORY_FIX = "put the socket in a directory only healer's user can write to"
 
 
 def bind(path: str, backlog: int) -> socket.socket:
     """A fresh 0600 listener at ``path``, replacing only a stale socket file."""
     unsafe = shared_directory(path)
     if unsafe is not None:
-        raise Refused(unsafe)
+        raise Refused(f"{unsafe} ({SHARED_DIRECTORY_FIX})")
     target = Path(path)
     if target.exists() or target.is_symlink():
         if not stat.S_ISSOCK(target.lstat().st_mode):

@@ -313,6 +313,7 @@ def state_to_dict(state: EngineState) -> dict[str, Any]:
         "windows": {k: list(v) for k, v in state.windows.items()},
         "cooldowns": state.cooldowns,
         "pairs": {k: asdict(v) for k, v in state.pairs.items()},
+        "rates": {k: list(v) for k, v in state.rates.items()},
     }
 
 
@@ -327,6 +328,7 @@ def state_from_dict(data: Mapping[str, Any]) -> EngineState:
         windows={k: tuple(v) for k, v in data["windows"].items()},
         cooldowns=dict(data["cooldowns"]),
         pairs={k: Pending(v["deadline"], Cause(**v["cause"])) for k, v in data["pairs"].items()},
+        rates={k: tuple(v) for k, v in data.get("rates", {}).items()},
     )
 
 

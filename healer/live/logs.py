@@ -52,6 +52,11 @@ class _Tailed:
     stream: str = ""
     share: str | None = None
 
+    @property
+    def guest(self) -> bool:
+        """The guest writes this log (its console): its events ask the host for nothing."""
+        return self.config.trust == "guest"
+
 
 class TailedLogs:
     """The watchdog's tailed logs; :meth:`read` runs on the decision loop only."""
@@ -145,7 +150,9 @@ class TailedLogs:
     def _on_batch(self, tailed: _Tailed, batch: TailBatch) -> None:
         name = tailed.config.name
         if batch.kind == "lines" and tailed.parser is None:
-            tailed.parser = SourceParser(name, default_year=self._now().year, resume=tailed.resume)
+            tailed.parser = SourceParser(
+                name, default_year=self._now().year, resume=tailed.resume, guest=tailed.guest
+            )
             tailed.resume = None
         if batch.identity is not None and batch.kind != "end":
             # Offsets count per file: a rotated file, and a truncated one (same inode,
@@ -172,7 +179,7 @@ class TailedLogs:
             self.runner.ingest(events, stream=tailed.stream)
         tailed.parser = None
         if batch.kind == "start":
-            tailed.parser = SourceParser(name, default_year=self._now().year)
+            tailed.parser = SourceParser(name, default_year=self._now().year, guest=tailed.guest)
 
     def _events(self, tailed: _Tailed, items: Sequence[Event | Unrecognized]) -> list[Event]:
         """The events about this configuration's shares (or none in particular), each

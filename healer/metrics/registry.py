@@ -31,6 +31,7 @@ from healer import __version__
 from healer.engine import Decision, EngineState, Phase, Transition
 from healer.engine.core import next_backoff
 from healer.engine.rules import ACTIONS, Policy, RuleSet
+from healer.engine.trust import RATE_LIMITED
 from healer.events import KINDS, Event
 from healer.metrics.exposition import HealerRegistry
 
@@ -222,7 +223,8 @@ class HealerMetrics:
             r.register(JournalProbe(journal))
         # The owner of the bounds (the watchdog) replaces this with its own counts.
         self.limits: Callable[[], Mapping[str, int]] = dict
-        r.register(LimitHits(lambda: self.limits()))  # noqa: PLW0108 - read when scraped
+        self.source_limited = 0  # decisions the per-source limit suppressed
+        r.register(LimitHits(lambda: {**self.limits(), "source_decisions": self.source_limited}))
 
         for kind in KINDS:  # known label values exist from the start (no missing series)
             self.events.labels(kind)
@@ -284,6 +286,8 @@ class HealerMetrics:
     def decision(self, decision: Decision) -> None:
         if decision.suppressed is not None:
             self._child(self.suppressed, decision.action, self.label(decision.share)).inc()
+            if decision.suppressed.startswith(RATE_LIMITED):
+                self.source_limited += 1
 
     def transition(self, transition: Transition) -> None:
         share = self.label(transition.share)

@@ -55,6 +55,7 @@ class Envelope:
     pid: int | None = None
     level: str | None = None
     wrappers: tuple[str, ...] = ()
+    guest: bool = False  # the payload is the guest's console (Kata vmconsole)
 
 
 def peel(line: str, year: int) -> Envelope:
@@ -138,6 +139,7 @@ def _peel_kata(env: Envelope, text: str, layers: list[str]) -> bool:
     _set_wall(env, parse_iso(m.group(1)), True)
     if inner is not None:
         env.payload = _unescape(inner)
+        env.guest = True
     else:
         env.payload = _unescape(fields.get("msg", ""))
         env.program = "kata"

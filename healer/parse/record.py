@@ -41,6 +41,7 @@ class Record:
     uptime: float | None = None
     domain: str | None = None
     message: str = ""
+    guest: bool = False  # the guest wrote it (see Origin.guest)
 
     def full_message(self) -> str:
         """The message with continuation lines joined by single spaces."""
@@ -67,6 +68,7 @@ def make_event(
             thread=rec.thread,
             location=rec.location,
             uptime=rec.uptime,
+            guest=rec.guest,
         ),
         message=rec.full_message()[:MAX_MESSAGE],
         raw=rec.raw[:MAX_RAW],

@@ -213,8 +213,10 @@ class SourceParser:
         max_record_lines: int = 256,
         resume: Checkpoint | None = None,
         skew_tolerance: float = SKEW_TOLERANCE,
+        guest: bool = False,
     ) -> None:
         self.source = source
+        self.guest = guest  # the whole source is the guest's text (trust = "guest")
         self.stats = ParseStats()
         self.clock = SourceClock(default_year=default_year, tolerance=skew_tolerance)
         self.keep_unrecognized = keep_unrecognized
@@ -513,6 +515,7 @@ class SourceParser:
             program=env.program,
             pid=env.pid,
             level=env.level,
+            guest=self.guest or env.guest,
         )
         rec.continuation = [peel(t.strip(), year).payload.strip() for t in texts[1:]]
         built = self._classify(rec, texts)
