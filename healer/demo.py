@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -24,11 +25,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from healer.config import load_config
 from healer.engine import Status
+from healer.errors import InputError
 from healer.journal import (
     DecisionRecord,
     EventRecord,
@@ -69,6 +72,9 @@ class _Printer:
     events: int = 0
     phase: str = "healthy"
     lock: threading.Lock = field(default_factory=threading.Lock)
+    since: float = field(default_factory=time.time)  # the rows' times count from here
+    fault: str = ""  # the fault being healed: "fault N at HH:MM:SS.mmmZ"
+    faults: list[str] = field(default_factory=list)  # each healed fault, how long it took
 
     def poll(self) -> None:
         with self.lock:
@@ -84,39 +90,55 @@ class _Printer:
         match record:
             case EventRecord(event=event):
                 self.events += 1
-                text = event.message.strip().splitlines()[0][:100] if event.message else ""
-                self._say(f"  event    {event.kind:<28} {text}")
+                text = event.message.strip().splitlines()[0] if event.message else ""
+                when = event.time.timestamp() if event.time else None
+                self._say(when, f"event    {event.kind:<28} {text}")
             case TransitionRecord(transition=moved):
                 self.phase = moved.after
-                self._say(f"  phase    {moved.share}: {moved.before} -> {moved.after}")
+                self._say(moved.time, f"phase    {moved.share}: {moved.before} -> {moved.after}")
             case DecisionRecord(decision=decision):
                 self.actions[decision.key] = decision.action
                 note = f" ({decision.suppressed})" if decision.suppressed else ""
-                self._say(f"  decide   {decision.action:<28} rule {decision.rule}{note}")
+                self._say(
+                    decision.time, f"decide   {decision.action:<28} rule {decision.rule}{note}"
+                )
             case OutcomeRecord(key=key, status=status, detail=detail) if key in self.actions:
                 self.outcomes[key] = status
                 if status != Status.STARTED:
                     why = f" ({detail})" if detail else ""
-                    self._say(f"  outcome  {self.actions[key]:<28} {status}{why}")
+                    self._say(None, f"outcome  {self.actions[key]:<28} {status}{why}")
 
-    def _say(self, line: str) -> None:
-        print(line, file=self.out, flush=True)
+    def _say(self, when: float | None, line: str) -> None:
+        """A row, whole (never cut), after its time since the fault began (when known)."""
+        offset = f"{when - self.since:+8.3f}s" if when is not None else " " * 9
+        print(f"  {offset} {line}", file=self.out, flush=True)
 
 
-def run_demo(out: TextIO = sys.stdout, *, keep: Path | None = None, bound_s: float = 30.0) -> int:
-    """Run the demo; 0 when every fault was healed, 1 otherwise, 3 without virtiofsd."""
+def run_demo(
+    out: TextIO = sys.stdout,
+    *,
+    keep: Path | None = None,
+    bound_s: float = 30.0,
+    err: TextIO | None = None,
+) -> int:
+    """Run the demo; 0 when every fault was healed, 1 otherwise, 3 without virtiofsd.
+
+    The files go to ``keep`` (made if needed) and stay; without it, to a temporary
+    directory removed at the end. ``err`` (default stderr) gets a missing virtiofsd.
+    """
+    if keep is not None:
+        _make_kept(keep)  # a --keep that cannot be used fails before anything starts
     found = find_virtiofsd()
     if found is None:
         print(
-            "healer demo needs the real virtiofsd. Install it:\n"
-            "  Debian 12: apt-get install qemu-system-common  (/usr/lib/qemu/virtiofsd)\n"
-            "  Debian 13: apt-get install virtiofsd           (/usr/libexec/virtiofsd)\n"
-            "or name one with HEALER_VIRTIOFSD=/path/to/virtiofsd",
-            file=out,
+            "healer: demo needs the real virtiofsd, and none was found\n"
+            "  hint: install it, or name one with HEALER_VIRTIOFSD=/path/to/virtiofsd:\n"
+            "    Debian 12: apt-get install qemu-system-common  (/usr/lib/qemu/virtiofsd)\n"
+            "    Debian 13: apt-get install virtiofsd           (/usr/libexec/virtiofsd)",
+            file=err or sys.stderr,
         )
         return 3
     root = keep or Path(tempfile.mkdtemp(prefix="healer-demo-"))
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
     logging.getLogger("healer").setLevel(logging.ERROR)  # the journal printout says it all
     print(f"healer demo: virtiofsd {found[0]} ({found[1]}), files in {root}", file=out)
     from healer.sim import ChStandIn  # noqa: PLC0415 - the stand-in only for the demo
@@ -149,8 +171,24 @@ def run_demo(out: TextIO = sys.stdout, *, keep: Path | None = None, bound_s: flo
         stop_holder(config)  # the demo's virtiofsd and socket go too
         ch.stop()
         printer.poll()
-        _summary(out, printer, root)
+        _summary(out, printer, root, kept=keep is not None)
         _metrics(out, watchdog)
+        if keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+            print(f"removed {root} (healer demo --keep DIR keeps the files)", file=out)
+
+
+def _make_kept(keep: Path) -> None:
+    """``--keep DIR`` made (private) if needed; InputError when it cannot be used."""
+    try:
+        keep.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError as exc:
+        raise InputError(str(keep), "is not a directory", "name a directory for --keep") from exc
+    except OSError as exc:
+        problem = f"cannot be created: {exc.strerror}"
+        raise InputError(str(keep), problem, "name a directory you can write") from exc
+    if not os.access(keep, os.W_OK | os.X_OK):
+        raise InputError(str(keep), "is not writable", "name a directory you can write")
 
 
 @dataclass(slots=True)
@@ -171,29 +209,47 @@ class _Faults:
     def wait(self, condition: Callable[[], object], what: str) -> None:
         _wait(condition, self.bound_s, what, self.printer)
 
-    def healed(self, what: str, fault: Callable[[], object] | None = None) -> None:
+    def begin(self, number: int, text: str) -> float:
+        """Say which fault comes, and when (UTC); the rows' times count from here."""
+        self.printer.poll()  # what came before is not this fault's
+        start = time.time()
+        self.printer.since = start
+        stamp = datetime.fromtimestamp(start, UTC).strftime("%H:%M:%S.%f")[:-3]
+        self.printer.fault = f"fault {number} at {stamp}Z"
+        _step(self.out, f"{self.printer.fault}: {text}")
+        return start
+
+    def took(self, start: float, healed_at: float) -> None:
+        took = f"healed in {healed_at - start:.2f} s"
+        self.printer.faults.append(f"{self.printer.fault} {took}")
+        print(f"  {took}", file=self.out, flush=True)
+
+    def healed(self, what: str, fault: Callable[[], object]) -> float:
         """Cause ``fault``, then wait until the VMM connected again, the guest
-        remounted and virtiofsd runs."""
+        remounted, virtiofsd runs and the journal says the share is healthy; the time
+        it was so."""
         connects, mounts = self.ch.stats.connects, self.remounts()
-        if fault is not None:
-            fault()
+        fault()
 
         def done() -> bool:
             return (
                 self.ch.stats.connects > connects
                 and self.remounts() > mounts
                 and _daemon_pid(self.watchdog) is not None
+                and self.printer.phase == "healthy"  # the next fault starts a new incident
             )
 
         self.wait(done, what)
+        healed_at = time.time()
         _settle(self.printer)
+        return healed_at
 
     def run(self) -> None:
-        _step(self.out, "fault 1: virtiofsd is killed (-9) while the VMM is connected")
-        self.healed("no respawn and remount", lambda: _kill_daemon(self.watchdog))
-        _step(self.out, "fault 2: the guest reboots (the VMM disconnects and reconnects)")
-        self.healed("no reconnect after the reboot", self.ch.guest_reboot)
-        _step(self.out, "fault 3: a restart storm (virtiofsd killed again and again)")
+        start = self.begin(1, "virtiofsd is killed (-9) while the VMM is connected")
+        self.took(start, self.healed("no respawn and remount", lambda: _kill_daemon(self.watchdog)))
+        start = self.begin(2, "the guest reboots (the VMM disconnects and reconnects)")
+        self.took(start, self.healed("no reconnect after the reboot", self.ch.guest_reboot))
+        start = self.begin(3, "a restart storm (virtiofsd killed again and again)")
         for _ in range(STORM_KILLS):
             if "open_circuit" in self.printer.actions.values():
                 break
@@ -207,6 +263,9 @@ class _Faults:
             lambda: self.printer.phase == "healthy" and _daemon_pid(self.watchdog) is not None,
             "the share did not come back after the storm",
         )
+        healed_at = time.time()
+        _settle(self.printer)
+        self.took(start, healed_at)
         _step(self.out, "every fault healed without a human")
 
     def respawned(self, pid: int | None) -> None:
@@ -286,16 +345,22 @@ def _step(out: TextIO, text: str) -> None:
     print(f"\n{text}", file=out, flush=True)
 
 
-def _summary(out: TextIO, printer: _Printer, root: Path) -> None:
+def _summary(out: TextIO, printer: _Printer, root: Path, *, kept: bool) -> None:
     ran: dict[str, dict[str, int]] = {}
     for key, action in printer.actions.items():
         status = printer.outcomes.get(key, "suppressed or pending")
         ran.setdefault(action, {}).setdefault(status, 0)
         ran[action][status] += 1
     print(f"\nsummary: {printer.events} events journaled", file=out)
+    for healed in printer.faults:
+        print(f"  {healed}", file=out)
+    if printer.fault and not any(f.startswith(printer.fault) for f in printer.faults):
+        print(f"  {printer.fault} NOT healed", file=out)
     for action, statuses in sorted(ran.items()):
         counts = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
         print(f"  {action:<20} {counts}", file=out)
+    if not kept:
+        return  # the files go with the temporary directory
     report = root / "report.md"
     try:
         _write_report(root / "journal", report)
