@@ -1,8 +1,10 @@
 """The command line: a thin shell over the core and the replay library.
 
 ``main(argv) -> int`` parses arguments, runs the command and turns known errors into
-a message and an exit code: 0 success, 2 usage error, 3 an input cannot be used,
-4 the rules cannot be used, 130 interrupted. ``healer replay`` is
+a message and a hint (never a traceback) and an exit code: 0 success, 1 failed (the
+demo did not heal, the holder cannot be reached), 2 usage error, 3 an input or output
+path cannot be used, 4 the rules or configuration cannot be used, 5 another healer
+holds the journal, 130 interrupted (docs/cli.md). ``healer replay`` is
 :mod:`healer.cli_replay` over :mod:`healer.pipeline`; ``check``, ``kinds``,
 ``watch`` and ``demo`` are here.
 """
@@ -14,6 +16,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from healer import __version__
 from healer.cli_replay import run_replay
@@ -37,13 +40,50 @@ EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a usage error in two lines: what is wrong, and where help is.
+
+    The exit code stays argparse's 2; the full usage block is ``--help``'s job.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(
+            EXIT_USAGE,
+            f"{self.prog}: error: {message}\n  hint: `{self.prog} --help` lists the options,"
+            " with examples\n",
+        )
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _positive(text: str) -> float:
+    """A number of seconds above zero (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="healer",
         description="Watchdog for virtio-fs shares: typed events from VMM, virtiofsd, guest logs.",
+        epilog=_examples(
+            "healer demo                      # watch healer heal a throwaway share",
+            "healer replay                    # replay the embedded example incident",
+            "healer watch --config /etc/healer/healer.toml",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"healer {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
     rp = commands.add_parser(
         "replay",
         help="turn captured logs into the typed event stream",
@@ -51,10 +91,28 @@ def _parser() -> argparse.ArgumentParser:
             "Read captured logs (plain or gzip; - for standard input) and print their events. "
             "With no FILE, replay the embedded example: the user's real incident."
         ),
+        epilog=_examples(
+            "healer replay ch.log virtiofsd.log.gz --report incident.html",
+            "journalctl -u virtiofsd -o short-iso | healer replay - --format jsonl",
+            "healer replay --journal /var/lib/healer/journal --format counts",
+            "healer replay ch.log --report diff.md --what-if ./my-rules",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     rp.set_defaults(usage=rp)  # flag combinations are checked later, with this usage line
-    rp.add_argument("files", nargs="*", metavar="FILE")
-    rp.add_argument("--format", choices=("table", "jsonl", "counts"), default="table")
+    rp.add_argument(
+        "files",
+        nargs="*",
+        metavar="FILE",
+        help="a log, plain or gzip; - reads standard input (default: the embedded example)",
+    )
+    rp.add_argument(
+        "--format",
+        choices=("table", "jsonl", "counts"),
+        default="table",
+        help="table: a timeline for people (default); jsonl: one JSON object per record, "
+        'each with a "type"; counts: one JSON document of totals at the end',
+    )
     rp.add_argument("--all", action="store_true", help="also show records no parser recognised")
     rp.add_argument(
         "--year",
@@ -71,7 +129,8 @@ def _parser() -> argparse.ArgumentParser:
         "--max-line-bytes",
         type=int,
         default=1 << 16,
-        help="cut longer lines to this many bytes (counted; default 65536)",
+        metavar="N",
+        help="cut longer lines to this many bytes (counted; at least 256; default 65536)",
     )
     rules = rp.add_mutually_exclusive_group()
     rules.add_argument(
@@ -83,7 +142,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="replay the events of a recorded journal (directory or segment) instead of logs",
     )
-    rp.add_argument("--write-journal", metavar="DIR", help="record the replay in a journal")
+    rp.add_argument(
+        "--write-journal", metavar="DIR", help="record the replay in a journal (a new directory)"
+    )
     rp.add_argument(
         "--metrics",
         metavar="FILE",
@@ -95,7 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument(
         "--what-if",
         metavar="DIR",
-        help="also run these rules and report how their decisions differ (with --report)",
+        help="also run these rules and report how their decisions differ (needs --report)",
     )
     check = commands.add_parser(
         "check",
@@ -104,14 +165,28 @@ def _parser() -> argparse.ArgumentParser:
             "Validate a rules directory or file, or a watchdog configuration and the rules "
             "it names; exit 4 on any problem."
         ),
+        epilog=_examples(
+            "healer check                     # the shipped rules",
+            "healer check ./my-rules",
+            "healer check /etc/healer/healer.toml",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    check.add_argument("path", nargs="?", metavar="RULES_DIR|RULES_FILE|CONFIG")
+    check.add_argument(
+        "path",
+        nargs="?",
+        metavar="RULES_DIR|RULES_FILE|CONFIG",
+        help="what to validate (default: the shipped rules)",
+    )
+    config_help = "the watchdog configuration (TOML; `healer check CONFIG` validates it)"
     watch = commands.add_parser(
         "watch",
         help="supervise virtiofsd and heal the configured shares (live)",
         description="Run the watchdog for the shares in CONFIG until SIGTERM or SIGINT.",
+        epilog=_examples("healer watch --config /etc/healer/healer.toml"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    watch.add_argument("--config", required=True, metavar="CONFIG")
+    watch.add_argument("--config", required=True, metavar="CONFIG", help=config_help)
     hold = commands.add_parser(
         "hold",
         help="keep the shares' sockets and virtiofsd (the holder; systemd starts it)",
@@ -120,8 +195,10 @@ def _parser() -> argparse.ArgumentParser:
             "sockets and is the parent of every virtiofsd, so they outlive `healer watch`. "
             "`healer watch` starts one itself when none runs."
         ),
+        epilog=_examples("healer hold --config /etc/healer/healer.toml"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    hold.add_argument("--config", required=True, metavar="CONFIG")
+    hold.add_argument("--config", required=True, metavar="CONFIG", help=config_help)
     stop = commands.add_parser(
         "stop",
         help="stop everything of CONFIG: healer, every virtiofsd, the sockets",
@@ -130,48 +207,58 @@ def _parser() -> argparse.ArgumentParser:
             "virtiofsd and remove the sockets. (SIGTERM to `healer watch` alone leaves the "
             "daemons serving for the next healer.)"
         ),
+        epilog=_examples("healer stop --config /etc/healer/healer.toml"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    stop.add_argument("--config", required=True, metavar="CONFIG")
+    stop.add_argument("--config", required=True, metavar="CONFIG", help=config_help)
     demo = commands.add_parser(
         "demo",
         help="heal injected faults on a throwaway share, live (needs virtiofsd)",
         description=(
             "Start a temporary share under supervision with the cloud-hypervisor stand-in as "
             "VMM, kill virtiofsd, reboot the guest, cause a restart storm, and show the "
-            "healing as it is journaled; exit 1 if a fault was not healed, 3 without virtiofsd."
+            "healing as it is journaled; exit 1 if a fault was not healed, 3 without virtiofsd. "
+            "Its temporary directory is removed at the end unless --keep names one."
         ),
+        epilog=_examples(
+            "healer demo",
+            "healer demo --keep /tmp/healer-demo   # keep the journal and report to read",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    demo.add_argument("--keep", metavar="DIR", help="put the demo's files here and keep them")
     demo.add_argument(
-        "--bound", type=float, default=30.0, metavar="SECONDS", help="wait per fault at most"
+        "--keep",
+        metavar="DIR",
+        help="put the demo's files (journal, report, logs) in DIR and keep them",
     )
-    commands.add_parser("kinds", help="list the event kinds healer emits")
+    demo.add_argument(
+        "--bound",
+        type=_positive,
+        default=30.0,
+        metavar="SECONDS",
+        help="wait at most this long for each fault to heal (default 30)",
+    )
+    commands.add_parser(
+        "kinds",
+        help="list the event kinds healer emits",
+        description="List every event kind healer emits, with a one-line meaning.",
+        epilog=_examples("healer kinds", "healer kinds | grep -i virtiofsd"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``healer`` console script and ``python -m healer``."""
+    """Entry point of the ``healer`` console script and ``python -m healer``.
+
+    Every error a user can cause ends here as a line saying what is wrong and a hint,
+    with its exit code; nothing is printed to stdout before an input is found unusable.
+    """
     args = _parser().parse_args(argv)
     try:
-        if args.command == "kinds":
-            for name, cls in KINDS.items():
-                doc = (cls.__doc__ or "").strip().splitlines()[0]
-                print(f"{name:<28} {doc}")
-            return EXIT_OK
-        if args.command == "check":
-            return _check(args.path)
-        if args.command in ("watch", "hold", "stop"):
-            from healer.live import run  # noqa: PLC0415 - the live parts are not needed to replay
-
-            command = {"watch": run.watch, "hold": run.hold, "stop": run.stop}[args.command]
-            return command(args.config)
-        if args.command == "demo":
-            from healer.demo import run_demo  # noqa: PLC0415 - the live parts only here
-
-            return run_demo(keep=Path(args.keep) if args.keep else None, bound_s=args.bound)
-        return run_replay(args.usage, args)
+        return _run(args)
     except InputError as exc:
-        print(f"healer: {exc.path}: {exc.problem}\n  hint: {exc.hint}", file=sys.stderr)
+        _say(f"{exc.path}: {exc.problem}", exc.hint)
         return EXIT_INPUT
     except LocatedError as exc:
         what = "configuration" if isinstance(exc, ConfigError) else "rules"
@@ -180,19 +267,69 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_CONFIG
     except JournalCorrupt as exc:
-        print(f"healer: {exc}", file=sys.stderr)
+        print(f"healer: {exc}", file=sys.stderr)  # file, line and fix
         return EXIT_INPUT
     except JournalBusy as exc:
-        print(f"healer: {exc}", file=sys.stderr)
+        print(f"healer: {exc}", file=sys.stderr)  # who holds it, and the fix
         return EXIT_BUSY
     except HealerError as exc:  # the holder cannot be reached, and the like
-        print(f"healer: {exc}", file=sys.stderr)
+        _say(str(exc), _check_hint(args))
         return EXIT_FAILED
+    except UnicodeDecodeError as exc:  # a configuration that is not text
+        named = getattr(args, "config", None) or getattr(args, "path", None)
+        if named is None:
+            raise
+        line = exc.object[: exc.start].count(b"\n") + 1
+        print(
+            f"healer: the configuration cannot be used:\n  {named}:{line}: not UTF-8 text "
+            f"(byte {exc.start}) (fix: save it as UTF-8 text)",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         sys.stderr.close()  # the reader went away (| head); not an error
         return EXIT_OK
+    except OSError as exc:  # a path the user named cannot be used as it must
+        where = f"{exc.filename}: " if exc.filename else ""
+        _say(
+            f"{where}{exc.strerror or exc}",
+            "check that the path exists and healer may read or write it",
+        )
+        return EXIT_INPUT
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "kinds":
+        for name, cls in KINDS.items():
+            doc = (cls.__doc__ or "").strip().splitlines()[0]
+            print(f"{name:<28} {doc}")
+        return EXIT_OK
+    if args.command == "check":
+        return _check(args.path)
+    if args.command in ("watch", "hold", "stop"):
+        from healer.live import run  # noqa: PLC0415 - the live parts are not needed to replay
+
+        command = {"watch": run.watch, "hold": run.hold, "stop": run.stop}[args.command]
+        return command(args.config)
+    if args.command == "demo":
+        from healer.demo import run_demo  # noqa: PLC0415 - the live parts only here
+
+        return run_demo(keep=Path(args.keep) if args.keep else None, bound_s=args.bound)
+    return run_replay(args.usage, args)
+
+
+def _say(problem: str, hint: str) -> None:
+    """An error as a user reads it: one line of what is wrong, one of what to do."""
+    print(f"healer: {problem}\n  hint: {hint}", file=sys.stderr)
+
+
+def _check_hint(args: argparse.Namespace) -> str:
+    config = getattr(args, "config", None)
+    if config:
+        return f"`healer check {config}` validates the configuration; the journal and logs say more"
+    return f"`healer {args.command} --help` says what it needs"
 
 
 def _check(path: str | None) -> int:
@@ -226,5 +363,8 @@ def _check(path: str | None) -> int:
 
 def _is_config(path: Path) -> bool:
     """A watchdog configuration names shares; a rules file names rules."""
-    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False  # not readable: load_rules names the file and the problem
     return re.search(r"^\s*\[\[share\]\]|^\s*\[healer\]", text, re.M) is not None

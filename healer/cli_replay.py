@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -115,16 +116,28 @@ def _check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
 
 
 def _check_output(path: str) -> None:
-    """A report or metrics file must be writable before the replay, not after it."""
+    """A report or metrics file must be writable before the replay, not after it.
+
+    The check writes: a probe file is created (and removed) beside the target, since
+    permission bits say nothing for root or for filesystems like /proc.
+    """
     target = Path(path)
     hint = "name a file in a directory you can write"
     if target.is_dir():
         raise InputError(path, "is a directory", hint)
     if not target.parent.is_dir():
+        if target.parent.exists():
+            raise InputError(path, f"{target.parent} is not a directory", hint)
         raise InputError(path, "its directory does not exist", f"create it first, or {hint}")
-    writable = os.access(target.parent, os.W_OK | os.X_OK)
-    if not writable or (target.exists() and not os.access(target, os.W_OK)):
-        raise InputError(path, "cannot be written (permission denied)", hint)
+    try:
+        if target.exists():
+            with target.open("ab"):
+                pass
+        fd, probe = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        os.close(fd)
+        Path(probe).unlink()
+    except OSError as exc:
+        raise InputError(path, f"cannot be written: {exc.strerror}", hint) from exc
 
 
 def _inputs(files: list[str]) -> list[Input]:

@@ -14,11 +14,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from healer.engine import Engine
-from healer.engine.model import FINAL, Decision, EngineState, Status, Tick
+from healer.engine.model import (
+    COMMANDS,
+    FINAL,
+    Command,
+    Decision,
+    EngineState,
+    Output,
+    Status,
+    Tick,
+)
 from healer.journal.records import (
     DecisionRecord,
     EventRecord,
     NoteRecord,
+    OperatorRecord,
     OutcomeRecord,
     PositionRecord,
     Record,
@@ -62,6 +72,13 @@ def fold(engine: Engine, snapshot: Snapshot | None, records: Iterable[Record]) -
     # Decisions are compared only where the journal was written with the rules in
     # force now: other rules decided other things, on purpose.
     same_rules = snapshot is None or snapshot.rules in ("", engine.rules.digest)
+
+    def derive(outputs: list[Output]) -> None:
+        if same_rules:
+            for out in outputs:
+                if isinstance(out, Decision) and out.suppressed is None:
+                    derived[out.key] = out
+
     for record in records:
         match record:
             case StartRecord(rules=rules):
@@ -70,17 +87,16 @@ def fold(engine: Engine, snapshot: Snapshot | None, records: Iterable[Record]) -
                     derived.clear()
             case EventRecord(event=event, stream=stream):
                 result.state, outputs = engine.step(result.state, event)
-                if same_rules:
-                    for out in outputs:
-                        if isinstance(out, Decision) and out.suppressed is None:
-                            derived[out.key] = out
+                derive(outputs)
                 result.seen[stream or event.source] = event.offset
+            case OperatorRecord(command=command, share=share, uid=uid, time=float() as at) if (
+                share is not None and command in COMMANDS
+            ):
+                result.state, outputs = engine.step(result.state, Command(at, command, share, uid))
+                derive(outputs)
             case TickRecord(time=time):
                 result.state, outputs = engine.step(result.state, Tick(time))
-                if same_rules:
-                    for out in outputs:
-                        if isinstance(out, Decision) and out.suppressed is None:
-                            derived[out.key] = out
+                derive(outputs)
             case DecisionRecord(decision=decision):
                 journaled.add(decision.key)
                 if decision.suppressed is None:
@@ -101,7 +117,7 @@ def fold(engine: Engine, snapshot: Snapshot | None, records: Iterable[Record]) -
             case NoteRecord(what=what) if what == END_OF_INPUT:
                 result.state, _ = engine.finish(result.state)
             case _:
-                pass  # transitions are derived again; notes and operator commands are history
+                pass  # transitions are derived again; notes are history
     result.lost = [d for key, d in derived.items() if key not in journaled]
     return result
 

@@ -28,6 +28,7 @@ from healer.engine import Engine
 from healer.engine.model import (
     FINAL,
     Action,
+    Command,
     Decision,
     EngineState,
     Output,
@@ -42,6 +43,7 @@ from healer.journal import (
     EventRecord,
     Journal,
     NoteRecord,
+    OperatorRecord,
     OutcomeRecord,
     PositionRecord,
     Record,
@@ -136,6 +138,7 @@ class Runner:
         self.parked: dict[str, list[Decision]] = {}  # key -> decisions waiting for it
         self.held: list[Decision] = []  # waiting for the journal to be writable again
         self.failed: dict[str, bool] = {}  # executed keys -> did not succeed
+        self.last_outcome: dict[str, tuple[Decision, Status, str]] = {}  # share -> latest
         self.backlog: list[Record] = []  # records not yet written (journal fault)
         self._retry_at = 0.0
         self._order = 0
@@ -244,6 +247,16 @@ class Runner:
                 records.append(PositionRecord(source, point, tail))
         self._observe_state()
         self._append(records)
+        self._act(outputs)
+        return outputs
+
+    def command(self, command: Command, *, pid: int | None = None) -> list[Output]:
+        """An operator's command: stepped, journaled with who gave it, acted on."""
+        self.state, outputs = self.engine.step(self.state, command)
+        self._observe_step(None, outputs, None)
+        self._observe_state()
+        given = OperatorRecord(command.command, command.share, command.uid, pid, time=command.time)
+        self._append([given, *(_record(o) for o in outputs)])
         self._act(outputs)
         return outputs
 
@@ -387,6 +400,7 @@ class Runner:
     def _outcome(self, decision: Decision, status: Status, detail: str) -> None:
         self._observe_outcome(decision, status)
         if status in FINAL:
+            self.last_outcome[decision.share] = (decision, status, detail)
             self.open.pop(decision.key, None)
             self.started.discard(decision.key)
             if decision.key not in self.failed:

@@ -19,7 +19,7 @@ from conftest import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from healer.config import load_config
-from healer.engine import Decision, Engine, Transition
+from healer.engine import Command, Decision, Engine, Transition
 from healer.engine.core import backoff_delay
 from healer.engine.model import Status
 from healer.events import Event, VirtiofsdClientConnected, VirtiofsdExited
@@ -389,3 +389,15 @@ def test_a_configuration_can_turn_metrics_off_and_name_a_textfile(tmp_path: Path
     assert f"{tmp_path / 'b.toml'}:3: metrics_textfile 'healer.txt' is not an absolute path" in (
         result.stderr
     )
+
+
+def test_a_paused_share_says_so_in_the_metrics() -> None:
+    rules = load_rules(ROOT / "rules")
+    metrics = HealerMetrics(rules.policy)
+    runner = Runner(Engine(rules), observer=metrics)
+    runner.ingest([exited(0, 1)])
+    assert value(metrics, "healer_share_paused", share="fs0") == 0
+    runner.command(Command(1.0, "pause", "fs0", uid=0))
+    assert value(metrics, "healer_share_paused", share="fs0") == 1
+    runner.command(Command(2.0, "resume", "fs0", uid=0))
+    assert value(metrics, "healer_share_paused", share="fs0") == 0

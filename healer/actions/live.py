@@ -79,6 +79,10 @@ class Daemons(Protocol):
         """
         ...
 
+    def terminate(self, name: str, key: str) -> bool:
+        """SIGTERM the running daemon, the next one started the moment it exits."""
+        ...
+
 
 class LiveActions:
     """The runner's executor and checker for ``healer watch``."""
@@ -161,6 +165,8 @@ class LiveActions:
             return Status.SUCCEEDED if failed is None else (Status.FAILED, failed)
         if action == "ensure_virtiofsd":
             return Status.SUCCEEDED
+        if decision.rule == "operator-restart":
+            return None if self.daemons.terminate(name, decision.key) else Status.SUCCEEDED
         # It runs but lost its client (the cause said so): it exits by itself in a
         # moment, and the loop starts the next one at that moment. A decision about
         # an earlier daemon that has been replaced meanwhile has nothing left to do.

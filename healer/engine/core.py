@@ -29,6 +29,7 @@ from healer.engine.model import (
     HEALING,
     Action,
     Cause,
+    Command,
     Decision,
     EngineState,
     Output,
@@ -177,7 +178,9 @@ class Engine:
         cooldowns = {k: v for k, v in state.cooldowns.items() if keep("cooldown", k, "cooldown")}
         return replace(state, pairs=pairs, windows=windows, cooldowns=cooldowns), dropped
 
-    def step(self, state: EngineState, item: Event | Tick) -> tuple[EngineState, list[Output]]:
+    def step(
+        self, state: EngineState, item: Event | Tick | Command
+    ) -> tuple[EngineState, list[Output]]:
         """Decide on one input.
 
         The engine's clock never runs backwards: an event older than one already seen
@@ -186,6 +189,11 @@ class Engine:
         """
         if isinstance(item, Tick):
             return self._tick(state, item.time)
+        if isinstance(item, Command):
+            return self._command(state, item)
+        return self._event(state, item)
+
+    def _event(self, state: EngineState, item: Event) -> tuple[EngineState, list[Output]]:
         if item.kind not in self.kinds and item.kind not in _ALWAYS:
             if item.time is None:
                 return state, []
@@ -302,6 +310,45 @@ class Engine:
         if name is None:
             return DEFAULT_SHARE
         return run.aliases.get(name, name)
+
+    def _command(self, state: EngineState, command: Command) -> tuple[EngineState, list[Output]]:
+        """An operator's command: pause or resume healing, reset the circuit and the
+        backoff, restart the daemon. Its decisions cite the operator as their cause."""
+        now = max(command.time, state.clock)
+        run = _Step(state, now)
+        self._fire_due(run, now)
+        name = command.share
+        share = run.share(name)
+        who = f"operator:uid={command.uid}" if command.uid is not None else "operator"
+        cause = Cause(f"operator {command.command}", who, 0, 0, now)
+        rule = f"operator-{command.command}"
+        if command.command == "pause":
+            run.put(name, replace(share, paused=True))
+        elif command.command == "resume":
+            run.put(name, replace(share, paused=False))
+            self._decide(run, name, Action.ENSURE, rule, cause=cause, when=now, retry=True)
+        elif command.command == "reset":
+            if share.phase == Phase.CIRCUIT_OPEN:
+                run.out.append(
+                    Transition(now, name, share.incident, share.phase, Phase.FAILING, rule, cause)
+                )
+                share = replace(share, phase=Phase.FAILING)
+            run.put(name, replace(share, attempt=0, circuit_until=None))
+            self._decide(run, name, Action.ENSURE, rule, cause=cause, when=now, retry=True)
+        elif command.command == "restart":
+            # The running daemon's end is this decision's doing, not a death to heal.
+            run.put(name, daemons.mark_dead(share, share.generation, now, Verdict.NEW))
+            self._decide(
+                run,
+                name,
+                Action.RESPAWN,
+                rule,
+                cause=cause,
+                when=now,
+                retry=True,
+                note="restarted by the operator",
+            )
+        return self._commit(state, run), run.out
 
     def _tick(self, state: EngineState, now: float) -> tuple[EngineState, list[Output]]:
         if now <= state.clock or not self._due(state, now):
@@ -586,6 +633,9 @@ class Engine:
         retry: bool,
     ) -> str | None:
         """Why a decision is not to run (None: it runs)."""
+        operator = cause is not None and cause.source.startswith("operator")
+        if state.paused and not operator and action != Action.NOTIFY:
+            return "paused by the operator"
         if cause is not None and cause.guest:
             refused = trust.guest_refusal(action)
             if refused is not None:

@@ -79,6 +79,22 @@ class Tick:
 
 
 @dataclass(frozen=True, slots=True)
+class Command:
+    """An operator's command (live: through the control socket; journaled as an
+    operator record and replayed like an event)."""
+
+    time: float
+    command: str  # one of COMMANDS
+    share: str
+    uid: int | None = None
+
+
+COMMANDS = ("pause", "resume", "reset", "restart")
+"""pause: no healing for the share until resume; reset: close its circuit and clear
+its backoff (and make sure its virtiofsd runs); restart: a fresh virtiofsd now."""
+
+
+@dataclass(frozen=True, slots=True)
 class Cause:
     """The input a decision answers: where it was read."""
 
@@ -151,6 +167,7 @@ class ShareState:
     confirm_cause: Cause | None = None  # the connect that recovery will cite
     drains: tuple[float, ...] = ()  # stale connections drained in the last minute
     counted: tuple[str, ...] = ()  # "rule|generation" a storm window has counted already
+    paused: bool = False  # an operator paused healing (maintenance)
 
 
 @dataclass(frozen=True, slots=True)

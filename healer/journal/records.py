@@ -154,6 +154,7 @@ class OperatorRecord:
     uid: int | None = None
     pid: int | None = None
     detail: str = ""
+    time: float | None = None  # when it was given (pause, resume, reset, restart replay)
 
 
 Record = (

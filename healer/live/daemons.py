@@ -20,6 +20,7 @@ The decision loop owns this table; actions reach it through the ``Daemons`` prot
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -204,6 +205,16 @@ class DaemonTable:
         if daemon is None or not daemon.alive or daemon.pid != pid or name in self.adopted:
             return False
         self.restarts[name] = (daemon.generation, key, self.clock() + RESTART_GRACE_S)
+        return True
+
+    def terminate(self, name: str, key: str) -> bool:
+        """An operator's restart: SIGTERM the running daemon and start the next the
+        moment it exits; False if none runs (the caller starts one)."""
+        daemon = self.current.get(name)
+        if self.holder is None or daemon is None or not daemon.alive or name in self.adopted:
+            return False
+        self.restarts[name] = (daemon.generation, key, self.clock() + RESTART_GRACE_S)
+        self.holder.signal(name, daemon.generation, signal.SIGTERM)
         return True
 
     def argv(self, name: str) -> list[str]:

@@ -27,6 +27,7 @@ from healer.live.messages import (
     DaemonGone,
     HolderLost,
     Message,
+    OnLoop,
     StartWanted,
     Wake,
 )
@@ -162,6 +163,12 @@ class Loop:
             case HolderLost():
                 if self.lost is not None:
                     self.lost()
+            case OnLoop(work=work, reply=reply):
+                try:
+                    reply.put(work())
+                except Exception as exc:  # a request's fault must not end the loop
+                    log.exception("a control request failed")
+                    reply.put({"ok": False, "error": f"healer could not answer: {exc}"})
             case Wake():
                 pass
 

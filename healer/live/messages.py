@@ -9,7 +9,10 @@ per daemon, one outcome per action).
 
 from __future__ import annotations
 
+import queue
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from healer.engine import Status
 from healer.events import Event
@@ -21,6 +24,7 @@ __all__ = [
     "DaemonGone",
     "HolderLost",
     "Message",
+    "OnLoop",
     "StartWanted",
     "Wake",
 ]
@@ -64,4 +68,13 @@ class Wake:
     """Nothing but a nudge: a watched file changed."""
 
 
-Message = DaemonGone | ActionDone | StartWanted | ActionReport | HolderLost | Wake
+@dataclass(frozen=True, slots=True)
+class OnLoop:
+    """Work that must run on the decision loop (a control request); its answer is put
+    on ``reply``, where the asking thread waits for it (bounded)."""
+
+    work: Callable[[], dict[str, Any]]
+    reply: queue.SimpleQueue[dict[str, Any]]
+
+
+Message = DaemonGone | ActionDone | StartWanted | ActionReport | HolderLost | Wake | OnLoop

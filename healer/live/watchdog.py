@@ -24,12 +24,14 @@ import contextlib
 import hashlib
 import logging
 import os
+import queue
 import signal
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from healer import __version__
 from healer.actions.live import LiveActions
@@ -38,11 +40,13 @@ from healer.config import Config, SourceConfig, runtime_dir
 from healer.engine import Engine, Phase, RuleSet, Status
 from healer.holder.client import HolderClient, HolderError
 from healer.journal import Journal, JournalLock, StartRecord
+from healer.live.control import CONTROL_SOCKET, ControlServer, Peer, wait_answer
 from healer.live.daemons import DaemonTable
 from healer.live.logs import TailedLog, TailedLogs
 from healer.live.loop import Loop
-from healer.live.messages import ActionDone, ActionReport, HolderLost, Message
+from healer.live.messages import ActionDone, ActionReport, HolderLost, Message, OnLoop
 from healer.live.reload import Reloader
+from healer.live.status import Incidents, StatusSource, answer
 from healer.live.stderr import StderrFeed
 from healer.metrics import HealerMetrics, MetricsServer, TextfileWriter, failure_kinds
 from healer.observe import FanOut, LineTally, LoggingObserver, Observer
@@ -117,7 +121,10 @@ class Watchdog:
         self.clock = clock
         self.notifier = notifier or Notifier.from_environ()
         self.metrics = _metrics(config, rules)
-        self.observer: Observer = FanOut([LoggingObserver(log), self.metrics])
+        self.incidents = Incidents()  # for `healer status`
+        self.observer: Observer = FanOut([LoggingObserver(log), self.metrics, self.incidents])
+        self.started_at = clock()
+        self.control: ControlServer | None = None
         self.tally = LineTally()
         self.keys = share_keys(config)
         self.journal = Journal(config.journal, fsync=config.fsync)
@@ -185,6 +192,8 @@ class Watchdog:
         try:
             self._expose()
             self._start()
+            self.control = ControlServer(Path(self.config.journal) / CONTROL_SOCKET, self._control)
+            self.control.start()
             self.reloader.wanted = reload or threading.Event()
             with self._watching(stop):
                 self.loop.turn()
@@ -262,9 +271,30 @@ class Watchdog:
             "the VMM lists %d fs device(s), %d of them this configuration's", len(devices), learnt
         )
 
+    def _control(self, request: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        """A control request (on the control thread): answered on the decision loop."""
+        replies: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+
+        def work() -> dict[str, Any]:
+            source = StatusSource(
+                self.config,
+                config_digest(self.config),
+                self.runner,
+                self.daemons,
+                self.incidents,
+                self.started_at,
+                self.clock,
+            )
+            return answer(source, request, peer)
+
+        self.loop.post(OnLoop(work, replies))
+        return wait_answer(replies)
+
     def shutdown(self) -> None:
         """Stop this process cleanly: daemons and sockets stay with the holder."""
         self.notifier.stopping("stopping; virtiofsd keeps serving")
+        if self.control is not None:
+            self.control.close()
         self.workers.close()
         self.loop.drain()  # outcomes and exits that came in: journal them
         self.logs.close()

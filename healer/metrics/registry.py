@@ -83,6 +83,7 @@ EXPORTED: dict[str, str] = {
     "healer_circuit_open": "gauge",
     "healer_backoff_seconds": "gauge",
     "healer_virtiofsd_running": "gauge",
+    "healer_share_paused": "gauge",
     "healer_limit_hits_total": "counter",
 }
 """Every metric family healer exports, with its type (the README table lists them)."""
@@ -357,6 +358,10 @@ class HealerMetrics:
             out[label] = (phase, phase == Phase.CIRCUIT_OPEN, backoff)
         return out
 
+    def paused(self) -> set[str]:
+        """The share labels an operator paused (`healer pause`)."""
+        return {self.label(n) for n, s in self._state.shares.items() if s.paused}
+
     def running(self) -> dict[str, int]:
         with self._lock:
             return dict(self._running)
@@ -408,7 +413,15 @@ class _ShareGauges(Collector):
             backoff.add_metric([share], delay)
         for share in sorted(supervised):
             daemon.add_metric([share], 1.0 if share in running else 0.0)
-        yield from (up, phase, circuit, backoff, daemon)
+        paused = GaugeMetricFamily(
+            "healer_share_paused",
+            "1 while an operator has paused the share's healing (healer pause)",
+            labels=["share"],
+        )
+        held = self.metrics.paused() if shares else set()
+        for share in shares:
+            paused.add_metric([share], 1.0 if share in held else 0.0)
+        yield from (up, phase, circuit, backoff, daemon, paused)
 
 
 class JournalProbe(Collector):
