@@ -83,7 +83,7 @@ def test_reset_closes_an_open_circuit_and_clears_the_backoff() -> None:
     deaths: list[Event | Command] = []
     for n in range(1, 6):  # five deaths in 60 s: the restart storm opens the circuit
         deaths += [started(n * 2, n), exited(n * 2 + 1, n)]
-    engine, out = run([*deaths, command(20, "reset")])
+    _, out = run([*deaths, command(20, "reset")])
     phases = [t.after for t in out if isinstance(t, Transition)]
     assert Phase.CIRCUIT_OPEN in phases
     assert phases[-1] == Phase.RECOVERING  # reset: failing again, and an ensure decided

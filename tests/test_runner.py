@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 from healing_loop import ROOT, World, drive, make_log
 
-from healer.engine import Decision, Engine, EngineState, Output, Status, Tick
+from healer.engine import Command, Decision, Engine, EngineState, Output, Status, Tick
 from healer.events import BackendConnectTimeout, Event, VirtiofsdExited
 from healer.journal import Journal
 from healer.rulefiles import load_rules
@@ -160,7 +160,9 @@ def test_a_deferred_action_that_fails_skips_its_successors(tmp_path: Path) -> No
 class FailsOnFs1(Engine):
     """The shipped engine, with a bug that an event about fs1 finds."""
 
-    def step(self, state: EngineState, item: Event | Tick) -> tuple[EngineState, list[Output]]:
+    def step(
+        self, state: EngineState, item: Event | Tick | Command
+    ) -> tuple[EngineState, list[Output]]:
         if isinstance(item, Event) and item.share == "fs1":
             raise RuntimeError("an engine bug")
         return super().step(state, item)
