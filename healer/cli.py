@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from healer import __version__
+from healer.cli_control import CONTROL_COMMANDS, add_control_commands, run_control
 from healer.cli_replay import run_replay
 from healer.config import ConfigError, is_loopback, load_config
 from healer.engine.rules import describe
@@ -238,6 +239,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="wait at most this long for each fault to heal (default 30)",
     )
+    add_control_commands(commands, config_help=config_help, examples=_examples)
     commands.add_parser(
         "kinds",
         help="list the event kinds healer emits",
@@ -313,6 +315,8 @@ def _run(args: argparse.Namespace) -> int:
 
         command = {"watch": run.watch, "hold": run.hold, "stop": run.stop}[args.command]
         return command(args.config)
+    if args.command in CONTROL_COMMANDS:
+        return run_control(args)
     if args.command == "demo":
         from healer.demo import run_demo  # noqa: PLC0415 - the live parts only here
 
