@@ -119,11 +119,11 @@ class ControlServer:
             conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size)
         )
         peer = Peer(pid, uid, gid)
+        request = _read_request(conn)  # read first: a client that sent gets its answer
         if uid not in (0, os.geteuid()):
             self.refused += 1
             _reply(conn, {"ok": False, "error": f"uid {uid} may not control this healer"})
             return
-        request = _read_request(conn)
         if request is None:
             _reply(conn, {"ok": False, "error": "a request is one JSON object on one line"})
             return
