@@ -23,6 +23,7 @@ from healer.cli_control import CONTROL_COMMANDS, add_control_commands, run_contr
 from healer.cli_replay import run_replay
 from healer.config import ConfigError, is_loopback, load_config
 from healer.engine.rules import describe
+from healer.engine.ruletext import rule_warnings
 from healer.errors import HealerError, InputError
 from healer.events import KINDS
 from healer.journal import JournalBusy, JournalCorrupt
@@ -356,6 +357,8 @@ def _check(path: str | None) -> int:
     print(f"{root}: {len(rules.rules)} rules, digest {rules.digest}")
     for rule_id, text in describe(rules).items():
         print(f"  {rule_id}: {text}")
+    for warning in rule_warnings(rules):
+        print(f"  warning: {warning}")
     policy = rules.policy
     print(
         f"  policy: respawn backoff {policy.backoff_initial_s:g} s doubling to "

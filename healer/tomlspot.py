@@ -8,13 +8,17 @@ A path not written in the file falls back to its nearest written parent.
 from __future__ import annotations
 
 import difflib
+import json
 import re
-from collections.abc import Iterable, Sequence
+import tomllib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime, time
+from typing import Any
 
 from healer.errors import HealerError
 
-__all__ = ["LocatedError", "Problem", "Spots", "suggest"]
+__all__ = ["LocatedError", "Problem", "Spots", "suggest", "toml", "type_name", "wrong_type"]
 
 _KEY = re.compile(r"([A-Za-z0-9_.-]+)\s*=")
 _ARRAY = re.compile(r"\[\[\s*([A-Za-z0-9_.-]+)\s*\]\]")
@@ -87,3 +91,55 @@ def suggest(word: str, options: Iterable[str]) -> str:
         word, names, n=1
     )
     return f"did you mean {match[0]!r}?" if match else "see the README's reference"
+
+
+def toml(value: Any) -> str:
+    """``value`` as it is written in TOML: ``true``, ``"text"``, ``5``, ``["a", 1]``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a TOML basic string, escapes and all
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    return repr(value)
+
+
+def type_name(value: Any) -> str:
+    """What TOML type ``value`` was written as, for a message: "a string", "a list"."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, datetime | date | time):
+        return "a date or time"
+    return type(value).__name__
+
+
+def wrong_type(
+    key: str, value: Any, expected: str, example: Any, fits: Callable[[Any], bool]
+) -> tuple[str, str]:
+    """The message and fix for ``key = value`` of the wrong type: ``count must be an
+    integer, not a string ("5")`` and ``write count = 5, without the quotes`` when the
+    string's content is what was meant."""
+    message = f"{key} must be {expected}, not {type_name(value)} ({toml(value)})"
+    if isinstance(value, str):
+        try:
+            unquoted = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            pass
+        else:
+            if fits(unquoted):
+                return message, f"write {key} = {toml(unquoted)}, without the quotes"
+    return message, f"e.g. {key} = {toml(example)}"

@@ -12,16 +12,17 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import PurePath
 from typing import Any
 
+from healer.engine.model import Action
 from healer.engine.rules import Policy, Rule, RulesError, RuleSet
 from healer.engine.ruletable import Locator, compile_rule, strings
 from healer.events import KINDS
-from healer.tomlspot import Problem, Spots, suggest
+from healer.tomlspot import Problem, Spots, suggest, wrong_type
 
-__all__ = ["compile_rules", "rules_digest"]
+__all__ = ["compile_rules", "rule_warnings", "rules_digest"]
 
 _POLICY_KEYS = {
     "backoff_initial": "backoff_initial_s",
@@ -38,6 +39,17 @@ _POLICY_KEYS = {
     "source_decisions": "source_decisions",
     "source_window": "source_window_s",
 }
+
+
+_POLICY_TYPES: dict[type, tuple[str, Callable[[Any], bool]]] = {
+    float: ("a number", lambda v: isinstance(v, int | float) and not isinstance(v, bool)),
+    int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    bool: ("true or false", lambda v: isinstance(v, bool)),
+}
+
+
+def _never(value: Any) -> bool:
+    return False
 
 
 def rules_digest(files: Iterable[tuple[str, bytes]]) -> str:
@@ -81,6 +93,25 @@ def compile_rules(files: Sequence[tuple[str, str]], *, digest: str | None = None
     if digest is None:
         digest = rules_digest((name, text.encode()) for name, text in files)
     return RuleSet(tuple(rules), policy or Policy(), digest, tuple(name for name, _ in files))
+
+
+def rule_warnings(rules: RuleSet) -> list[Problem]:
+    """What in valid rules will not do what it says: a ``restart_vm`` the policy does
+    not allow is suppressed every time (``healer check`` prints these as warnings)."""
+    warnings = []
+    if not rules.policy.allow_restart_vm:
+        for rule in rules.rules:
+            if Action.RESTART_VM in (*rule.actions, *rule.then_actions):
+                warnings.append(
+                    Problem(
+                        rule.file,
+                        rule.line,
+                        f"rule {rule.id!r} asks for restart_vm, which the policy does not "
+                        "allow: it will always be suppressed",
+                        "set allow_restart_vm = true in [policy], or set enabled = false",
+                    )
+                )
+    return warnings
 
 
 def _duplicates(rules: Iterable[Rule]) -> list[Problem]:
@@ -154,13 +185,16 @@ def _policy(raw: Any, where: Locator, out: list[Problem]) -> Policy | None:
         expected = type(getattr(defaults, name))
         if name == "recovery_kinds":
             kinds = strings(value)
-            bad = [k for k in kinds or [] if k not in KINDS]
-            if kinds is None or bad:
-                out.append(
-                    Problem(
-                        where.name, line, f"recovery_kinds: unknown kinds {bad}", "list event kinds"
-                    )
+            if kinds is None:
+                message, fix = wrong_type(
+                    key, value, "a list of event kinds", list(defaults.recovery_kinds), _never
                 )
+                out.append(Problem(where.name, line, message, fix))
+                continue
+            bad = [k for k in kinds if k not in KINDS]
+            if bad:
+                fix = suggest(bad[0], KINDS)
+                out.append(Problem(where.name, line, f"recovery_kinds: unknown kinds {bad}", fix))
                 continue
             values[name] = tuple(kinds)
         elif expected is float and isinstance(value, int | float) and not isinstance(value, bool):
@@ -178,14 +212,11 @@ def _policy(raw: Any, where: Locator, out: list[Problem]) -> Policy | None:
         elif isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
             values[name] = value
         else:
-            out.append(
-                Problem(
-                    where.name,
-                    line,
-                    f"{key} must be {expected.__name__}",
-                    f"e.g. {key} = {getattr(defaults, name)!r}",
-                )
-            )
+            what, fits = _POLICY_TYPES[expected]
+            if name.endswith("_s"):
+                what += " of seconds"
+            message, fix = wrong_type(key, value, what, getattr(defaults, name), fits)
+            out.append(Problem(where.name, line, message, fix))
     policy = Policy(**values)
     if policy.backoff_initial_s > policy.backoff_max_s:
         out.append(
