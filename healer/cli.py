@@ -21,7 +21,7 @@ from typing import NoReturn
 from healer import __version__
 from healer.cli_control import CONTROL_COMMANDS, add_control_commands, run_control
 from healer.cli_replay import run_replay
-from healer.config import ConfigError, is_loopback, load_config
+from healer.config import ConfigError, check_host, is_loopback, load_config
 from healer.engine.rules import describe
 from healer.engine.ruletext import rule_warnings
 from healer.errors import HealerError, InputError
@@ -342,11 +342,14 @@ def _check(path: str | None) -> int:
     root = Path(path) if path else default_rules_dir()
     if root.is_file() and _is_config(root):
         config = load_config(root)  # ConfigError is reported by main()
+        host = check_host(config)  # virtiofsd and shared_dir on this host: errors raise
         print(f"{root}: {len(config.shares)} shares, journal {config.journal}")
         for share in config.shares:
             print(f"  share {share.name}: tag {share.tag}, socket {share.socket}, {share.mode}")
             for problem in hidden_readiness(share.virtiofsd):
                 print(f"  warning: share {share.name}: virtiofsd {problem}")
+        for warning in host:
+            print(f"  warning: {warning}")
         if not is_loopback(config.metrics):
             print(f"  note: metrics listen on {config.metrics}, beyond loopback")
         print(f"  metrics: {f'http://{config.metrics}/metrics' if config.metrics else 'off'}")

@@ -12,6 +12,7 @@ import hashlib
 import ipaddress
 import os
 import re
+import shutil
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ __all__ = [
     "ShareConfig",
     "SourceConfig",
     "VmmConfig",
+    "check_host",
     "is_loopback",
     "load_config",
     "runtime_dir",
@@ -343,6 +345,90 @@ def load_config(path: Path | str) -> Config:
     )
 
 
+def check_host(config: Config) -> list[Problem]:
+    """What this host says about a valid configuration, for ``healer check``.
+
+    A supervised share whose virtiofsd cannot be run (argv[0], or a program after a
+    dynamic loader, does not exist or is not executable; no installed virtiofsd for
+    the default) is an error: every start would fail, so ConfigError names each. A
+    shared_dir that does not exist (yet) is returned as a warning: a mount or the
+    provisioning may create it before healer starts the share; one that is not a
+    directory is an error.
+    """
+    from healer.errors import InputError  # noqa: PLC0415 - the probe's error
+    from healer.supervise.process import find_daemon, program_index  # noqa: PLC0415
+
+    try:
+        text = Path(config.file).read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    check = _Check(config.file, text)
+    warnings: list[Problem] = []
+    default: str | None = None  # why the installed virtiofsd cannot be used, once
+    looked = False
+    for index, share in enumerate(config.shares):
+        path: tuple[str | int, ...] = ("share", index)
+        if share.mode != "supervise":
+            continue
+        where = Path(share.shared_dir)
+        if where.exists() and not where.is_dir():
+            check.bad((*path, "shared_dir"), f"shared_dir {str(where)!r} is not a directory",
+                      "name the directory the share serves")  # fmt: skip
+        elif not where.exists():
+            warnings.append(
+                Problem(
+                    config.file,
+                    check.spots.line(*path, "shared_dir"),
+                    f"share {share.name}: shared_dir {str(where)!r} does not exist (yet): "
+                    "virtiofsd fails to start until it does",
+                    "create it (or mount it) before healer starts the share",
+                )
+            )
+        if share.virtiofsd:
+            argv = list(share.virtiofsd)
+            for program in dict.fromkeys((argv[0], argv[program_index(argv)])):
+                problem = _not_runnable(program)
+                if problem is not None:
+                    check.bad((*path, "virtiofsd"), f"share {share.name}: {problem}",
+                              _program_fix(program))  # fmt: skip
+            continue
+        if not looked:
+            looked = True
+            try:
+                found = find_daemon()
+            except InputError as exc:
+                default = f"{exc.path} {exc.problem}"
+            else:
+                default = None if found else "no virtiofsd is installed"
+        if default is not None:
+            check.bad(
+                path,
+                f"share {share.name}: {default}",
+                "install virtiofsd (Debian: apt-get install virtiofsd) or set share.virtiofsd",
+            )
+    if check.problems:
+        raise ConfigError(check.problems)
+    return warnings
+
+
+def _not_runnable(program: str) -> str | None:
+    """Why the holder could not run ``program`` (it is run as is: no PATH search)."""
+    if "{" in program:
+        return None  # a placeholder: filled in at start
+    if not Path(program).is_absolute():
+        return f"virtiofsd {program!r} is not an absolute path (healer searches no PATH)"
+    if not Path(program).is_file():
+        return f"virtiofsd {program!r} does not exist"
+    if not os.access(program, os.X_OK):
+        return f"virtiofsd {program!r} is not executable"
+    return None
+
+
+def _program_fix(program: str) -> str:
+    found = shutil.which(Path(program).name)
+    return f"write its full path, e.g. {found!r}" if found else "install it, or name the right path"
+
+
 def _number(
     check: _Check, table: dict[str, Any], key: str, bounds: tuple[float, float, float]
 ) -> float:
@@ -424,6 +510,9 @@ def _shares(check: _Check, raw: Any) -> tuple[ShareConfig, ...]:
     seen: dict[str, dict[str, int]] = {"name": {}, "tag": {}, "socket": {}}
     for index, table in enumerate(raw):
         path: tuple[str | int, ...] = ("share", index)
+        if not isinstance(table, dict):
+            check.bad(path, "a share must be a table", "write [[share]] tables")
+            continue
         check.keys(table, _SHARE, path)
         name = check.ident(table, "name", path)
         tag = check.ident(table, "tag", path) if "tag" in table else name
@@ -483,6 +572,9 @@ def _sources(check: _Check, raw: Any) -> tuple[SourceConfig, ...]:
     sources = []
     for index, table in enumerate(raw):
         path: tuple[str | int, ...] = ("source", index)
+        if not isinstance(table, dict):
+            check.bad(path, "a source must be a table", "write [[source]] tables")
+            continue
         check.keys(table, _SOURCE, path)
         file = check.absolute(table, "path", path)
         name = check.text(table, "name", path, required=False)
@@ -500,7 +592,7 @@ def _sources(check: _Check, raw: Any) -> tuple[SourceConfig, ...]:
 
 def _vmm(check: _Check, raw: Any) -> VmmConfig | None:
     if not isinstance(raw, dict):
-        check.bad(("vmm",), "vmm must be a table", "write [vmm]")
+        check.bad(("vmm",), "vmm must be a table", "write one [vmm] table")
         return None
     check.keys(raw, _VMM, ("vmm",))
     kind = raw.get("kind", "cloud-hypervisor")
@@ -549,7 +641,7 @@ def _qemu(check: _Check, raw: dict[str, Any]) -> VmmConfig | None:
 
 def _guest(check: _Check, raw: Any) -> GuestConfig | None:
     if not isinstance(raw, dict):
-        check.bad(("guest",), "guest must be a table", "write [guest]")
+        check.bad(("guest",), "guest must be a table", "write one [guest] table")
         return None
     check.keys(raw, _GUEST, ("guest",))
     transport = check.choice(

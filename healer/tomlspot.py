@@ -2,7 +2,8 @@
 
 Paths are tuples: ``("policy", "seed")``, ``("rule", 2, "on")`` for the third
 ``[[rule]]``, ``("rule", 2, "where", "error_kind")`` for its ``[rule.where]`` table.
-A path not written in the file falls back to its nearest written parent.
+A path not written in the file falls back to its nearest written parent; the name of
+an array of tables alone (``("vmm",)``) is its first ``[[vmm]]``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Spots:
                 name = m.group(1)
                 arrays[name] = arrays.get(name, -1) + 1
                 table = (name, arrays[name])
+                self.lines.setdefault((name,), number)
             elif m := _TABLE.match(line):
                 first, *rest = m.group(1).split(".")
                 # [rule.where] belongs to the latest [[rule]]

@@ -167,6 +167,13 @@ def test_check_warns_when_a_virtiofsd_argv_hides_the_lines_healer_reads(tmp_path
         "c-err": '["/usr/lib/qemu/virtiofsd", "--fd={fd}", "-o", "source={shared_dir},log_level=err"]',
         "fine": '["/usr/lib/qemu/virtiofsd", "--fd={fd}", "-o", "source={shared_dir}", "-d"]',
     }
+    # A stand-in at each path: that the daemon exists is checked (test_check_types.py)
+    for path in ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd"):
+        stub = tmp_path / path.lstrip("/")
+        stub.parent.mkdir(parents=True, exist_ok=True)
+        stub.write_text("#!/bin/sh\n")
+        stub.chmod(0o755)
+        shares = {name: argv.replace(path, str(stub)) for name, argv in shares.items()}
     text = f'[healer]\njournal = "{tmp_path / "journal"}"\n'
     for name, argv in shares.items():
         text += (

@@ -11,7 +11,8 @@ import pytest
 from rulepatch import patch_text
 
 from healer.cli import EXIT_CONFIG, EXIT_OK
-from healer.config import ConfigError, is_loopback, load_config, split_address
+from healer.config import ConfigError, check_host, is_loopback, load_config, split_address
+from healer.supervise import process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -258,3 +259,170 @@ def test_the_metrics_address_is_an_ip_and_a_port_and_loopback_is_read_from_it(
     else:
         assert split_address(address) == accepted
         assert load_config(path).metrics == address
+
+
+def run_healer(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "healer", *args], capture_output=True, text=True, check=False
+    )
+
+
+# --- healer check on this host: the shared_dir and the virtiofsd of each share ----------
+
+
+def config_text(tmp_path: Path, share: str) -> str:
+    return (
+        f'[healer]\njournal = "{tmp_path / "journal"}"\n\n'
+        f'[[share]]\nname = "fs0"\nsocket = "{tmp_path / "fs0.sock"}"\n{share}'
+    )
+
+
+def stub(path: Path) -> Path:
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_a_missing_shared_dir_is_a_warning_with_its_line(tmp_path: Path) -> None:
+    daemon = stub(tmp_path / "virtiofsd")
+    path = tmp_path / "healer.toml"
+    path.write_text(
+        config_text(
+            tmp_path,
+            f'shared_dir = "{tmp_path / "later"}"\nvirtiofsd = ["{daemon}", "--fd={{fd}}"]\n',
+        )
+    )
+    result = run_healer("check", str(path))
+    assert result.returncode == EXIT_OK, result.stderr
+    assert (
+        f"  warning: {path}:7: share fs0: shared_dir '{tmp_path / 'later'}' does not exist "
+        "(yet): virtiofsd fails to start until it does (fix: create it (or mount it) before "
+        "healer starts the share)\n"
+    ) in result.stdout
+    (tmp_path / "later").mkdir()
+    assert "warning" not in run_healer("check", str(path)).stdout
+
+
+@pytest.mark.parametrize(
+    ("share", "message"),
+    [
+        ('shared_dir = "{tmp}/file"\n', "shared_dir '{tmp}/file' is not a directory"),
+        (
+            'shared_dir = "{tmp}"\nvirtiofsd = ["{tmp}/nope", "--fd={{fd}}"]\n',
+            "share fs0: virtiofsd '{tmp}/nope' does not exist",
+        ),
+        (
+            'shared_dir = "{tmp}"\nvirtiofsd = ["{tmp}/file", "--fd={{fd}}"]\n',
+            "share fs0: virtiofsd '{tmp}/file' is not executable",
+        ),
+        (
+            'shared_dir = "{tmp}"\nvirtiofsd = ["virtiofsd", "--fd={{fd}}"]\n',
+            "share fs0: virtiofsd 'virtiofsd' is not an absolute path (healer searches no PATH)",
+        ),
+        (
+            'shared_dir = "{tmp}"\n'
+            'virtiofsd = ["{tmp}/ld-linux.so.2", "--library-path", "/lib", "{tmp}/gone", "--fd={{fd}}"]\n',
+            "share fs0: virtiofsd '{tmp}/gone' does not exist",
+        ),
+    ],
+)
+def test_a_daemon_that_cannot_run_is_an_error_on_its_share(
+    tmp_path: Path, share: str, message: str
+) -> None:
+    (tmp_path / "file").write_text("")
+    stub(tmp_path / "ld-linux.so.2")
+    path = tmp_path / "healer.toml"
+    path.write_text(config_text(tmp_path, share.format(tmp=tmp_path)))
+    result = run_healer("check", str(path))
+    assert result.returncode == EXIT_CONFIG
+    assert result.stdout == ""  # nothing is printed before an input is found unusable
+    lines = result.stderr.splitlines()
+    assert lines[0] == "healer: the configuration cannot be used:"
+    (problem,) = lines[1:]
+    line = 7 if "shared_dir" in message else 8  # the key at fault
+    assert problem.startswith(f"  {path}:{line}: ")
+    assert message.format(tmp=tmp_path) in problem
+    assert "(fix: " in problem
+
+
+def test_an_adopted_share_is_not_asked_for_a_daemon(tmp_path: Path) -> None:
+    path = tmp_path / "healer.toml"
+    path.write_text(
+        config_text(
+            tmp_path, f'shared_dir = "{tmp_path}/x"\nmode = "adopt"\nvirtiofsd = ["virtiofsd"]\n'
+        )
+    )
+    assert check_host(load_config(path)) == []
+
+
+def test_no_installed_virtiofsd_is_an_error_for_a_default_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "healer.toml"
+    path.write_text(config_text(tmp_path, f'shared_dir = "{tmp_path}"\n'))
+    monkeypatch.setattr(process, "find_daemon", lambda: None)
+    with pytest.raises(ConfigError) as caught:
+        check_host(load_config(path))
+    (problem,) = caught.value.problems
+    assert (problem.line, problem.message) == (4, "share fs0: no virtiofsd is installed")
+    assert "apt-get install virtiofsd" in problem.fix
+    monkeypatch.undo()  # the real probe: an override that names no virtiofsd is refused
+    monkeypatch.setenv("HEALER_VIRTIOFSD", str(tmp_path / "nope"))
+    with pytest.raises(ConfigError) as caught:
+        check_host(load_config(path))
+    assert "named by HEALER_VIRTIOFSD" in caught.value.problems[0].message
+
+
+# --- arrays of tables name their own lines ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "line", "message"),
+    [
+        ('\n[[vmm]]\nkind = "qemu"\nqmp_socket = "/run/q.sock"\n', 9, "vmm must be a table"),
+        ('\n[[guest]]\nmount_point = "/mnt"\n', 9, "guest must be a table"),
+        ('\n[[source]]\npath = "/var/log/a"\n\n[[source]]\npath = "b"\n', 13, "not an absolute"),
+        ('\n[[source]]\npath = "/var/log/a"\ntrust = "guests"\n', 11, "trust 'guests'"),
+    ],
+)
+def test_arrays_of_tables_name_their_own_line(
+    tmp_path: Path, extra: str, line: int, message: str
+) -> None:
+    path = tmp_path / "healer.toml"
+    path.write_text(
+        '[healer]\njournal = "/var/lib/healer"\n\n[[share]]\nname = "fs0"\n'
+        'socket = "/run/fs0.sock"\nshared_dir = "/srv/fs0"\n' + extra
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    (problem,) = caught.value.problems
+    assert (problem.line, message in problem.message) == (line, True), problem
+
+
+@pytest.mark.parametrize(("table", "message"), [("share", "a share"), ("source", "a source")])
+def test_an_array_of_non_tables_is_located_not_a_traceback(
+    tmp_path: Path, table: str, message: str
+) -> None:
+    path = tmp_path / "healer.toml"
+    path.write_text(f'{table} = ["fs0"]\n[healer]\njournal = "/var/lib/healer"\n')
+    result = run_healer("check", str(path))
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    assert f"{path}:1: {message} must be a table" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_check_never_runs_anything_for_a_named_daemon(tmp_path: Path) -> None:
+    """Existence only: a named virtiofsd is not run (the default one is asked its
+    --version, as healer watch does)."""
+    marker = tmp_path / "ran"
+    daemon = tmp_path / "virtiofsd"
+    daemon.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    daemon.chmod(0o755)
+    path = tmp_path / "healer.toml"
+    path.write_text(
+        config_text(
+            tmp_path, f'shared_dir = "{tmp_path}"\nvirtiofsd = ["{daemon}", "--fd={{fd}}"]\n'
+        )
+    )
+    assert run_healer("check", str(path)).returncode == EXIT_OK
+    assert not marker.exists()
