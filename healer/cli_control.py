@@ -22,7 +22,7 @@ from healer.engine.model import COMMANDS
 from healer.fold import fold
 from healer.journal import DecisionRecord, OutcomeRecord, read_records
 from healer.live.control import ControlUnavailable, ask
-from healer.live.status import iso
+from healer.live.status import iso, outcome_fields
 from healer.rulefiles import default_rules_dir, load_rules
 
 __all__ = ["CONTROL_COMMANDS", "add_control_commands", "run_control"]
@@ -121,16 +121,8 @@ def from_journal(config: Config) -> dict[str, Any]:
         if isinstance(record, DecisionRecord):
             decided[record.decision.key] = record.decision
         elif isinstance(record, OutcomeRecord) and record.key in decided:
-            d = decided[record.key]
-            last[d.share] = {
-                "key": d.key,
-                "action": d.action.value,
-                "rule": d.rule,
-                "cause": d.cause.kind if d.cause else None,
-                "decided": iso(d.time),
-                "outcome": str(record.status),
-                "reason": record.detail,
-            }
+            decision = decided[record.key]
+            last[decision.share] = outcome_fields(decision, record.status, record.detail)
     shares = []
     for share in config.shares:
         state = folded.state.shares.get(share.name)

@@ -288,30 +288,14 @@ def test_the_guest_s_report_of_a_death_does_not_use_the_death_up() -> None:
     gone = BackendDisconnected(
         time=at(0), source="console", offset=0, line=1, share="fs0", origin=GUEST
     )
-    exit_ = VirtiofsdExited(
-        time=at(0.01),
-        source="healer:fs0",
-        offset=0,
-        line=1,
-        share="fs0",
-        origin=Origin(program="virtiofsd", pid=41, generation=1),
-    )
-    started = VirtiofsdStarted(
-        time=at(-10),
-        source="healer:fs0",
-        offset=0,
-        line=0,
-        share="fs0",
-        origin=Origin(program="virtiofsd", pid=41, generation=1),
-    )
-    served = VirtiofsdClientConnected(
-        time=at(-5),
-        source="virtiofsd:fs0",
-        offset=0,
-        line=1,
-        share="fs0",
-        origin=Origin(program="virtiofsd", pid=41, generation=1),
-    )
+    daemon = Origin(program="virtiofsd", pid=41, generation=1)
+
+    def of_daemon(kind: type[Event], seconds: float, source: str) -> Event:
+        return kind(time=at(seconds), source=source, offset=0, line=1, share="fs0", origin=daemon)
+
+    started = of_daemon(VirtiofsdStarted, -10, "healer:fs0")
+    served = of_daemon(VirtiofsdClientConnected, -5, "virtiofsd:fs0")
+    exit_ = of_daemon(VirtiofsdExited, 0.01, "healer:fs0")
     out = outputs(shipped(), [started, served, gone, exit_])
     host = [d for d in out if isinstance(d, Decision) and d.incident == "fs0#1"]
     assert [d.action for d in host] == [Action.RESPAWN, Action.REMOUNT]

@@ -26,7 +26,7 @@ from healer.observe import NullObserver
 from healer.runner import Runner
 from healer.supervise.held import has_client
 
-__all__ = ["Incidents", "StatusSource", "answer", "iso"]
+__all__ = ["Incidents", "StatusSource", "answer", "iso", "outcome_fields"]
 
 STATUS_VERSION = 1
 
@@ -114,7 +114,7 @@ def _share(source: StatusSource, name: str, socket: str, now: float) -> dict[str
             "where": f"{opened.cause.source}:{opened.cause.line}" if opened.cause else None,
             "rule": opened.reason,
         },
-        "last_action": None if last is None else _outcome(*last),
+        "last_action": None if last is None else outcome_fields(*last),
         "pending_actions": open_actions,
         "backoff": {
             "attempt": state.attempt if state is not None else 0,
@@ -129,7 +129,8 @@ def _share(source: StatusSource, name: str, socket: str, now: float) -> dict[str
     }
 
 
-def _outcome(decision: Decision, status: Any, detail: str) -> dict[str, Any]:
+def outcome_fields(decision: Decision, status: Any, detail: str) -> dict[str, Any]:
+    """A share's last action as the status shows it (running healer or journal)."""
     return {
         "key": decision.key,
         "action": decision.action.value,
