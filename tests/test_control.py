@@ -30,7 +30,7 @@ from watching import (
 
 from healer.engine import Action
 from healer.journal import OperatorRecord
-from healer.live.control import ControlServer, Peer
+from healer.live.control import ControlServer, Peer, ask
 from healer.supervise import DaemonInfo
 from healer.supervise.process import exists
 
@@ -185,3 +185,52 @@ def refused_by_the_peer_check(tmp_path: Path) -> None:
         assert server.refused == 1
     finally:
         server.close()
+
+
+def test_a_journal_path_longer_than_a_socket_address_still_has_its_control_socket(
+    tmp_path: Path,
+) -> None:
+    """A socket address holds 107 bytes of path; a journal deeper than that (a build tree,
+    a test's temporary directory) still gets its control socket, bound and reached
+    through the directory (the fresh-clone CI's demo failed so, "AF_UNIX path too long")."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    path = deep / "control.sock"
+    assert len(os.fsencode(str(path))) > 107
+
+    def answer(request: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        return {"ok": True, "asked": request["command"], "uid": peer.uid}
+
+    server = ControlServer(path, answer)
+    server.start()
+    try:
+        assert stat.S_ISSOCK(path.lstat().st_mode)
+        assert stat.S_IMODE(path.lstat().st_mode) == 0o600
+        assert ask(deep, {"command": "status"}) == {
+            "ok": True,
+            "asked": "status",
+            "uid": os.getuid(),
+        }
+    finally:
+        server.close()
+    assert not path.exists()
+
+
+def test_healer_heals_without_a_control_socket_it_cannot_bind(
+    tmp_path: Path, virtiofsd: DaemonInfo
+) -> None:
+    """The control socket is the operator's convenience, never a cause of an outage: a
+    directory in its place is logged, and the share is still respawned after a kill."""
+    setup = write_setup(tmp_path, shares=("fs0",))
+    config = setup / "healer.toml"
+    (setup / "journal").mkdir(mode=0o700, exist_ok=True)
+    (setup / "journal" / "control.sock").mkdir()
+    with running_watch(config) as watch:
+        wait_for(lambda: "fs0" in daemons(config))
+        killed = kill_serving_daemon(config, "fs0")
+        wait_for(lambda: daemons(config).get("fs0") not in (None, killed))
+        assert watch.poll() is None
+        answer = healer("status", "--config", str(config), "--json")
+        assert answer.returncode in (0, 1), answer.stderr
+        assert orjson.loads(answer.stdout)["running"] is False  # read from the journal
+    assert any(d.action is Action.RESPAWN for d in decisions(setup / "journal"))

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from healer.errors import HealerError
 from healer.holder import protocol as p
+from healer.unixsock import connect_path
 
 __all__ = ["HolderClient", "HolderError"]
 
@@ -283,7 +284,7 @@ class HolderClient:
 def _try_connect(path: Path) -> socket.socket | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     try:
-        sock.connect(str(path))
+        connect_path(sock, str(path))
     except OSError as exc:
         sock.close()
         if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN):

@@ -23,6 +23,8 @@ from typing import ClassVar, Self, TypeAlias
 
 import orjson
 
+from healer.unixsock import SUN_PATH_MAX
+
 PROTOCOL = 1
 MAX_MESSAGE = 256 * 1024  # bytes; a longer datagram arrives cut (flagged) and is refused
 MAX_FDS = 253  # the kernel's SCM_MAX_FD: descriptors in one message
@@ -30,7 +32,6 @@ MAX_SHARES = MAX_FDS  # so that every listener fits the one ``state`` reply to `
 STOP_GRACE_S = 5.0  # SIGTERM to SIGKILL when the holder stops a daemon (release, shutdown)
 KILL_WAIT_S = 2.0  # how long the holder waits for a SIGKILLed daemon to be gone
 SHARE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a file name part and an FDNAME
-SUN_PATH_MAX = 107
 _MAX_INT = 2**63 - 1
 _MAX_TEXT = 16 * 1024
 _PEEK_ID = re.compile(rb'\s*\{\s*"id"\s*:\s*(\d{1,18})[\s,}]')

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from healer.supervise.held import bind_private
+from healer.unixsock import connect_path
 
 __all__ = [
     "ANSWER_S",
@@ -82,8 +83,12 @@ class ControlServer:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # a stale one: the journal lock says no other healer runs
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        bind_private(sock, str(self.path))
-        sock.listen(8)
+        try:
+            bind_private(sock, str(self.path))
+            sock.listen(8)
+        except OSError:
+            sock.close()
+            raise
         sock.settimeout(0.5)
         self._sock = sock
         self._thread = threading.Thread(target=self._serve, name="healer-control", daemon=True)
@@ -160,7 +165,7 @@ def ask(journal: str | Path, request: dict[str, Any], *, timeout_s: float = 15.0
     sock.settimeout(timeout_s)
     try:
         try:
-            sock.connect(str(path))
+            connect_path(sock, str(path))
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise ControlUnavailable(f"no healer runs with journal {journal}") from exc
         except PermissionError as exc:

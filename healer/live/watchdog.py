@@ -192,8 +192,7 @@ class Watchdog:
         try:
             self._expose()
             self._start()
-            self.control = ControlServer(Path(self.config.journal) / CONTROL_SOCKET, self._control)
-            self.control.start()
+            self._serve_control()
             self.reloader.wanted = reload or threading.Event()
             with self._watching(stop):
                 self.loop.turn()
@@ -270,6 +269,22 @@ class Watchdog:
         log.info(
             "the VMM lists %d fs device(s), %d of them this configuration's", len(devices), learnt
         )
+
+    def _serve_control(self) -> None:
+        """The control socket, if it can be had: without it `healer status` reads the
+        journal and the commands are refused, but the shares are healed all the same."""
+        control = ControlServer(Path(self.config.journal) / CONTROL_SOCKET, self._control)
+        try:
+            control.start()
+        except OSError as exc:
+            log.error(
+                "control socket %s: %s; healer heals without it (status from the journal, "
+                "no commands)",
+                control.path,
+                exc.strerror or exc,
+            )
+            return
+        self.control = control
 
     def _control(self, request: dict[str, Any], peer: Peer) -> dict[str, Any]:
         """A control request (on the control thread): answered on the decision loop."""

@@ -14,16 +14,19 @@ import socket
 import stat
 from pathlib import Path
 
+from healer.unixsock import bind_unix
+
 __all__ = ["HeldSocket", "bind_private", "has_client", "is_listening", "listening_inode"]
 
 _SO_ACCEPTCON = 0x10000  # /proc/net/unix "Flags" bit of a listening socket
 
 
 def bind_private(sock: socket.socket, path: str) -> None:
-    """Bind ``sock`` to ``path`` with a socket file only its owner can use (0600)."""
+    """Bind ``sock`` to ``path`` with a socket file only its owner can use (0600); a
+    path longer than ``sun_path`` is bound through its directory (healer/unixsock.py)."""
     old = os.umask(0o177)
     try:
-        sock.bind(path)
+        bind_unix(sock, path)
     finally:
         os.umask(old)
 
