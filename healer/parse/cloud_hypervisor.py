@@ -256,7 +256,11 @@ PATTERNS: list[Pattern] = [
         _disconnected,
     ),
     (
-        re.compile(r"Corrupted request detected \((.*)\)\. Setting device status to 'NEEDS_RESET'"),
+        # the detail is bounded (4 KiB): an unbounded .* rescans the rest of the line
+        # from every repetition of the prefix, which is quadratic
+        re.compile(
+            r"Corrupted request detected \((.{0,4096})\)\. Setting device status to 'NEEDS_RESET'"
+        ),
         _needs_reset,
     ),
     (re.compile(r"failed to reconnect vhost-user backend: (.*)"), _reconnect_failed),

@@ -59,7 +59,8 @@ def _reboot(rec: Record, m: re.Match[str]) -> Built:
 
 
 PATTERNS: list[Pattern] = [
-    (re.compile(r"virtio-fs: tag <([^>]*)> not found"), _tag_not_found),
+    # a tag is at most 36 bytes (virtio-fs); the bound keeps the match linear
+    (re.compile(r"virtio-fs: tag <([^>]{0,255})> not found"), _tag_not_found),
     (
         re.compile(r"mount: (\S+?): wrong fs type, bad option, bad superblock on ([^,\s]+),"),
         _wrong_fs,

@@ -70,7 +70,9 @@ PATTERNS: list[Pattern] = [
         _supervisord,
     ),
     (
-        re.compile(r"(\S+?)(?:\.service)?: Main process exited, code=(\w+), status=(\d+)/(\w+)"),
+        re.compile(
+            r"(?<!\S)(\S+?)(?:\.service)?: Main process exited, code=(\w+), status=(\d+)/(\w+)"
+        ),
         _systemd,
     ),
     (re.compile(r"virtiofsd exited(?: with (?:status|code) (\d+))?|restarting virtiofsd"), _script),

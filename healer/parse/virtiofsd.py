@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import signal
+from collections import deque
 
 from healer.events import (
     VirtiofsdChildTerminated,
@@ -120,12 +121,26 @@ def _panicked(rec: Record, m: re.Match[str]) -> Built:
 
 
 def _panicked_old(rec: Record, m: re.Match[str]) -> Built:
+    r"""``panicked at 'MESSAGE', FILE:LINE:COL``: the location is the last one on the line.
+
+    The pattern takes the rest of the line and the location is looked for here, once:
+    ``'(.*)', (\S+:\d+:\d+)`` in one regex rescans the line from every
+    ``thread '...' panicked at '`` it holds, which is quadratic.
+    """
+    rest = m.group(2)
+    last = deque(_OLD_PANIC_LOCATION.finditer(rest), maxlen=1)
+    if not last:
+        return None
+    at = last[0]
     return VirtiofsdPanicked, {
         "thread": m.group(1),
-        "location": m.group(3),
+        "location": at.group(1),
         "implementation": "rust",
-        **error_fields(m.group(2)),
+        **error_fields(rest[: at.start()]),
     }
+
+
+_OLD_PANIC_LOCATION = re.compile(r"', (\S+:\d+:\d+)")
 
 
 def _fv_panic(rec: Record, m: re.Match[str]) -> Built:
@@ -162,7 +177,7 @@ PATTERNS: list[Pattern] = [
     (re.compile(r"Client disconnected, shutting down|virtio_loop: Exit\b"), _disconnected),
     (re.compile(r"Waiting for daemon failed: (.*)"), _daemon_failed),
     (re.compile(r"thread '([^']*)' panicked at ([^\s']+:\d+:\d+):?\s*(.*)"), _panicked),
-    (re.compile(r"thread '([^']*)' panicked at '(.*)', (\S+:\d+:\d+)"), _panicked_old),
+    (re.compile(r"thread '([^']*)' panicked at '(.*)"), _panicked_old),
     (re.compile(r"fv_panic: (.*)"), _fv_panic),
     (re.compile(r"Child process terminated by signal (\d+)"), _child_terminated),
     (
