@@ -53,6 +53,7 @@ _HEALER = {
     "notify_step_ms",
     "action_queue",
     "adopt_wait",
+    "clock_skew",
     "runtime",
 }
 _SHARE = {
@@ -150,6 +151,7 @@ class Config:
     notify_step_ms: int = 20  # watchfiles' step: latency vs idle wake-ups
     action_queue: int = 16  # slow actions waiting per share, beyond which they fail
     adopt_wait: float = 60.0  # seconds to wait for an adopted virtiofsd to come back
+    clock_skew: float = 2.0  # seconds a line's own stamp may be ahead of its read time
     runtime: str = ""  # the holder's directory ("": see runtime_dir)
 
 
@@ -310,6 +312,7 @@ def load_config(path: Path | str) -> Config:
             ("notify_step_ms", (20, 1, 1000)),
             ("action_queue", (16, 1, 1024)),
             ("adopt_wait", (60.0, 0.1, 3600.0)),
+            ("clock_skew", (2.0, 0.0, 86400.0)),
         )
     }
     shares = _shares(check, data.get("share", []))
@@ -341,6 +344,7 @@ def load_config(path: Path | str) -> Config:
         notify_step_ms=int(limits["notify_step_ms"]),
         action_queue=int(limits["action_queue"]),
         adopt_wait=float(limits["adopt_wait"]),
+        clock_skew=float(limits["clock_skew"]),
         runtime=runtime or "",
     )
 

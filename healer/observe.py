@@ -218,14 +218,16 @@ class LineTally:
     A parser's lines are counted when fed; they are unparsed once the record they
     belong to is closed without an event, so the lines of a record still open are
     not reported as unparsed yet. A new parser for the same source (a new virtiofsd,
-    a rotated file) starts its own count.
+    a rotated file) starts its own count. ``future_times`` sums, over every parser
+    reported, the lines whose own stamp was too far ahead of their read time.
     """
 
-    __slots__ = ("_seen",)
+    __slots__ = ("_seen", "future_times")
 
     def __init__(self) -> None:
-        # source -> the parser last seen, its lines and unparsed lines reported so far
-        self._seen: dict[str, tuple[SourceParser, int, int]] = {}
+        # key -> the parser last seen, its lines, unparsed lines and future times so far
+        self._seen: dict[str, tuple[SourceParser, int, int, int]] = {}
+        self.future_times = 0
 
     def report(
         self, observer: Observer, source: str, parser: SourceParser, *, key: str | None = None
@@ -235,14 +237,20 @@ class LineTally:
         stats = parser.stats
         unparsed = max(0, stats.unparsed_lines - parser.open_lines)
         key = key or source
-        last, lines_before, unparsed_before = self._seen.get(key, (parser, 0, 0))
+        last, lines_before, unparsed_before, future_before = self._seen.get(key, (parser, 0, 0, 0))
         if last is not parser:
-            lines_before = unparsed_before = 0
+            lines_before = unparsed_before = future_before = 0
+        self.future_times += max(0, stats.future_times - future_before)
         more_lines = stats.lines - lines_before
         more_unparsed = max(0, unparsed - unparsed_before)
         if more_lines > 0 or more_unparsed > 0:
             observer.lines(source, max(0, more_lines), more_unparsed)
-        self._seen[key] = (parser, stats.lines, max(unparsed, unparsed_before))
+        self._seen[key] = (
+            parser,
+            stats.lines,
+            max(unparsed, unparsed_before),
+            max(stats.future_times, future_before),
+        )
 
     def forget(self, key: str) -> None:
         """A parser that is done (a dead daemon's stderr): stop remembering it."""

@@ -206,6 +206,7 @@ def test_check_reports_a_bad_configuration_with_exit_4(tmp_path: Path) -> None:
         ("notify_step_ms = 2.5", "is not an integer"),
         ("action_queue = true", "action_queue = True is not an integer"),
         ('adopt_wait = "1m"', "adopt_wait = '1m' is not a number in [0.1, 3600.0]"),
+        ("clock_skew = -1", "clock_skew = -1 is not a number in [0.0, 86400.0]"),
     ],
 )
 def test_limits_are_bounded_numbers(tmp_path: Path, setting: str, message: str) -> None:
@@ -221,12 +222,15 @@ def test_limits_are_bounded_numbers(tmp_path: Path, setting: str, message: str) 
 def test_limits_default_and_take_their_values(tmp_path: Path) -> None:
     path = tmp_path / "healer.toml"
     path.write_text(BASE)
-    assert (load_config(path).notify_step_ms, load_config(path).action_queue) == (20, 16)
+    config = load_config(path)
+    assert (config.notify_step_ms, config.action_queue, config.clock_skew) == (20, 16, 2.0)
     path.write_text(
-        patch_text(BASE, "[healer]\n", "[healer]\nnotify_step_ms = 5\nadopt_wait = 5\n")
+        patch_text(
+            BASE, "[healer]\n", "[healer]\nnotify_step_ms = 5\nadopt_wait = 5\nclock_skew = 600\n"
+        )
     )
     config = load_config(path)
-    assert (config.notify_step_ms, config.adopt_wait) == (5, 5.0)
+    assert (config.notify_step_ms, config.adopt_wait, config.clock_skew) == (5, 5.0, 600.0)
 
 
 def test_qemu_with_a_serial_console(tmp_path: Path) -> None:

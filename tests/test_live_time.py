@@ -92,6 +92,58 @@ def test_a_2099_line_read_live_is_dated_at_its_read_time_and_counted() -> None:
     assert replay.stats.future_times == 0
 
 
+def test_the_skew_tolerance_is_how_far_ahead_a_stamp_may_be() -> None:
+    """With 10 minutes allowed, a line 5 minutes ahead keeps its stamp; 20 minutes
+    ahead is read as of its read time and counted."""
+    five = b"[2024-12-23T07:49:50Z INFO  virtiofsd] Client disconnected, shutting down\n"
+    twenty = b"[2024-12-23T08:04:50Z INFO  virtiofsd] Client disconnected, shutting down\n"
+    parser = SourceParser("vfs", default_year=2024, skew_tolerance=600.0)
+    events = live(parser, [(five, T0), (twenty, T0 + _s(1))])
+    assert [e.time for e in events] == [T0 + _s(300), T0 + _s(1)]
+    assert parser.stats.future_times == 1
+    strict = SourceParser("vfs", default_year=2024)  # the default, 2 s
+    assert [e.time for e in live(strict, [(five, T0)])] == [T0]
+    assert strict.stats.future_times == 1
+
+
+def test_the_tally_counts_future_stamps_across_parsers() -> None:
+    """What /metrics shows as limit="clock_skew": every parser's count, a new parser
+    for the same source adding to it rather than starting the total again."""
+    tally = LineTally()
+    first = SourceParser("vfs", default_year=2024)
+    live(first, [(RUST_2099, T0), (RUST_2099, T0)])
+    tally.report(NULL_OBSERVER, "vfs", first)
+    tally.report(NULL_OBSERVER, "vfs", first)  # reported twice, counted once
+    second = SourceParser("vfs", default_year=2024)
+    live(second, [(RUST_2099, T0)])
+    tally.report(NULL_OBSERVER, "vfs", second)
+    assert tally.future_times == 3
+
+
+def test_tailed_logs_use_the_configured_skew(tmp_path: Path) -> None:
+    log = tmp_path / "vfs.log"
+    log.write_bytes(b"[2024-12-23T07:49:50Z INFO  virtiofsd] Client disconnected, shutting down\n")
+    keys = ShareKeys([ShareNames("s", "tag", "/run/fs.sock")])
+    for skew, expected in ((600.0, T0 + _s(300)), (2.0, T0)):
+        runner = _Collecting()
+        tally = LineTally()
+        logs = TailedLogs(
+            cast(Runner, runner),
+            keys,
+            NULL_OBSERVER,
+            tally,
+            clock=T0.timestamp,
+            clock_skew=skew,
+        )
+        logs.start([TailedLog(SourceConfig(str(log), "vfs"))])
+        try:
+            logs.read()
+        finally:
+            logs.close()
+        assert [e.time for e in runner.events] == [expected]
+        assert tally.future_times == (0 if skew == 600.0 else 1)
+
+
 def test_a_future_wrapper_stamp_does_not_anchor_the_vmm_clock() -> None:
     wrapped = ch(10.0, b"2099-01-01T00:00:00.250000Z ")
     parser = SourceParser("ch", default_year=2024)

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from healer.config import SourceConfig
 from healer.events import Event
+from healer.eventtime import SKEW_TOLERANCE
 from healer.observe import LineTally, Observer
 from healer.parse import Checkpoint, SourceParser, Unrecognized
 from healer.runner import Runner
@@ -69,8 +70,10 @@ class TailedLogs:
         tally: LineTally,
         *,
         clock: Callable[[], float] = time.time,
+        clock_skew: float = SKEW_TOLERANCE,
     ) -> None:
         self.runner = runner
+        self.clock_skew = clock_skew
         self.keys = keys
         self.observer = observer
         self.tally = tally
@@ -150,9 +153,7 @@ class TailedLogs:
     def _on_batch(self, tailed: _Tailed, batch: TailBatch) -> None:
         name = tailed.config.name
         if batch.kind == "lines" and tailed.parser is None:
-            tailed.parser = SourceParser(
-                name, default_year=self._now().year, resume=tailed.resume, guest=tailed.guest
-            )
+            tailed.parser = self._parser(name, tailed, resume=tailed.resume)
             tailed.resume = None
         if batch.identity is not None and batch.kind != "end":
             # Offsets count per file: a rotated file, and a truncated one (same inode,
@@ -179,7 +180,16 @@ class TailedLogs:
             self.runner.ingest(events, stream=tailed.stream)
         tailed.parser = None
         if batch.kind == "start":
-            tailed.parser = SourceParser(name, default_year=self._now().year, guest=tailed.guest)
+            tailed.parser = self._parser(name, tailed)
+
+    def _parser(self, name: str, tailed: _Tailed, resume: Checkpoint | None = None) -> SourceParser:
+        return SourceParser(
+            name,
+            default_year=self._now().year,
+            resume=resume,
+            guest=tailed.guest,
+            skew_tolerance=self.clock_skew,
+        )
 
     def _events(self, tailed: _Tailed, items: Sequence[Event | Unrecognized]) -> list[Event]:
         """The events about this configuration's shares (or none in particular), each

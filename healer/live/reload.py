@@ -88,6 +88,9 @@ class Reloader:
         from healer.live.watchdog import share_keys, tailed_logs  # noqa: PLC0415 - a cycle
 
         watchdog.keys = watchdog.logs.keys = share_keys(config)
+        watchdog.logs.clock_skew = config.clock_skew  # for the parsers made from now on
+        if watchdog.feed is not None:
+            watchdog.feed.clock_skew = config.clock_skew
 
         wanted = {log_.source.name: log_ for log_ in tailed_logs(config)}
         for name in set(watchdog.logs.names) - wanted.keys():

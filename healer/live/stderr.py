@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from healer.events import Event
+from healer.eventtime import SKEW_TOLERANCE
 from healer.observe import LineTally, Observer
 from healer.parse import SourceParser
 from healer.runner import Runner
@@ -77,8 +78,10 @@ class StderrFeed:
         tally: LineTally,
         copies: Mapping[str, str | None],
         clock: Callable[[], float] = time.time,
+        clock_skew: float = SKEW_TOLERANCE,
     ) -> None:
         self.directory = directory
+        self.clock_skew = clock_skew
         self.runner = runner
         self.observer = observer
         self.tally = tally
@@ -102,7 +105,12 @@ class StderrFeed:
             return
         stream = stream_of(share, generation)
         resume = self.runner.checkpoints.get(stream)
-        parser = SourceParser(f"virtiofsd:{share}", default_year=self._now().year, resume=resume)
+        parser = SourceParser(
+            f"virtiofsd:{share}",
+            default_year=self._now().year,
+            resume=resume,
+            skew_tolerance=self.clock_skew,
+        )
         offset = resume.offset if resume is not None else 0
         self.spools[key] = _Spool(share, generation, pid, path, parser, offset)
 

@@ -168,7 +168,14 @@ class Watchdog:
         )
         self.runner.executor = self.actions
         self.runner.checker = self.actions
-        self.logs = TailedLogs(self.runner, self.keys, self.observer, self.tally, clock=clock)
+        self.logs = TailedLogs(
+            self.runner,
+            self.keys,
+            self.observer,
+            self.tally,
+            clock=clock,
+            clock_skew=config.clock_skew,
+        )
         self.feed: StderrFeed | None = None
         self.loop = Loop(
             self.runner,
@@ -213,6 +220,7 @@ class Watchdog:
                 tally=self.tally,
                 copies={s.name: s.log for s in supervised},
                 clock=self.clock,
+                clock_skew=self.config.clock_skew,
             )
             self.daemons.holder, self.daemons.feed = self.holder, self.feed
             self.loop.feed = self.feed
@@ -432,6 +440,7 @@ class Watchdog:
     def limit_hits(self) -> dict[str, int]:
         return {
             "action_queue": self.workers.rejected,
+            "clock_skew": self.tally.future_times,
             "line_length": self.logs.lines_cut + (self.feed.lines_cut if self.feed else 0),
             "metrics_connections": sum(
                 e.refused for e in self.exposition if isinstance(e, MetricsServer)

@@ -489,7 +489,7 @@ class LimitHits(Collector):
         family = CounterMetricFamily(
             "healer_limit_hits",
             "Times a configured bound was reached (input queue full, action queue full, "
-            "line cut at its length limit)",
+            "line cut at its length limit, line dated ahead of its read time)",
             labels=["limit"],
         )
         for limit, hits in sorted(counts.items()):
