@@ -249,15 +249,23 @@ class _Check:
         return tuple(value)
 
 
-def load_config(path: Path | str) -> Config:
-    """Read and validate one configuration file; raise ConfigError with every problem."""
-    file = Path(path)
+def _read_text(file: Path) -> str:
     try:
-        text = file.read_text(encoding="utf-8")
+        return file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(
             [Problem(str(file), 0, f"cannot read: {exc.strerror}", "check the path")]
         ) from exc
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        problem = f"not UTF-8 text (byte {exc.start})"
+        raise ConfigError([Problem(str(file), line, problem, "save it as UTF-8 text")]) from exc
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate one configuration file; raise ConfigError with every problem."""
+    file = Path(path)
+    text = _read_text(file)
     check = _Check(str(file), text)
     try:
         data = tomllib.loads(text)

@@ -250,3 +250,13 @@ def test_a_restart_vm_rule_the_policy_forbids_is_a_warning(tmp_path: Path) -> No
         'correlate = "pair"\nwindow = 5\nthen = ["VmReset"]\nthen_actions = ["restart_vm"]\n'
     )
     assert [w.line for w in rule_warnings(compiled(pair))] == [1]
+
+
+def test_a_where_under_an_unknown_kind_is_told_once_not_raised() -> None:
+    """Found by the fuzz job: a typed [rule.where] under an 'on' of no known kind
+    raised IndexError (a traceback from `healer check`); the 'on' is the problem."""
+    text = '[[rule]]\nid = "r"\non = ["Bogus"]\nactions = ["respawn_virtiofsd"]\n'
+    assert problem_of(text + "[rule.where]\nreason = 5\n")[:2] == (
+        3,
+        "unknown event kind 'Bogus'",
+    )

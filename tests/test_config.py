@@ -462,3 +462,17 @@ def test_the_check_never_runs_anything_for_a_named_daemon(tmp_path: Path) -> Non
     )
     assert run_healer("check", str(path)).returncode == EXIT_OK
     assert not marker.exists()
+
+
+def test_a_file_that_is_not_utf8_is_a_located_config_error(tmp_path: Path) -> None:
+    """Found by the fuzz job: load_config raised UnicodeDecodeError, and a SIGHUP
+    reload of such a file ended healer (tests/test_lifecycle.py covers that)."""
+    path = tmp_path / "healer.toml"
+    path.write_bytes(BASE.encode() + b"# caf\xe9\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    (problem,) = caught.value.problems
+    assert (problem.line, problem.message) == (
+        BASE.count("\n") + 1,
+        f"not UTF-8 text (byte {len(BASE) + 5})",
+    )

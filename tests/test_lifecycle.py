@@ -237,6 +237,14 @@ def test_sighup_applies_a_good_configuration_and_keeps_the_running_one_on_a_bad_
     assert brain.poll() is None
     assert healer.daemon() == daemon
     ready(healer, "fs1")  # (its daemon may be between two: our front end left)
+    # a file that is not UTF-8 text: refused the same way (it was a UnicodeDecodeError)
+    good = healer.config.read_bytes()
+    healer.config.write_bytes(good + b"\n# caf\xe9\n")
+    os.kill(brain.pid, signal.SIGHUP)
+    wait_for(lambda: "not UTF-8 text" in healer.log())
+    assert healer.log().count("reload refused") == 2
+    assert brain.poll() is None
+    assert healer.daemon() == daemon
     # a share removed: its daemon stopped and its socket gone
     write_config(short_dir, ("fs0",))
     os.kill(brain.pid, signal.SIGHUP)

@@ -455,6 +455,8 @@ def _field_problem(key: str, values: list[Any], on: frozenset[str]) -> tuple[str
     the fix; None if every value can occur."""
     origin_fields = {f.name for f in fields(Origin)}
     kinds = sorted(on)
+    if not kinds:
+        return None  # 'on' names no known kind: that is the rule's problem, told once
     missing = [k for k in kinds if key not in _hints(k)]
     if key in origin_fields and missing:
         return (

@@ -31,6 +31,7 @@ __all__ = [
     "MAX_BODY",
     "MAX_TAG_BYTES",
     "ChApiClient",
+    "answer_json",
     "checked_info",
     "fs_config",
     "fs_devices",
@@ -193,7 +194,7 @@ class ChApiClient:
             raise ChUnreachable(self.api_socket, str(exc), errno=exc.errno) from None
         finally:
             conn.close()
-        return _answer(status, data, what)
+        return answer_json(status, data, what)
 
 
 def _read_body(response: http.client.HTTPResponse, what: str) -> bytes:
@@ -256,7 +257,9 @@ def _malformed(field: str, wanted: str, value: Any) -> ChError:
     return ChError(f"vm.info: {field} is not {wanted}: {shown}")
 
 
-def _answer(status: int, data: bytes, what: str) -> dict[str, Any]:
+def answer_json(status: int, data: bytes, what: str) -> dict[str, Any]:
+    """The JSON object of an answer's body (``{}`` when empty); ChApiError for a non-2xx
+    status, ChError for a body that is not a JSON object."""
     if not 200 <= status < 300:
         raise ChApiError(status, error_messages(data), data.decode("utf-8", "replace"))
     if not data.strip():
