@@ -20,6 +20,7 @@ from typing import NoReturn
 
 from healer import __version__
 from healer.cli_control import CONTROL_COMMANDS, add_control_commands, run_control
+from healer.cli_journal import add_journal_command, run_journal
 from healer.cli_replay import run_replay
 from healer.config import ConfigError, check_host, is_loopback, load_config
 from healer.engine.rules import describe
@@ -241,6 +242,7 @@ def _parser() -> argparse.ArgumentParser:
         help="wait at most this long for each fault to heal (default 30)",
     )
     add_control_commands(commands, config_help=config_help, examples=_examples)
+    add_journal_command(commands, examples=_examples)
     commands.add_parser(
         "kinds",
         help="list the event kinds healer emits",
@@ -318,6 +320,8 @@ def _run(args: argparse.Namespace) -> int:
         return command(args.config)
     if args.command in CONTROL_COMMANDS:
         return run_control(args)
+    if args.command == "journal":
+        return run_journal(args)
     if args.command == "demo":
         from healer.demo import run_demo  # noqa: PLC0415 - the live parts only here
 

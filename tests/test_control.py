@@ -234,3 +234,55 @@ def test_healer_heals_without_a_control_socket_it_cannot_bind(
         assert answer.returncode in (0, 1), answer.stderr
         assert orjson.loads(answer.stdout)["running"] is False  # read from the journal
     assert any(d.action is Action.RESPAWN for d in decisions(setup / "journal"))
+
+
+def test_healer_journal_follows_a_running_healer(setup: Path) -> None:
+    """`healer journal --follow` beside a running healer (which holds the journal's
+    lock): a kill of fs0's virtiofsd appears as its exit, the respawn decided and its
+    outcome, each once; `--share fs1` shows none of it."""
+    config = setup / "healer.toml"
+    rows: list[dict[str, Any]] = []
+    with running_watch(config) as watch:
+        wait_for(lambda: len(daemons(config)) == 2)
+        argv = ["journal", "--config", str(config), "--follow", "--format", "jsonl"]
+        with subprocess.Popen(
+            [sys.executable, "-m", "healer", *argv], stdout=subprocess.PIPE
+        ) as follow:
+            assert follow.stdout is not None
+            out = follow.stdout
+            os.set_blocking(out.fileno(), False)
+            pending = [b""]
+
+            def more() -> bool:
+                """Read what the follower printed; whether it printed anything yet."""
+                pending[0] += out.read() or b""
+                *complete, pending[0] = pending[0].split(b"\n")
+                rows.extend(orjson.loads(line) for line in complete)
+                return bool(rows)
+
+            def respawned() -> bool:
+                more()
+                return any(
+                    r["type"] == "outcome"
+                    and r["action"] == "respawn_virtiofsd"
+                    and r["status"] == "succeeded"
+                    for r in rows
+                )
+
+            try:
+                wait_for(more)  # its last rows came: it has read to the end
+                kill_serving_daemon(config, "fs0")
+                wait_for(respawned, limit_s=30)
+            finally:
+                follow.terminate()
+        assert watch.poll() is None
+    exits = [r for r in rows if r["type"] == "event" and r["kind"] == "VirtiofsdExited"]
+    assert [e["share"] for e in exits] == ["fs0"]
+    respawns = [r for r in rows if r["type"] == "decision" and r["action"] == "respawn_virtiofsd"]
+    assert len(respawns) == 1
+    seqs = [r["seq"] for r in rows]
+    assert seqs == sorted(set(seqs))  # in journal order, none twice
+    other = healer("journal", "--config", str(config), "--share", "fs1", "--format", "jsonl")
+    assert other.returncode == 0, other.stderr
+    about = {orjson.loads(line).get("share") for line in other.stdout.splitlines()}
+    assert "fs0" not in about

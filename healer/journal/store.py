@@ -25,6 +25,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -40,7 +41,14 @@ from healer.journal.records import (
     encode_snapshot,
 )
 
-__all__ = ["Journal", "JournalCorrupt", "Recovered", "read_records", "read_segment"]
+__all__ = [
+    "Journal",
+    "JournalCorrupt",
+    "JournalTail",
+    "Recovered",
+    "read_records",
+    "read_segment",
+]
 
 FSYNC_POLICIES = ("decisions", "always", "never")
 _SEGMENT = "segment-{:012d}.jsonl"
@@ -265,22 +273,92 @@ def read_segment(path: Path, *, last: bool) -> tuple[list[tuple[int, Record]], i
     records: list[tuple[int, Record]] = []
     for number, line in enumerate(lines, 1):
         try:
-            parsed = orjson.loads(line)
-            if not isinstance(parsed, dict) or not isinstance(parsed.get("seq"), int):
-                raise ValueError("not a journal record")
+            parsed = _line_object(line)
         except ValueError as exc:
             if last and number == len(lines) and not tail:
                 good_end -= len(line) + 1  # a torn write that happened to end in "\n"
                 tail = line
                 break
             raise JournalCorrupt(path, number, f"unreadable record: {exc}") from exc
-        try:
-            records.append((parsed["seq"], decode(parsed)))
-        except RecordError as exc:
-            raise JournalCorrupt(path, number, str(exc)) from exc
+        records.append(_decoded(path, number, parsed))
     if tail and not last:
         raise JournalCorrupt(path, len(lines) + 1, "a segment ends in a partial record")
     return records, good_end, len(data)
+
+
+def _line_object(line: bytes) -> dict[str, Any]:
+    """A journal line's JSON object; ValueError if the line is not one (a torn write)."""
+    parsed = orjson.loads(line)
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("seq"), int):
+        raise ValueError("not a journal record")
+    return parsed
+
+
+def _decoded(path: Path, number: int, parsed: dict[str, Any]) -> tuple[int, Record]:
+    try:
+        return parsed["seq"], decode(parsed)
+    except RecordError as exc:
+        raise JournalCorrupt(path, number, str(exc)) from exc
+
+
+class JournalTail:
+    """A journal directory read in order and then as it grows, changing nothing:
+    ``read()`` returns the complete records appended since the last call.
+
+    It follows the writer from segment to segment; a segment a snapshot removed is
+    skipped (its records were folded into the snapshot). A line not yet complete is
+    left for the next call, as is an unreadable last line of the newest segment (a
+    torn write that a restart of healer cuts off); an unreadable line before others
+    is :class:`JournalCorrupt`.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.segment: Path | None = None
+        self.offset = 0  # bytes of ``segment`` read
+        self.line = 0  # lines of ``segment`` read
+        self.seq = 0  # the last seq returned
+
+    def read(self) -> list[tuple[int, Record]]:
+        out: list[tuple[int, Record]] = []
+        while True:
+            segments = sorted(self.directory.glob("segment-*.jsonl"))
+            if self.segment not in segments:  # the first read, or removed by a snapshot
+                later = [s for s in segments if self.segment is None or s.name > self.segment.name]
+                if not later:
+                    return out
+                self.segment, self.offset, self.line = later[0], 0, 0
+            assert self.segment is not None  # noqa: S101 - for the type checker
+            newest = self.segment == segments[-1]
+            self._read_segment(self.segment, newest, out)
+            if newest:
+                return out
+            # The writer has moved on to a newer segment: this one is complete.
+            following = next(s for s in segments if s.name > self.segment.name)
+            self.segment, self.offset, self.line = following, 0, 0
+
+    def _read_segment(self, segment: Path, newest: bool, out: list[tuple[int, Record]]) -> None:
+        try:
+            with segment.open("rb") as file:
+                file.seek(self.offset)
+                data = file.read()
+        except FileNotFoundError:
+            return  # removed by a snapshot meanwhile
+        lines = data.split(b"\n")[:-1]  # the bytes after the last newline are not a record yet
+        for index, line in enumerate(lines):
+            number = self.line + 1
+            try:
+                parsed = _line_object(line)
+            except ValueError as exc:
+                if newest and index == len(lines) - 1:
+                    return  # a torn write ending in a newline: wait for the cut or more
+                raise JournalCorrupt(segment, number, f"unreadable record: {exc}") from exc
+            seq, record = _decoded(segment, number, parsed)
+            self.offset += len(line) + 1
+            self.line = number
+            if seq > self.seq:
+                self.seq = seq
+                out.append((seq, record))
 
 
 def read_records(path: Path) -> Iterator[Record]:
