@@ -41,7 +41,7 @@ _TIMING = re.compile(r"(guest_bind|remount|mount_tries) ([0-9.]+)")
 
 def first_after(rig: Rig, since: float, needle: str) -> tuple[float, str]:
     for at, line in list(rig.lines):
-        if at >= since and needle in line:
+        if at >= since and re.search(needle, line):
             return at, line
     msg = f"no healer line with {needle!r}"
     raise LookupError(msg)
@@ -56,7 +56,7 @@ def one_kill(rig: Rig, n: int) -> dict[str, float]:
     usable = time.monotonic()
     # the exit seen and the next daemon started (the loop starts it the moment the
     # holder reports the exit, before the decision's re-add runs)
-    started, _ = first_after(rig, killed, "started for share fs0")
+    started, _ = first_after(rig, killed, r"share fs0: virtiofsd \d+ started")
     readded, readd_line = first_after(rig, killed, "re-added fs0 through QMP")
     remounted, remount_line = first_after(rig, killed, "remounted fs0 in the guest")
     qmp = {k: float(v) for k, v in _DURATION.findall(readd_line)}

@@ -424,14 +424,15 @@ class HealerWatch(OneProcess):
         return (self.work / "watch.log").read_text(errors="replace").count(text)
 
     def _ready(self) -> None:
-        """``healer watch`` logs "watching" once every share is held and its daemon started."""
+        """``healer watch`` logs "started healer" once every share is held and its daemon
+        started."""
         brain = self.proc
         assert brain is not None
 
         def ready() -> bool:
             if brain.poll() is not None:
                 raise RuntimeError(f"healer watch exited {brain.returncode}: see {self.work}")
-            return self._logged("INFO watching ") >= self.starts
+            return self._logged("INFO started healer ") >= self.starts
 
         wait_until(ready, "healer watch ready")
 

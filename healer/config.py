@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from healer.holder.sockets import SHARED_DIRECTORY_FIX, shared_directory
+from healer.logline import LEVELS
 from healer.tomlspot import LocatedError, Problem, Spots, suggest
 
 __all__ = [
@@ -54,6 +55,7 @@ _HEALER = {
     "action_queue",
     "adopt_wait",
     "clock_skew",
+    "log_level",
     "runtime",
 }
 _SHARE = {
@@ -152,6 +154,7 @@ class Config:
     action_queue: int = 16  # slow actions waiting per share, beyond which they fail
     adopt_wait: float = 60.0  # seconds to wait for an adopted virtiofsd to come back
     clock_skew: float = 2.0  # seconds a line's own stamp may be ahead of its read time
+    log_level: str = "info"  # healer's own log lines: debug, info, warning, error
     runtime: str = ""  # the holder's directory ("": see runtime_dir)
 
 
@@ -307,6 +310,13 @@ def load_config(path: Path | str) -> Config:
             f"fsync {fsync!r} is unknown",
             'one of "decisions", "always", "never"',
         )
+    log_level = healer.get("log_level", "info")
+    if log_level not in LEVELS:
+        check.bad(
+            ("healer", "log_level"),
+            f"log_level {log_level!r} is unknown",
+            'one of "debug", "info" (the default), "warning", "error"',
+        )
     notify = healer.get("notify", "inotify")
     if notify not in ("watchfiles", "inotify"):
         check.bad(
@@ -353,6 +363,7 @@ def load_config(path: Path | str) -> Config:
         action_queue=int(limits["action_queue"]),
         adopt_wait=float(limits["adopt_wait"]),
         clock_skew=float(limits["clock_skew"]),
+        log_level=str(log_level),
         runtime=runtime or "",
     )
 

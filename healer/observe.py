@@ -55,10 +55,13 @@ class Observer(Protocol):
     def action_started(self, decision: Decision) -> None:
         """A decided action starts (its ``started`` record is durable)."""
 
-    def action_finished(self, decision: Decision, status: str, seconds: float | None) -> None:
+    def action_finished(
+        self, decision: Decision, status: str, seconds: float | None, detail: str = ""
+    ) -> None:
         """An action ended: succeeded, failed, timed_out, closed or would_run (replay).
 
-        ``seconds`` is how long it ran, when it was started in this process.
+        ``seconds`` is how long it ran, when it was started in this process; ``detail``
+        says why, in words (the journal's outcome detail).
         """
 
     def state(self, state: EngineState, at: float) -> None:
@@ -101,7 +104,9 @@ class NullObserver:
     def action_started(self, decision: Decision) -> None:
         pass
 
-    def action_finished(self, decision: Decision, status: str, seconds: float | None) -> None:
+    def action_finished(
+        self, decision: Decision, status: str, seconds: float | None, detail: str = ""
+    ) -> None:
         pass
 
     def state(self, state: EngineState, at: float) -> None:
@@ -160,9 +165,11 @@ class FanOut:
         for o in self.observers:
             o.action_started(decision)
 
-    def action_finished(self, decision: Decision, status: str, seconds: float | None) -> None:
+    def action_finished(
+        self, decision: Decision, status: str, seconds: float | None, detail: str = ""
+    ) -> None:
         for o in self.observers:
-            o.action_finished(decision, status, seconds)
+            o.action_finished(decision, status, seconds, detail)
 
     def state(self, state: EngineState, at: float) -> None:
         for o in self.observers:
@@ -186,10 +193,38 @@ class FanOut:
 
 
 class LoggingObserver(NullObserver):
-    """Logs what an operator reading the journal of the service wants to see."""
+    """Logs what an operator reading the service's log wants to see: one line per
+    thing that matters (a decision with its rule and cause, an outcome with its
+    reason, a phase change; a daemon's death and its stderr's tail are told by the
+    loop, healer/live/loop.py), never one per log line read."""
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.log = logger or logging.getLogger("healer")
+
+    def decision(self, decision: Decision) -> None:
+        cause = decision.cause
+        why = f"on {cause.kind} at {cause.source}:{cause.line}" if cause else "on a timer"
+        wait = decision.not_before - decision.time
+        later = f" in {wait:.3f} s" if wait > 0 else ""
+        if decision.suppressed is not None:
+            self.log.info(
+                "share %s: %s not run (rule %s, %s): %s",
+                decision.share,
+                decision.action,
+                decision.rule,
+                why,
+                decision.suppressed,
+            )
+            return
+        self.log.info(
+            "share %s: decided %s%s (rule %s, %s; %s)",
+            decision.share,
+            decision.action,
+            later,
+            decision.rule,
+            why,
+            decision.key,
+        )
 
     def transition(self, transition: Transition) -> None:
         self.log.info(
@@ -201,12 +236,25 @@ class LoggingObserver(NullObserver):
             transition.incident,
         )
 
-    def action_finished(self, decision: Decision, status: str, seconds: float | None) -> None:
-        if status in ("failed", "timed_out"):
-            self.log.warning("%s %s: %s", decision.action, decision.key, status)
+    def action_finished(
+        self, decision: Decision, status: str, seconds: float | None, detail: str = ""
+    ) -> None:
+        took = f" in {seconds:.3f} s" if seconds is not None else ""
+        reason = f": {detail}" if detail else ""
+        level = logging.WARNING if status in ("failed", "timed_out") else logging.INFO
+        self.log.log(
+            level,
+            "share %s: %s %s%s%s (%s)",
+            decision.share,
+            decision.action,
+            status,
+            took,
+            reason,
+            decision.key,
+        )
 
     def virtiofsd_started(self, share: str, pid: int) -> None:
-        self.log.info("virtiofsd %d started for share %s", pid, share)
+        self.log.info("share %s: virtiofsd %d started", share, pid)
 
     def journal_failed(self, error: OSError) -> None:
         self.log.error("the journal cannot be written: %s", error)

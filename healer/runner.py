@@ -398,7 +398,7 @@ class Runner:
         self._outcome(decision, status, detail)
 
     def _outcome(self, decision: Decision, status: Status, detail: str) -> None:
-        self._observe_outcome(decision, status)
+        self._observe_outcome(decision, status, detail)
         if status in FINAL:
             self.last_outcome[decision.share] = (decision, status, detail)
             self.open.pop(decision.key, None)
@@ -485,14 +485,14 @@ class Runner:
     def _observe_state(self) -> None:
         self.observer.state(self.state, self.now() if self.now is not None else self.state.clock)
 
-    def _observe_outcome(self, decision: Decision, status: Status) -> None:
+    def _observe_outcome(self, decision: Decision, status: Status, detail: str = "") -> None:
         if status == Status.STARTED:
             self._started_at[decision.key] = time.monotonic()
             self.observer.action_started(decision)
         elif status in FINAL:
             began = self._started_at.pop(decision.key, None)
             took = None if began is None else time.monotonic() - began
-            self.observer.action_finished(decision, status, took)
+            self.observer.action_finished(decision, status, took, detail)
 
     def _maybe_snapshot(self) -> None:
         if self._since_snapshot >= self.snapshot_every and not self.degraded:

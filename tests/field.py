@@ -114,7 +114,7 @@ class Field:
         return start_watch(self.config, self.log)
 
     def watching(self) -> int:
-        return self.log.read_text(errors="replace").count(" watching 1 share(s)")
+        return self.log.read_text(errors="replace").count("INFO started healer ")
 
     def records(self) -> list[Record]:
         return journal_records(self.journal)

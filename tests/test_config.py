@@ -207,6 +207,7 @@ def test_check_reports_a_bad_configuration_with_exit_4(tmp_path: Path) -> None:
         ("action_queue = true", "action_queue = True is not an integer"),
         ('adopt_wait = "1m"', "adopt_wait = '1m' is not a number in [0.1, 3600.0]"),
         ("clock_skew = -1", "clock_skew = -1 is not a number in [0.0, 86400.0]"),
+        ('log_level = "loud"', "log_level 'loud' is unknown"),
     ],
 )
 def test_limits_are_bounded_numbers(tmp_path: Path, setting: str, message: str) -> None:

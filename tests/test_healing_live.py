@@ -327,7 +327,7 @@ def test_a_restarted_healer_learns_the_vmms_device_ids_from_vm_info(
         running.brain.wait(timeout=30)
         healer_log = running.root / "healer.log"
         running.brain = start_watch(running.config, healer_log)
-        wait_for(lambda: healer_log.read_text().count("watching 2 share(s)") == 2)
+        wait_for(lambda: healer_log.read_text().count("INFO started healer ") == 2)
         assert "the VMM lists 2 fs device(s), 2 of them this configuration's" in (
             healer_log.read_text()
         )

@@ -148,7 +148,7 @@ def test_healer_killed_while_a_vmm_is_served_drops_no_session_and_refuses_nothin
         assert vmm.get_features() > 0  # the session is the same one
         assert exists(daemon)
         healer.start()
-        wait_for(lambda: "watching 1 share(s)" in healer.log())
+        wait_for(lambda: "INFO started healer " in healer.log())
     assert probes.refused == 0
     assert probes.accepted > 0
     assert healer.daemon() == daemon  # taken over, not started again
@@ -183,7 +183,7 @@ def test_a_second_healer_on_the_same_journal_is_refused_and_touches_nothing(
     daemon = ready(healer)
     sock = short_dir / "fs0.sock"
     inode = sock.stat().st_ino
-    wait_for(lambda: "watching 1 share(s)" in healer.log())
+    wait_for(lambda: "INFO started healer " in healer.log())
     # the daemon's own "waiting for a connection" line, journaled: nothing more is due
     wait_for(lambda: _journaled(healer.journal, "VirtiofsdListening"), 30)
     segments = settled(healer.journal)

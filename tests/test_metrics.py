@@ -65,7 +65,9 @@ class Recorder(NullObserver):
     def transition(self, transition: Transition) -> None:
         self.calls.append(("transition", (transition.before, transition.after)))
 
-    def action_finished(self, decision: Decision, status: str, seconds: float | None) -> None:
+    def action_finished(
+        self, decision: Decision, status: str, seconds: float | None, detail: str = ""
+    ) -> None:
         self.calls.append(("finished", (decision.action, status)))
 
 

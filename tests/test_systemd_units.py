@@ -10,6 +10,7 @@ reconnect loop while it happens. Select with ``-m systemd``; waits are bounded.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +66,34 @@ def daemons(container: Container) -> list[str]:
     """The virtiofsd processes of the holder's unit (``systemctl status`` lists them)."""
     status = container.status("healer-holder.service")
     return sorted(set(re.findall(r"[├└]─\s*(\d+) \S*(?:virtiofsd|ld-linux)", status)))
+
+
+def kill_a_daemon(container: Container) -> str:
+    """SIGKILL the holder's virtiofsd; its pid. (The C daemon ends and is respawned
+    when a front end leaves, so the pid listed may be gone by the kill: look again.)"""
+    listed: list[list[str]] = []
+
+    def found() -> bool:
+        listed.append(daemons(container))
+        return bool(listed[-1])
+
+    for _ in range(10):
+        container.wait(found, "a virtiofsd listed")
+        pid = listed[-1][0]
+        if container.run("kill", "-KILL", pid, check=False).returncode == 0:
+            return pid
+    raise AssertionError("no virtiofsd stayed long enough to be killed")
+
+
+def journald_lines(container: Container, unit: str) -> dict[str, str]:
+    """What the unit's processes wrote, as journald stored it: message -> PRIORITY."""
+    out = container.run("journalctl", "--no-pager", "-o", "json", "-u", unit, "_TRANSPORT=stdout")
+    lines = {}
+    for text in out.stdout.splitlines():
+        entry = json.loads(text)
+        if isinstance(entry.get("MESSAGE"), str):
+            lines[entry["MESSAGE"]] = entry.get("PRIORITY", "")
+    return lines
 
 
 def test_restart_kill_reload_and_stop_under_systemd(
@@ -128,7 +157,26 @@ def test_restart_kill_reload_and_stop_under_systemd(
     assert main_pid(container, "healer.service") == pid
     vmm.close()
 
-    # 5. systemctl stop healer-holder: everything ends (healer.service with it)
+    # 5. a virtiofsd killed: healer's lines in journald carry their priority, no stamp
+    killed = kill_a_daemon(container)
+    container.wait_journal("healer.service", "respawn_virtiofsd succeeded", LIMIT_S)
+    priorities = journald_lines(container, "healer.service")
+    started = [m for m in priorities if m.startswith("started healer ")]
+    assert started, priorities
+    assert {priorities[m] for m in started} == {"6"}
+    exited = [
+        m for m in priorities if re.fullmatch(rf"share fs0: virtiofsd {killed} .*exited.*", m)
+    ]
+    assert [priorities[m] for m in exited] == ["4"], priorities
+    decided = [m for m in priorities if m.startswith("share fs0: decided respawn_virtiofsd")]
+    assert decided, priorities  # (the C daemon also ends when our front end leaves)
+    assert {priorities[m] for m in decided} == {"6"}
+    for message in priorities:  # journald has the time and pid: the line carries neither
+        assert not re.match(r"<\d>|\d{4}-\d\d-\d\dT|healer\[", message), message
+    held = journald_lines(container, "healer-holder.service")
+    assert any(m.startswith("started virtiofsd") and p == "6" for m, p in held.items()), held
+
+    # 6. systemctl stop healer-holder: everything ends (healer.service with it)
     container.systemctl("stop", "healer-holder.service")
     for unit in ("healer-holder.service", "healer.service"):
         assert container.prop(unit, "ActiveState") == "inactive"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import fcntl
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -32,7 +33,7 @@ def _lock(directory: Path) -> int | None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         other = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        say(f"holder already running: pid {other or '?'}")
+        say(f"holder already running: pid {other or '?'}", logging.ERROR)
         os.close(fd)
         return None
     os.ftruncate(fd, 0)

@@ -26,6 +26,7 @@ kills it at once and tells the daemon's exit only once it is gone (at most
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import selectors
 import signal
@@ -34,6 +35,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,7 @@ from healer.holder import protocol as p
 from healer.holder.errors import Refused
 from healer.holder.sockets import bind, bound_to, file_inode, peer
 from healer.holder.state import Daemon, Share, Store, start_time
+from healer.logline import format_line, journal_is
 from healer.supervise.held import bind_private
 from healer.supervise.process import children
 from healer.systemd import Notifier, listen_fds
@@ -67,9 +70,21 @@ class _Settling:
     deadline: float
 
 
-def say(text: str) -> None:
-    """One line to stderr (journald under systemd), named by the holder's pid."""
-    print(f"healer-holder[{os.getpid()}]: {text}", file=sys.stderr, flush=True)
+_TO_JOURNAL = journal_is(sys.stderr, os.environ)
+
+
+def say(text: str, level: int = logging.INFO) -> None:
+    """One line to stderr: for journald under systemd (a priority prefix), else with
+    its time, the holder's name and pid (healer/logline.py)."""
+    line = format_line(
+        level,
+        text,
+        name="healer-holder",
+        pid=os.getpid(),
+        journald=_TO_JOURNAL,
+        at=datetime.now(UTC),
+    )
+    print(line, file=sys.stderr, flush=True)
 
 
 class Holder:
@@ -241,7 +256,10 @@ class Holder:
             if settling.leftovers and now < settling.deadline:
                 continue
             for pid in settling.leftovers:
-                say(f"process {pid} outlived virtiofsd {settling.daemon.pid} (killed)")
+                say(
+                    f"process {pid} outlived virtiofsd {settling.daemon.pid} (killed)",
+                    logging.WARNING,
+                )
             self._outlived |= settling.leftovers
             self.settling.remove(settling)
             share, daemon = settling.share, settling.daemon
@@ -299,7 +317,7 @@ class Holder:
             with contextlib.suppress(OSError):
                 p.send(conn, p.Failed(0, refusal))
             conn.close()
-            say(f"refused a connection from pid {pid}: {refusal}")
+            say(f"refused a connection from pid {pid}: {refusal}", logging.WARNING)
             return
         conn.setblocking(True)
         conn.settimeout(5.0)  # a brain that stops reading must not hold the holder
@@ -341,7 +359,7 @@ class Holder:
         except Refused as exc:
             reply, out = p.Failed(message.id if message is not None else 0, str(exc)), []
         except Exception as exc:  # a bug handling one request must not stop the data path
-            say(f"error handling a request: {type(exc).__name__}: {exc}")
+            say(f"error handling a request: {type(exc).__name__}: {exc}", logging.WARNING)
             reply, out = p.Failed(p.peek_id(data) or 0, f"{type(exc).__name__}: {exc}"), []
         finally:
             for fd in fds:  # descriptors a request brought are ours only as dups
@@ -443,7 +461,7 @@ class Holder:
             self.stderr.mkdir(mode=0o700, exist_ok=True)
             err = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:  # its stderr is not worth an unserved share
-            say(f"stderr of {m.share} goes nowhere: {path}: {exc.strerror}")
+            say(f"stderr of {m.share} goes nowhere: {path}: {exc.strerror}", logging.WARNING)
             err = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
             path = Path(os.devnull)
         listener = os.dup(share.listener.fileno())

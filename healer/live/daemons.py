@@ -246,14 +246,15 @@ class DaemonTable:
         daemon = self.current.get(message.share)
         if daemon is not None and daemon.generation == message.generation:
             daemon.alive = False
+        lines = []
         if self.feed is not None:  # its own last lines are decided on first
-            self.feed.ended(message.share, message.generation)
+            lines = self.feed.ended(message.share, message.generation)
         waiting = self.restarts.get(message.share)
         key = None
         if waiting is not None and waiting[0] == message.generation:
             key = waiting[1]
             del self.restarts[message.share]
-        return self._exited(message), key
+        return self._exited(message, lines), key
 
     def overdue(self) -> list[tuple[str, str]]:
         """Respawns whose daemon kept its client after all: (share, key) to complete."""
@@ -304,14 +305,13 @@ class DaemonTable:
             served=served,
         )
 
-    def _exited(self, message: DaemonGone) -> Event:
+    def _exited(self, message: DaemonGone, lines: list[bytes]) -> Event:
         if not message.known:
             detail = "exit status unknown: not healer's child"
         elif message.signal is not None:
             detail = f"killed by {message.signal}"
         else:
             detail = f"exit status {message.code}"
-        lines = self.feed.last_lines(message.share, message.generation) if self.feed else []
         return VirtiofsdExited(
             time=datetime.fromtimestamp(message.at, UTC),
             source=daemon_stream(message.share),

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 TICK_S = 1.0  # the safety net: logs are polled and timers looked at at least this often
 ADOPT_LOOK_S = 0.1  # how often an adopted share without a daemon is looked for
+TAIL_LINES = 5  # of a dead daemon's stderr, logged with its exit
+TAIL_WIDTH = 300  # characters of each of those lines
 
 
 class Loop:
@@ -183,7 +185,9 @@ class Loop:
             else:
                 self.runner.complete(waiting, Status.FAILED, failed)
         level = logging.INFO if message.signal is None and message.code == 0 else logging.WARNING
-        log.log(level, "%s", exited.message)
+        log.log(level, "share %s: %s", message.share, exited.message)
+        for line in exited.raw.splitlines()[-TAIL_LINES:]:  # what it said last
+            log.log(level, "share %s: virtiofsd said: %s", message.share, line[:TAIL_WIDTH])
         self.runner.ingest([exited], stream=exited.source)
         if self.ack is not None:
             self.ack(message.share, message.generation)

@@ -19,6 +19,7 @@ from healer.config import Config, ConfigError, ShareConfig, load_config
 from healer.engine import Engine, RuleSet
 from healer.engine.rules import RulesError
 from healer.holder.client import HolderError
+from healer.logline import LEVELS
 from healer.rulefiles import default_rules_dir, load_rules
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ class Reloader:
         from healer.live.watchdog import share_keys, tailed_logs  # noqa: PLC0415 - a cycle
 
         watchdog.keys = watchdog.logs.keys = share_keys(config)
+        logging.getLogger("healer").setLevel(LEVELS[config.log_level])
         watchdog.logs.clock_skew = config.clock_skew  # for the parsers made from now on
         if watchdog.feed is not None:
             watchdog.feed.clock_skew = config.clock_skew

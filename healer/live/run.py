@@ -23,6 +23,7 @@ from healer.holder.client import HolderClient, HolderError
 from healer.journal.lock import lock_holder
 from healer.live.messages import Wake
 from healer.live.watchdog import Watchdog, holder_dir
+from healer.logline import configure
 from healer.rulefiles import default_rules_dir, load_rules
 
 __all__ = ["IGNORED_SIGNALS", "hold", "stop", "stop_holder", "watch"]
@@ -30,15 +31,13 @@ __all__ = ["IGNORED_SIGNALS", "hold", "stop", "stop_holder", "watch"]
 log = logging.getLogger("healer")
 
 IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE)
-LOG_FORMAT = "healer[%(process)d]: %(levelname)s %(message)s"
 
 
 def watch(path: str) -> int:
     """Load and check everything first; only a valid setup starts supervising."""
     config = load_config(path)
     rules = load_rules(config.rules or default_rules_dir())
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # one line per change otherwise
+    configure(config.log_level)  # for journald when stderr is the journal (logline.py)
     stop, reload = threading.Event(), threading.Event()
     watchdog = Watchdog(config, rules)
 

@@ -141,19 +141,17 @@ class StderrFeed:
             if spool.ended:
                 self._finish(spool)
 
-    def ended(self, share: str, generation: int, *, limit: int = BLOCK) -> None:
+    def ended(self, share: str, generation: int, *, limit: int = BLOCK) -> list[bytes]:
         """The daemon is gone: read its file (up to ``limit`` now, the rest later) before
-        its exit is decided on, so its own last lines come first."""
+        its exit is decided on, so its own last lines come first. Returns the last lines
+        read (at most KEEP_LINES), for its exit report."""
         spool = self.spools.get((share, generation))
         if spool is None:
-            return
+            return []
         spool.ended = True
         self._read(spool, limit)
-        self._finish(spool)
-
-    def last_lines(self, share: str, generation: int) -> list[bytes]:
-        spool = self.spools.get((share, generation))
-        return list(spool.last) if spool is not None else []
+        self._finish(spool)  # (which lets the spool go once its file is read)
+        return list(spool.last)
 
     def _read(self, spool: _Spool, limit: int) -> None:
         try:

@@ -38,6 +38,7 @@ from healer.actions.live import LiveActions
 from healer.actions.workers import ShareWorkers
 from healer.config import Config, SourceConfig, runtime_dir
 from healer.engine import Engine, Phase, RuleSet, Status
+from healer.events import Event
 from healer.holder.client import HolderClient, HolderError
 from healer.journal import Journal, JournalLock, StartRecord
 from healer.live.control import CONTROL_SOCKET, ControlServer, Peer, wait_answer
@@ -243,11 +244,34 @@ class Watchdog:
         self.ready.set()
         self.notifier.ready(self.status_line())
         log.info(
-            "watching %d share(s) with journal %s (holder pid %s)",
-            len(self.config.shares),
+            "started healer %s (pid %d): config %s (digest %s), rules %s; journal %s at seq %d; "
+            "holder pid %s; %s",
+            __version__,
+            os.getpid(),
+            self.config.file,
+            config_digest(self.config),
+            self.runner.engine.rules.digest,
             self.config.journal,
+            self.journal.seq,
             self.holder.state.holder_pid if self.holder is not None else "-",
+            self._daemons_line(adopted),
         )
+
+    def _daemons_line(self, adopted: list[Event]) -> str:
+        """Per share, whether its virtiofsd was adopted from the holder or started now."""
+        taken = {e.share for e in adopted}
+        parts = []
+        for share in self.config.shares:
+            daemon = self.daemons.current.get(share.name)
+            if share.mode != "supervise":
+                parts.append(f"{share.name} adopted from its launcher (mode adopt)")
+            elif daemon is None:
+                parts.append(f"{share.name} not running")
+            else:
+                how = "adopted" if share.name in taken else "started"
+                generation = daemon.generation
+                parts.append(f"{share.name} {how} pid {daemon.pid} (generation {generation})")
+        return f"{len(parts)} share(s): " + ", ".join(parts)
 
     def _learn_devices(self) -> None:
         """The fs devices cloud-hypervisor has (``vm.info``), so that a line naming only

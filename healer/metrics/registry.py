@@ -304,7 +304,9 @@ class HealerMetrics:
     def action_started(self, decision: Decision) -> None:
         self._child(self.actions, decision.action, self.label(decision.share)).inc()
 
-    def action_finished(self, decision: Decision, status: str, seconds: float | None) -> None:
+    def action_finished(
+        self, decision: Decision, status: str, seconds: float | None, detail: str = ""
+    ) -> None:
         share = self.label(decision.share)
         if status == "would_run":  # a replay: what would have been attempted
             self._child(self.actions, decision.action, share).inc()

@@ -127,5 +127,5 @@ class AsRecorded:
             if status == Status.STARTED:
                 self.observer.action_started(decision)
             elif final:
-                self.observer.action_finished(decision, status, None)
+                self.observer.action_finished(decision, status, None, detail)
         return Outcome(key, status, detail, decision)
