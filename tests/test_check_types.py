@@ -260,3 +260,10 @@ def test_a_where_under_an_unknown_kind_is_told_once_not_raised() -> None:
         3,
         "unknown event kind 'Bogus'",
     )
+    # and a table where a value belongs (TypeError: unhashable, found the same way)
+    with pytest.raises(RulesError) as caught:
+        compile_rules([("r.toml", text + '[rule.where]\nreason = { s = ["x"] }\n')])
+    assert [p.message for p in caught.value.problems] == [
+        "unknown event kind 'Bogus'",
+        "reason must be a value or a list of values",
+    ]

@@ -455,8 +455,6 @@ def _field_problem(key: str, values: list[Any], on: frozenset[str]) -> tuple[str
     the fix; None if every value can occur."""
     origin_fields = {f.name for f in fields(Origin)}
     kinds = sorted(on)
-    if not kinds:
-        return None  # 'on' names no known kind: that is the rule's problem, told once
     missing = [k for k in kinds if key not in _hints(k)]
     if key in origin_fields and missing:
         return (
@@ -473,6 +471,8 @@ def _field_problem(key: str, values: list[Any], on: frozenset[str]) -> tuple[str
             f"{key} must be a value or a list of values",
             'e.g. ["ConnectionRefused", "NotFound"]',
         )
+    if not kinds:
+        return None  # 'on' names no known kind: that is the rule's problem, told once
     scalars = {k: _scalars(_hints(k)[key]) for k in kinds}
     unmatchable = [k for k, s in scalars.items() if s is None]
     if unmatchable:
