@@ -24,6 +24,7 @@ from healer.tomlspot import LocatedError, Problem, Spots, suggest
 
 __all__ = [
     "PLACEHOLDERS",
+    "AlertConfig",
     "Config",
     "ConfigError",
     "GuestConfig",
@@ -43,7 +44,8 @@ PLACEHOLDERS = frozenset({"fd", "shared_dir", "socket", "tag", "mount_point", "a
 _IDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
-_TOP = {"healer", "share", "vmm", "guest", "source"}
+_TOP = {"healer", "share", "vmm", "guest", "source", "alert"}
+_ALERT = {"command", "timeout"}
 _HEALER = {
     "journal",
     "rules",
@@ -126,6 +128,15 @@ class GuestConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertConfig:
+    """Who hears of a ``notify``: an argv run with the alert as JSON on its standard
+    input, killed after ``timeout`` seconds."""
+
+    command: tuple[str, ...]
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class SourceConfig:
     """A log healer tails; ``trust = "guest"`` when the guest can write into it (a
     serial console file, a VMM log that carries the guest's console)."""
@@ -145,6 +156,7 @@ class Config:
     sources: tuple[SourceConfig, ...] = ()
     vmm: VmmConfig | None = None
     guest: GuestConfig | None = None
+    alert: AlertConfig | None = None
     rules: str | None = None
     metrics: str = "127.0.0.1:9464"  # "" when metrics = "off"
     fsync: str = "decisions"
@@ -337,6 +349,7 @@ def load_config(path: Path | str) -> Config:
     sources = _sources(check, data.get("source", []))
     vmm = _vmm(check, data["vmm"]) if "vmm" in data else None
     guest = _guest(check, data["guest"]) if "guest" in data else None
+    alert = _alert(check, data["alert"]) if "alert" in data else None
     if guest is not None and guest.transport == "serial":
         for index, share in enumerate(shares):
             if share.mount_point and not _SAFE_PATH.match(share.mount_point):
@@ -354,6 +367,7 @@ def load_config(path: Path | str) -> Config:
         sources=sources,
         vmm=vmm,
         guest=guest,
+        alert=alert,
         rules=rules,
         metrics=metrics,
         fsync=str(fsync),
@@ -453,7 +467,11 @@ def _program_fix(program: str) -> str:
 
 
 def _number(
-    check: _Check, table: dict[str, Any], key: str, bounds: tuple[float, float, float]
+    check: _Check,
+    table: dict[str, Any],
+    key: str,
+    bounds: tuple[float, float, float],
+    path: tuple[str | int, ...] = ("healer",),
 ) -> float:
     """A bounded number, ``bounds`` = (default, low, high); an integer where the default is."""
     default, low, high = bounds
@@ -462,7 +480,7 @@ def _number(
     kinds = (int,) if whole else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
         kind = "an integer" if whole else "a number"
-        check.bad(("healer", key), f"{key} = {value!r} is not {kind} in [{low}, {high}]",
+        check.bad((*path, key), f"{key} = {value!r} is not {kind} in [{low}, {high}]",
                   f"e.g. {key} = {default}")  # fmt: skip
         return default
     return value
@@ -660,6 +678,25 @@ def _qemu(check: _Check, raw: dict[str, Any]) -> VmmConfig | None:
         on_stuck=on_stuck or "notify",
         device_del_timeout_s=float(timeout),
     )
+
+
+def _alert(check: _Check, raw: Any) -> AlertConfig | None:
+    if not isinstance(raw, dict):
+        check.bad(("alert",), "alert must be a table", "write one [alert] table")
+        return None
+    check.keys(raw, _ALERT, ("alert",))
+    command = check.argv(raw, "command", ("alert",))
+    if not command and isinstance(raw.get("command"), list | str):
+        return None  # not an argv: told by check.argv
+    if not command or not command[0].startswith("/"):
+        check.bad(
+            ("alert", "command"),
+            "command must be an argv whose program is an absolute path (no PATH search)",
+            'e.g. command = ["/usr/local/bin/page-oncall", "--team", "storage"]',
+        )
+        return None
+    timeout = float(_number(check, raw, "timeout", (10.0, 0.1, 300.0), ("alert",)))
+    return AlertConfig(command, timeout)
 
 
 def _guest(check: _Check, raw: Any) -> GuestConfig | None:

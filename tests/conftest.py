@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -175,7 +176,7 @@ def virtiofsd(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     return found
 
 
-def _required(program: str, package: str) -> str:
+def required_program(program: str, package: str) -> str:
     """An installed program; missing it skips, or fails under CI=true (no silent skips)."""
     found = shutil.which(program)
     if found is None:
@@ -188,13 +189,13 @@ def _required(program: str, package: str) -> str:
 @pytest.fixture
 def promtool() -> str:
     """Prometheus' promtool (Debian package prometheus)."""
-    return _required("promtool", "prometheus")
+    return required_program("promtool", "prometheus")
 
 
 @pytest.fixture
 def prometheus() -> str:
     """The Prometheus server (Debian package prometheus)."""
-    return _required("prometheus", "prometheus")
+    return required_program("prometheus", "prometheus")
 
 
 RUN_MARK = "HEALER_TEST_RUN"
@@ -252,3 +253,13 @@ def no_holder_left_behind(this_run: str) -> Iterator[None]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         pytest.fail(f"holder(s) left running by this module: {sorted(left)}")
+
+
+def end_child(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a server the test started (by its pid): SIGTERM, then SIGKILL after 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)

@@ -51,6 +51,13 @@ def _config(d: Path, journal: str) -> str:
     return _file(d / "healer.toml", text.encode())
 
 
+def _journal(d: Path) -> str:
+    """A journal directory with one (empty) segment."""
+    (d / "j").mkdir()
+    _file(d / "j" / "segment-000000000001.jsonl", b"")
+    return str(d / "j")
+
+
 BINARY_CONFIG = b"\xff\xfe[healer]\n"
 BROKEN_TOML = b"[healer\njournal = 1\n"
 
@@ -270,6 +277,28 @@ CASES: dict[str, list[Case]] = {
             INPUT,
             "no healer runs",
         ),
+    ],
+    "journal": [
+        Case("no journal named", lambda d: ["journal"], USAGE, "--config --journal"),
+        Case(
+            "missing config", lambda d: ["journal", "--config", str(d / "no.toml")], CONFIG, "read"
+        ),
+        Case(
+            "missing journal",
+            lambda d: ["journal", "--journal", str(d / "none")],
+            INPUT,
+            "no such journal",
+        ),
+        Case(
+            "no segments", lambda d: ["journal", "--journal", str(d)], INPUT, "no journal segments"
+        ),
+        Case(
+            "since not a time",
+            lambda d: ["journal", "--journal", _journal(d), "--since", "teatime"],
+            INPUT,
+            "--since 'teatime' is not a time",
+        ),
+        Case("lines not a number", lambda d: ["journal", "--lines", "x"], USAGE, "invalid int"),
     ],
 }
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import wait_for
+from conftest import end_child, wait_for
 from rulepatch import patch_text
 from watching import kill_serving_daemon, running_watch, serving
 
@@ -102,12 +102,7 @@ def prom(prometheus: str, tmp_path: Path, healer_port: int) -> Iterator[PromServ
         assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()
         yield server
     finally:
-        proc.terminate()  # our own child, by its pid
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
+        end_child(proc)
         log.close()
 
 

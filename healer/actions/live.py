@@ -21,11 +21,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Protocol
 
+from healer.actions.alert import alert_document, send_alert
 from healer.actions.guest import GuestRemount, RemountFailed
 from healer.actions.qemu import QemuReadd
 from healer.actions.serial import SerialConsole, SerialRemount
 from healer.actions.workers import ShareWorkers, Work
-from healer.config import GuestConfig, ShareConfig, VmmConfig
+from healer.config import AlertConfig, GuestConfig, ShareConfig, VmmConfig
 from healer.engine import Decision
 from healer.engine.model import Status
 from healer.events import Event
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 
 RESPAWNS = frozenset({"respawn_virtiofsd", "ensure_virtiofsd"})
 ALERTS = frozenset({"notify", "open_circuit"})
+ALERT_LANE = "(alerts)"  # the worker alerts run on: no share is named so
 
 
 class Daemons(Protocol):
@@ -95,6 +97,8 @@ class LiveActions:
         *,
         vmm: VmmConfig | None = None,
         guest: GuestConfig | None = None,
+        alert: AlertConfig | None = None,
+        config_file: str = "",
         adopt_wait_s: float = 60.0,
         report: Callable[[Event], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -103,6 +107,8 @@ class LiveActions:
         self.shares = {share.name: share for share in shares}
         self.vmm = vmm
         self.guest = guest
+        self.alert = alert
+        self.config_file = config_file
         self.daemons = daemons
         self.workers = workers
         self.report = report or (lambda event: None)
@@ -122,7 +128,15 @@ class LiveActions:
         action = decision.action
         if action in ALERTS:
             log.warning("%s for share %s (rule %s)", action, decision.share, decision.rule)
-            return Status.SUCCEEDED
+            alert = self.alert
+            if action != "notify":  # an opened circuit: its rule notifies as well
+                return Status.SUCCEEDED
+            if alert is None:
+                return Status.SUCCEEDED, "logged only: no [alert] command configured"
+            document = alert_document(decision, config=self.config_file)
+            if self.workers.submit(ALERT_LANE, decision.key, lambda: send_alert(alert, document)):
+                return None
+            return Status.FAILED, "too many alerts queued"
         share = self.share_for(decision)
         if share is None:
             log.error("no configured share %r for %s", decision.share, action)

@@ -84,6 +84,7 @@ class Reloader:
             self._add(after[name])
         watchdog.actions.shares = dict(after)
         watchdog.actions.vmm, watchdog.actions.guest = config.vmm, config.guest
+        watchdog.actions.alert = config.alert
         watchdog.actions.qemu.clear()
         watchdog.config = config
         from healer.live.watchdog import share_keys, tailed_logs  # noqa: PLC0415 - a cycle

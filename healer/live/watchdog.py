@@ -164,6 +164,8 @@ class Watchdog:
             self.workers,
             vmm=config.vmm,
             guest=config.guest,
+            alert=config.alert,
+            config_file=config.file,
             adopt_wait_s=config.adopt_wait,
             report=lambda event: self._post(ActionReport(self.keys.resolve(event))),
         )

@@ -12,7 +12,7 @@ import os
 import selectors
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
@@ -40,11 +40,17 @@ def run_captured(
     timeout_s: float,
     stdin: bytes = b"",
     max_bytes: int = MAX_OUTPUT,
+    env: Mapping[str, str] | None = None,
 ) -> Captured:
-    """Run ``argv`` (no shell) to its end; raises ``subprocess.TimeoutExpired`` (the
-    child killed and reaped) after ``timeout_s``, ``OSError`` when it cannot start."""
+    """Run ``argv`` (no shell) to its end, in ``env`` (default: healer's own); raises
+    ``subprocess.TimeoutExpired`` (the child killed and reaped) after ``timeout_s``,
+    ``OSError`` when it cannot start."""
     proc = subprocess.Popen(
-        list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        list(argv),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=None if env is None else dict(env),
     )
     feed, stdout, stderr = proc.stdin, proc.stdout, proc.stderr
     if feed is None or stdout is None or stderr is None:  # Popen opened all three
