@@ -127,10 +127,12 @@ class LiveActions:
         """Carry out one decision: a status now, or None when a worker carries on."""
         action = decision.action
         if action in ALERTS:
-            log.warning("%s for share %s (rule %s)", action, decision.share, decision.rule)
-            alert = self.alert
             if action != "notify":  # an opened circuit: its rule notifies as well
                 return Status.SUCCEEDED
+            log.warning(
+                "alert for share %s: rule %s (%s)", decision.share, decision.rule, decision.incident
+            )
+            alert = self.alert
             if alert is None:
                 return Status.SUCCEEDED, "logged only: no [alert] command configured"
             document = alert_document(decision, config=self.config_file)
@@ -298,8 +300,7 @@ class LiveActions:
         return Status.SUCCEEDED, f"device {done.device_id}"
 
     def _remount(self, share: ShareConfig) -> Status | tuple[Status, str]:
-        if self.guest is None:
-            log.info("no [guest] transport configured: remount of %s skipped", share.name)
+        if self.guest is None:  # (the outcome's line says so)
             return Status.CLOSED, "no [guest] transport configured"
         guest = self.guest
         if share.mount_point:
