@@ -57,9 +57,11 @@ def sample(pids: list[int], seconds: float) -> tuple[float, float, int]:
     return 100 * (cpu1 - cpu0) / (t1 - t0), sum(map(rss_mib, pids)), threads
 
 
-def run_healer(work: Path, shares: int, seconds: float, metrics: str, notify: str) -> str:
-    log = work / "ch.log"
-    log.write_text("")
+def run_healer(
+    work: Path, shares: int, seconds: float, metrics: str, notify: str, *, vms: int = 0
+) -> str:
+    """``vms`` > 0: the shares spread over that many VMs, each a [[vmm]] table (its API
+    socket not there: the start-up vm.info fails at once) and a tailed log of its own."""
     lines = [
         f'[healer]\njournal = "{work / "journal"}"\nrules = "{ROOT / "rules"}"\n'
         f'metrics = "{metrics}"\n{watcher_lines(notify)}'
@@ -67,11 +69,17 @@ def run_healer(work: Path, shares: int, seconds: float, metrics: str, notify: st
     for n in range(shares):
         shared = work / f"shared{n}"
         shared.mkdir()
+        vm = f'vm = "vm{n % vms}"\n' if vms else ""
         lines.append(
-            f'[[share]]\nname = "fs{n}"\nsocket = "{work / f"fs{n}.sock"}"\n'
+            f'[[share]]\nname = "fs{n}"\n{vm}socket = "{work / f"fs{n}.sock"}"\n'
             f'shared_dir = "{shared}"\n'
         )
-    lines.append(f'[[source]]\npath = "{log}"\n')
+    for k in range(max(vms, 1)):
+        log = work / f"ch{k}.log"
+        log.write_text("")
+        if vms:
+            lines.append(f'[[vmm]]\nname = "vm{k}"\napi_socket = "{work / f"vm{k}.sock"}"\n')
+        lines.append(f'[[source]]\npath = "{log}"\n' + (f'vm = "vm{k}"\n' if vms else ""))
     config = work / "healer.toml"
     config.write_text("\n".join(lines))
 
@@ -85,6 +93,8 @@ def run_healer(work: Path, shares: int, seconds: float, metrics: str, notify: st
             raise RuntimeError("healer's holder is not running")
         cpu, rss, threads = sample([proc.pid, holder], seconds)
     peer = f"healer watch + holder, {shares} shares + 1 log"
+    if vms:
+        peer = f"healer watch + holder, {shares} shares over {vms} VMs + {vms} logs"
     return f"| {peer} | {watcher_label(notify)} | {cpu:.2f} | {rss:.1f} | {threads} |"
 
 
@@ -117,6 +127,9 @@ def main() -> int:
     parser.add_argument("--shares", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument(
+        "--vms", type=int, default=0, help="spread the shares over this many VMs ([[vmm]] each)"
+    )
+    parser.add_argument(
         "--metrics",
         default="127.0.0.1:0",
         help='[healer] metrics: an address (default: a free loopback port) or "off"',
@@ -126,7 +139,9 @@ def main() -> int:
     rows = []
     for notify in args.notify:
         with tempfile.TemporaryDirectory(prefix="healer-idle-") as tmp:
-            rows.append(run_healer(Path(tmp), args.shares, args.seconds, args.metrics, notify))
+            rows.append(
+                run_healer(Path(tmp), args.shares, args.seconds, args.metrics, notify, vms=args.vms)
+            )
     if sec_is_missing(args.sec_poll):
         return 2
     for poll in args.sec_poll:

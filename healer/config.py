@@ -14,7 +14,8 @@ import os
 import re
 import shutil
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,16 +71,18 @@ _SHARE = {
     "pid_file",
     "log",
     "mount_point",
+    "vm",
 }
-_VMM = {"kind", "api_socket", "ch_remote", "qmp_socket", "on_stuck", "device_del_timeout"}
-_GUEST = {"transport", "remount", "console", "prompt", "mount_point", "rescan"}
+_VMM = {"name", "kind", "api_socket", "ch_remote", "qmp_socket", "on_stuck", "device_del_timeout"}
+_GUEST = {"vm", "transport", "remount", "console", "prompt", "mount_point", "rescan"}
 _VMM_KINDS = ("cloud-hypervisor", "qemu")
 _ON_STUCK = ("notify", "system_reset")
 _QEMU_ONLY = ("qmp_socket", "on_stuck", "device_del_timeout")
 _CH_ONLY = ("api_socket", "ch_remote")
 _TRANSPORTS = ("argv", "serial")
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
-_SOURCE = {"path", "name", "trust"}
+_SOURCE = {"path", "name", "trust", "vm"}
+DEFAULT_VM = "vm"  # the name of a VM a single [vmm] or [guest] table describes
 
 
 class ConfigError(LocatedError):
@@ -99,6 +102,7 @@ class ShareConfig:
     pid_file: str | None = None
     log: str | None = None
     mount_point: str | None = None  # in the guest; default: [guest] mount_point
+    vm: str = "vm"  # the VM it is a device of: a [[vmm]] name, or a [[guest]]'s vm
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +116,7 @@ class VmmConfig:
     qmp_socket: str = ""
     on_stuck: str = "notify"  # or "system_reset" (opt-in): device_del did not complete
     device_del_timeout_s: float = 5.0
+    name: str = "vm"  # which VM: shares and guests name it
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +130,7 @@ class GuestConfig:
     transport: str = "argv"  # or "serial"
     console: str = ""  # serial: the console's Unix socket
     prompt: str = r"[#$] ?$"  # serial: a regular expression ending the shell's prompt
+    vm: str = "vm"  # the VM this transport reaches
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +150,7 @@ class SourceConfig:
     path: str
     name: str
     trust: str = "host"
+    vm: str | None = None  # the VM whose log this is: device ids are looked up in it
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +164,8 @@ class Config:
     vmm: VmmConfig | None = None
     guest: GuestConfig | None = None
     alert: AlertConfig | None = None
+    vmms: tuple[VmmConfig, ...] = ()  # every VM's VMM (vmm: the one, when there is one)
+    guests: tuple[GuestConfig, ...] = ()  # every VM's guest transport (guest: the one)
     rules: str | None = None
     metrics: str = "127.0.0.1:9464"  # "" when metrics = "off"
     fsync: str = "decisions"
@@ -347,17 +356,21 @@ def load_config(path: Path | str) -> Config:
     }
     shares = _shares(check, data.get("share", []))
     sources = _sources(check, data.get("source", []))
-    vmm = _vmm(check, data["vmm"]) if "vmm" in data else None
-    guest = _guest(check, data["guest"]) if "guest" in data else None
+    vmms: tuple[VmmConfig, ...] = _named(check, data, "vmm", _vmm, lambda v, n: replace(v, name=n))
+    guests: tuple[GuestConfig, ...] = _named(
+        check, data, "guest", _guest, lambda g, n: replace(g, vm=n)
+    )
+    shares = _vms_of_shares(check, data.get("share", []), shares, vmms, guests)
+    sources = _vms_of_sources(check, sources, vmms, guests)
     alert = _alert(check, data["alert"]) if "alert" in data else None
-    if guest is not None and guest.transport == "serial":
-        for index, share in enumerate(shares):
-            if share.mount_point and not _SAFE_PATH.match(share.mount_point):
-                check.bad(
-                    ("share", index, "mount_point"),
-                    f"mount_point {share.mount_point!r} goes into a guest shell line",
-                    "use letters, digits, '.', '_', '-' and '/' only",
-                )
+    serial = {g.vm for g in guests if g.transport == "serial"}
+    for index, share in enumerate(shares):
+        if share.vm in serial and share.mount_point and not _SAFE_PATH.match(share.mount_point):
+            check.bad(
+                ("share", index, "mount_point"),
+                f"mount_point {share.mount_point!r} goes into a guest shell line",
+                "use letters, digits, '.', '_', '-' and '/' only",
+            )
     if check.problems:
         raise ConfigError(check.problems)
     return Config(
@@ -365,8 +378,10 @@ def load_config(path: Path | str) -> Config:
         journal=journal,
         shares=shares,
         sources=sources,
-        vmm=vmm,
-        guest=guest,
+        vmm=vmms[0] if len(vmms) == 1 else None,
+        guest=guests[0] if len(guests) == 1 else None,
+        vmms=vmms,
+        guests=guests,
         alert=alert,
         rules=rules,
         metrics=metrics,
@@ -626,46 +641,49 @@ def _sources(check: _Check, raw: Any) -> tuple[SourceConfig, ...]:
             path,
             'trust = "guest" when the guest can write into this log, else "host"',
         )
+        vm = check.ident(table, "vm", path) if "vm" in table else None
         if file is not None and trust is not None:
-            sources.append(SourceConfig(path=file, name=name or Path(file).name, trust=trust))
+            sources.append(
+                SourceConfig(path=file, name=name or Path(file).name, trust=trust, vm=vm)
+            )
     return tuple(sources)
 
 
-def _vmm(check: _Check, raw: Any) -> VmmConfig | None:
+def _vmm(check: _Check, raw: Any, path: tuple[str | int, ...] = ("vmm",)) -> VmmConfig | None:
     if not isinstance(raw, dict):
-        check.bad(("vmm",), "vmm must be a table", "write one [vmm] table")
+        check.bad(path, "vmm must be a table", "write one [vmm] table")
         return None
-    check.keys(raw, _VMM, ("vmm",))
+    check.keys(raw, _VMM, path)
     kind = raw.get("kind", "cloud-hypervisor")
     if kind not in _VMM_KINDS:
         check.bad(
-            ("vmm", "kind"),
+            (*path, "kind"),
             f"vmm kind {kind!r} is not supported",
             'kind = "cloud-hypervisor" or kind = "qemu"',
         )
         return None
     if kind == "qemu":
-        return _qemu(check, raw)
-    check.foreign(raw, _QEMU_ONLY, ("vmm",), 'a QEMU setting: set kind = "qemu" or remove it')
-    api_socket = check.absolute(raw, "api_socket", ("vmm",))
-    ch_remote = check.argv(raw, "ch_remote", ("vmm",))
+        return _qemu(check, raw, path)
+    check.foreign(raw, _QEMU_ONLY, path, 'a QEMU setting: set kind = "qemu" or remove it')
+    api_socket = check.absolute(raw, "api_socket", path)
+    ch_remote = check.argv(raw, "ch_remote", path)
     return VmmConfig(str(kind), api_socket or "", ch_remote) if api_socket else None
 
 
-def _qemu(check: _Check, raw: dict[str, Any]) -> VmmConfig | None:
-    check.foreign(raw, _CH_ONLY, ("vmm",), "a cloud-hypervisor setting: use qmp_socket")
-    qmp_socket = check.absolute(raw, "qmp_socket", ("vmm",))
+def _qemu(check: _Check, raw: dict[str, Any], path: tuple[str | int, ...]) -> VmmConfig | None:
+    check.foreign(raw, _CH_ONLY, path, "a cloud-hypervisor setting: use qmp_socket")
+    qmp_socket = check.absolute(raw, "qmp_socket", path)
     on_stuck = check.choice(
         raw,
         "on_stuck",
         _ON_STUCK,
-        ("vmm",),
+        path,
         '"notify" (report only) or "system_reset" (opt-in: resets the VM)',
     )
     timeout = raw.get("device_del_timeout", 5.0)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 600:
         check.bad(
-            ("vmm", "device_del_timeout"),
+            (*path, "device_del_timeout"),
             f"device_del_timeout {timeout!r} is not a number of seconds in (0, 600]",
             "device_del_timeout = 5.0 (the guest answers an unplug in about 0.25 s)",
         )
@@ -678,6 +696,100 @@ def _qemu(check: _Check, raw: dict[str, Any]) -> VmmConfig | None:
         on_stuck=on_stuck or "notify",
         device_del_timeout_s=float(timeout),
     )
+
+
+def _named(
+    check: _Check,
+    data: dict[str, Any],
+    table: str,
+    read: Callable[[_Check, Any, tuple[str | int, ...]], Any],
+    named: Callable[[Any, str], Any],
+) -> tuple[Any, ...]:
+    """One ``[vmm]``/``[guest]`` table (its VM named "vm" unless it says), or an array
+    of them, each naming its VM; names unique."""
+    raw = data.get(table)
+    if raw is None:
+        return ()
+    single = not isinstance(raw, list)
+    tables: list[tuple[tuple[str | int, ...], Any]] = (
+        [((table,), raw)] if single else [((table, i), t) for i, t in enumerate(raw)]
+    )
+    key = "name" if table == "vmm" else "vm"
+    out: list[Any] = []
+    seen: set[str] = set()
+    for where, entry in tables:
+        name: str | None = DEFAULT_VM
+        settings = entry
+        if isinstance(entry, dict):
+            if key in entry:
+                name = check.ident(entry, key, where)
+            elif not single:
+                check.bad(where, f"each [[{table}]] names its VM", f'{key} = "web"')
+                continue
+            settings = {k: v for k, v in entry.items() if k != key}
+        value = read(check, settings, where)
+        if name is None or value is None:
+            continue
+        if name in seen:
+            check.bad((*where, key), f"VM {name!r} has a [{table}] already", "one per VM")
+            continue
+        seen.add(name)
+        out.append(named(value, name))
+    return tuple(out)
+
+
+def _vms_of_shares(
+    check: _Check,
+    raw: Any,
+    shares: tuple[ShareConfig, ...],
+    vmms: tuple[VmmConfig, ...],
+    guests: tuple[GuestConfig, ...],
+) -> tuple[ShareConfig, ...]:
+    """Each share's VM: the one it names (it must be configured), else the only one."""
+    known = sorted({v.name for v in vmms} | {g.vm for g in guests})
+    tables = raw if isinstance(raw, list) else []
+    out = []
+    for index, share in enumerate(shares):
+        table = tables[index] if index < len(tables) and isinstance(tables[index], dict) else {}
+        named = table.get("vm")
+        if named is None:
+            if len(known) > 1:
+                check.bad(
+                    ("share", index),
+                    f"share {share.name!r} does not say which VM it belongs to",
+                    f"vm = one of {known}",
+                )
+            out.append(replace(share, vm=known[0] if known else DEFAULT_VM))
+        elif named not in known:
+            check.bad(
+                ("share", index, "vm"),
+                f"vm {named!r} is not a configured VM",
+                f"one of {known}" if known else "add a [vmm] or [guest] table with that name",
+            )
+            out.append(share)
+        else:
+            out.append(replace(share, vm=str(named)))
+    return tuple(out)
+
+
+def _vms_of_sources(
+    check: _Check,
+    sources: tuple[SourceConfig, ...],
+    vmms: tuple[VmmConfig, ...],
+    guests: tuple[GuestConfig, ...],
+) -> tuple[SourceConfig, ...]:
+    known = {v.name for v in vmms} | {g.vm for g in guests}
+    for index, source in enumerate(sources):
+        if source.vm is not None and source.vm not in known:
+            check.bad(
+                ("source", index, "vm"),
+                f"vm {source.vm!r} is not a configured VM",
+                f"one of {sorted(known)}",
+            )
+    if len(known) == 1:  # one VM: every log is its
+        (only,) = known
+        return tuple(replace(s, vm=s.vm or only) for s in sources)
+    return sources
 
 
 def _alert(check: _Check, raw: Any) -> AlertConfig | None:
@@ -699,31 +811,31 @@ def _alert(check: _Check, raw: Any) -> AlertConfig | None:
     return AlertConfig(command, timeout)
 
 
-def _guest(check: _Check, raw: Any) -> GuestConfig | None:
+def _guest(check: _Check, raw: Any, path: tuple[str | int, ...] = ("guest",)) -> GuestConfig | None:
     if not isinstance(raw, dict):
-        check.bad(("guest",), "guest must be a table", "write one [guest] table")
+        check.bad(path, "guest must be a table", "write one [guest] table")
         return None
-    check.keys(raw, _GUEST, ("guest",))
+    check.keys(raw, _GUEST, path)
     transport = check.choice(
         raw,
         "transport",
         _TRANSPORTS,
-        ("guest",),
+        path,
         '"argv" (remount = [...]) or "serial" (console = "/path/to/serial.sock")',
     )
     if transport is None:
         return None
-    mount_point = check.absolute(raw, "mount_point", ("guest",))
+    mount_point = check.absolute(raw, "mount_point", path)
     rescan = raw.get("rescan", False)
     if not isinstance(rescan, bool):
-        check.bad(("guest", "rescan"), "rescan must be true or false", "rescan = true")
+        check.bad((*path, "rescan"), "rescan must be true or false", "rescan = true")
     if transport == "serial":
-        return _serial(check, raw, mount_point, bool(rescan))
-    check.foreign(raw, ("console", "prompt"), ("guest",), 'a serial setting: transport = "serial"')
-    remount = check.argv(raw, "remount", ("guest",))
+        return _serial(check, raw, mount_point, bool(rescan), path)
+    check.foreign(raw, ("console", "prompt"), path, 'a serial setting: transport = "serial"')
+    remount = check.argv(raw, "remount", path)
     if not remount:
         check.bad(
-            ("guest", "remount"),
+            (*path, "remount"),
             "remount must name a transport",
             'e.g. remount = ["ssh", "root@vm", "--"]',
         )
@@ -731,18 +843,22 @@ def _guest(check: _Check, raw: Any) -> GuestConfig | None:
 
 
 def _serial(
-    check: _Check, raw: dict[str, Any], mount_point: str | None, rescan: bool
+    check: _Check,
+    raw: dict[str, Any],
+    mount_point: str | None,
+    rescan: bool,
+    path: tuple[str | int, ...],
 ) -> GuestConfig | None:
-    check.foreign(raw, ("remount",), ("guest",), "the argv transport's: remove it")
-    console = check.absolute(raw, "console", ("guest",))
-    prompt = check.text(raw, "prompt", ("guest",), required=False) or r"[#$] ?$"
+    check.foreign(raw, ("remount",), path, "the argv transport's: remove it")
+    console = check.absolute(raw, "console", path)
+    prompt = check.text(raw, "prompt", path, required=False) or r"[#$] ?$"
     try:
         re.compile(prompt)
     except re.error as exc:
-        check.bad(("guest", "prompt"), f"prompt is not a regular expression: {exc}", "fix it")
+        check.bad((*path, "prompt"), f"prompt is not a regular expression: {exc}", "fix it")
     if mount_point is not None and not _SAFE_PATH.match(mount_point):
         check.bad(
-            ("guest", "mount_point"),
+            (*path, "mount_point"),
             f"mount_point {mount_point!r} goes into a guest shell line",
             "use letters, digits, '.', '_', '-' and '/' only",
         )

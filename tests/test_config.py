@@ -416,8 +416,8 @@ def test_no_installed_virtiofsd_is_an_error_for_a_default_share(
 @pytest.mark.parametrize(
     ("extra", "line", "message"),
     [
-        ('\n[[vmm]]\nkind = "qemu"\nqmp_socket = "/run/q.sock"\n', 9, "vmm must be a table"),
-        ('\n[[guest]]\nmount_point = "/mnt"\n', 9, "guest must be a table"),
+        ('\n[[vmm]]\nkind = "qemu"\nqmp_socket = "/run/q.sock"\n', 9, "each [[vmm]] names its VM"),
+        ('\n[[guest]]\nmount_point = "/mnt"\n', 9, "each [[guest]] names its VM"),
         ('\n[[source]]\npath = "/var/log/a"\n\n[[source]]\npath = "b"\n', 13, "not an absolute"),
         ('\n[[source]]\npath = "/var/log/a"\ntrust = "guests"\n', 11, "trust 'guests'"),
     ],

@@ -207,3 +207,41 @@ def test_the_shipped_units_are_more_confined_than_before(container: Container) -
     before, after = exposure("healer-before.service"), exposure("healer.service")
     print(f"systemd-analyze security: healer.service {before} before, {after} now")
     assert after < before
+
+
+def test_one_healer_per_vm_from_the_templates(container: Container, virtiofsd: DaemonInfo) -> None:
+    """deploy/healer@.service and healer-holder@.service: two VMs, two instances, each
+    with its own configuration, journal and sockets; stopping one VM's holder leaves
+    the other VM's share served."""
+    argv = ", ".join(f'"{a}"' for a in virtiofsd.argv(shared_dir="/var/lib/shared"))
+    shared = container.root / "var" / "lib" / "shared"
+    shared.mkdir(parents=True)
+    etc = container.root / "etc" / "healer"
+    etc.mkdir(parents=True)
+    container.run("mkdir", "-p", "/run/vfs")
+    for vm in ("web", "db"):
+        (etc / f"{vm}.toml").write_text(
+            f'[healer]\njournal = "/var/lib/healer/{vm}"\nmetrics = "off"\n\n'
+            f'[[share]]\nname = "{vm}0"\nsocket = "/run/vfs/{vm}.sock"\n'
+            'shared_dir = "/var/lib/shared"\n'
+            f"virtiofsd = [{argv.replace('/var/lib/shared', '{shared_dir}')}]\n"
+        )
+    for name in ("healer-holder@.service", "healer@.service"):
+        text = (CHECKOUT / "deploy" / name).read_text().replace("/usr/local/bin/healer", HEALER)
+        container.write_unit(name, text, reload=False)
+    container.daemon_reload()
+    for vm in ("web", "db"):
+        container.start(f"healer@{vm}.service")
+    for vm in ("web", "db"):
+        for unit in (f"healer-holder@{vm}.service", f"healer@{vm}.service"):
+            assert container.prop(unit, "ActiveState") == "active", container.status(unit)
+    web, db = (container.host_path(f"/run/vfs/{vm}.sock") for vm in ("web", "db"))
+    for sock in (web, db):
+        with VhostUserFrontend(str(sock), timeout_s=LIMIT_S) as vmm:
+            assert vmm.get_features() > 0
+    container.systemctl("stop", "healer-holder@web.service")
+    assert container.prop("healer@web.service", "ActiveState") == "inactive"
+    assert not web.exists()
+    assert container.prop("healer@db.service", "ActiveState") == "active"
+    with VhostUserFrontend(str(db), timeout_s=LIMIT_S) as vmm:
+        assert vmm.get_features() > 0

@@ -97,6 +97,8 @@ class LiveActions:
         *,
         vmm: VmmConfig | None = None,
         guest: GuestConfig | None = None,
+        vmms: Sequence[VmmConfig] = (),
+        guests: Sequence[GuestConfig] = (),
         alert: AlertConfig | None = None,
         config_file: str = "",
         adopt_wait_s: float = 60.0,
@@ -105,8 +107,8 @@ class LiveActions:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.shares = {share.name: share for share in shares}
-        self.vmm = vmm
-        self.guest = guest
+        self.vmms = {v.name: v for v in (*vmms, *([vmm] if vmm else []))}
+        self.guests = {g.vm: g for g in (*guests, *([guest] if guest else []))}
         self.alert = alert
         self.config_file = config_file
         self.daemons = daemons
@@ -166,7 +168,7 @@ class LiveActions:
             if action == "ensure_virtiofsd" and self._adopted_ready(share):
                 return Status.SUCCEEDED
             return self._submit(share, decision.key, lambda: self._await_adopted(share))
-        if self._is_qemu():
+        if self._is_qemu(share):
             # QEMU 7.2 never reconnects a vhost-user-fs backend: the device keeps the
             # dead connection until it is removed and added again.
             if not self.daemons.running(name):
@@ -208,16 +210,21 @@ class LiveActions:
         )
         return Status.TIMED_OUT
 
-    def _vmm(self) -> ChApiClient | ChRemote | None:
-        vmm = self.vmm
+    def vmm_of(self, share: ShareConfig) -> VmmConfig | None:
+        """The VMM of the share's VM (several VMs: each share names its own)."""
+        return self.vmms.get(share.vm)
+
+    def _vmm(self, share: ShareConfig) -> ChApiClient | ChRemote | None:
+        vmm = self.vmm_of(share)
         if vmm is None or vmm.kind == "qemu":
             return None
         if vmm.ch_remote:
             return ChRemote([a.replace("{api_socket}", vmm.api_socket) for a in vmm.ch_remote])
         return ChApiClient(vmm.api_socket)
 
-    def _is_qemu(self) -> bool:
-        return self.vmm is not None and self.vmm.kind == "qemu"
+    def _is_qemu(self, share: ShareConfig) -> bool:
+        vmm = self.vmm_of(share)
+        return vmm is not None and vmm.kind == "qemu"
 
     def _daemon_ready(self, share: ShareConfig, *, unserved: bool = False) -> bool:
         """A running virtiofsd for the share (never checked by connecting to it).
@@ -246,11 +253,12 @@ class LiveActions:
         return self._readd_qemu(share)
 
     def _readd_qemu(self, share: ShareConfig) -> tuple[Status, str]:
-        assert self.vmm is not None  # noqa: S101 - checked by the caller
+        vmm = self.vmm_of(share)
+        assert vmm is not None  # noqa: S101 - checked by the caller
         readd = self.qemu.get(share.name)
         if readd is None:
             readd = self.qemu[share.name] = QemuReadd(
-                self.vmm,
+                vmm,
                 share,
                 is_ready=lambda: self._daemon_ready(share, unserved=True),
                 report=self.report,
@@ -278,9 +286,9 @@ class LiveActions:
 
     def _readd(self, share: ShareConfig) -> tuple[Status, str]:
         """Remove the fs device, wait until it is gone and virtiofsd runs, add it again."""
-        if self._is_qemu():
+        if self._is_qemu(share):
             return self._readd_qemu(share)
-        api = self._vmm()
+        api = self._vmm(share)
         if api is None:
             log.info("no [vmm] configured: re-add of %s skipped", share.name)
             return Status.CLOSED, "no [vmm] configured"
@@ -300,17 +308,17 @@ class LiveActions:
         return Status.SUCCEEDED, f"device {done.device_id}"
 
     def _remount(self, share: ShareConfig) -> Status | tuple[Status, str]:
-        if self.guest is None:  # (the outcome's line says so)
+        guest = self.guests.get(share.vm)
+        if guest is None:  # (the outcome's line says so)
             return Status.CLOSED, "no [guest] transport configured"
-        guest = self.guest
         if share.mount_point:
             guest = replace(guest, mount_point=share.mount_point)
-        if self._is_qemu() and not has_client(share.socket):
+        if self._is_qemu(share) and not has_client(share.socket):
             # The device is not connected to a virtiofsd: touching the mount now would
             # block in the guest (and take the console's shell with it).
             log.error("remount of %s skipped: the device is not served", share.name)
             return Status.FAILED, "the device is not served by a virtiofsd"
-        if self._is_qemu() and share.name in self.remounted:
+        if self._is_qemu(share) and share.name in self.remounted:
             # Under QEMU a mount goes stale only with its device: one remount per re-add
             # (one death is often reported twice: the lost client, then the exit).
             log.info("remount of %s: already mounted since the last re-add", share.name)
@@ -328,7 +336,7 @@ class LiveActions:
                 "remount of %s failed after %d attempts: %s", share.name, remount.attempts, exc
             )
             return Status.FAILED, f"after {remount.attempts} attempts: {str(exc)[:400]}"
-        if self._is_qemu():
+        if self._is_qemu(share):
             self.remounted.add(share.name)
         if isinstance(remount, SerialRemount) and remount.timings:
             shown = ", ".join(f"{k} {v:g}" for k, v in remount.timings.items())
@@ -359,14 +367,15 @@ class LiveActions:
 
     def _device_served(self, share: ShareConfig) -> bool:
         """The VMM lists the device and a client is connected to its virtiofsd."""
-        if self.vmm is not None and self.vmm.kind == "qemu":
+        vmm = self.vmm_of(share)
+        if vmm is not None and vmm.kind == "qemu":
             try:
-                with QmpClient(self.vmm.qmp_socket) as qmp:
+                with QmpClient(vmm.qmp_socket) as qmp:
                     present = describe_device(qmp, share.name) is not None
             except QmpError:
                 return False
             return present and has_client(share.socket)
-        api = self._vmm()
+        api = self._vmm(share)
         if api is None:
             return True  # nothing to re-add into
         try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -71,8 +71,12 @@ class TailedLogs:
         *,
         clock: Callable[[], float] = time.time,
         clock_skew: float = SKEW_TOLERANCE,
+        vm_keys: Mapping[str, ShareKeys] | None = None,
     ) -> None:
         self.runner = runner
+        # A VM's log names the devices that VM's VMM made (``_fs0`` in two VMs is two
+        # devices): a source of a VM resolves names among that VM's shares only.
+        self.vm_keys = dict(vm_keys or {})
         self.clock_skew = clock_skew
         self.keys = keys
         self.observer = observer
@@ -201,8 +205,9 @@ class TailedLogs:
         for item in items:
             if not isinstance(item, Event):
                 continue
-            event = self.keys.resolve(item, default=tailed.share)
-            if event.share is not None and event.share not in self.keys.keys:
+            keys = self.vm_keys.get(tailed.config.vm or "", self.keys)
+            event = keys.resolve(item, default=tailed.share)
+            if event.share is not None and event.share not in keys.keys:
                 self.unknown[tailed.config.name] = self.unknown.get(tailed.config.name, 0) + 1
                 if self.unknown[tailed.config.name] == 1:
                     log.warning(

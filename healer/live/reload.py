@@ -83,13 +83,15 @@ class Reloader:
         for name in sorted(after.keys() - before.keys()):
             self._add(after[name])
         watchdog.actions.shares = dict(after)
-        watchdog.actions.vmm, watchdog.actions.guest = config.vmm, config.guest
+        watchdog.actions.vmms = {v.name: v for v in config.vmms}
+        watchdog.actions.guests = {g.vm: g for g in config.guests}
         watchdog.actions.alert = config.alert
         watchdog.actions.qemu.clear()
         watchdog.config = config
-        from healer.live.watchdog import share_keys, tailed_logs  # noqa: PLC0415 - a cycle
+        from healer.live.watchdog import share_keys, tailed_logs, vm_keys  # noqa: PLC0415
 
         watchdog.keys = watchdog.logs.keys = share_keys(config)
+        watchdog.logs.vm_keys = vm_keys(config)
         logging.getLogger("healer").setLevel(LEVELS[config.log_level])
         watchdog.logs.clock_skew = config.clock_skew  # for the parsers made from now on
         if watchdog.feed is not None:

@@ -36,7 +36,7 @@ from typing import Any
 from healer import __version__
 from healer.actions.live import LiveActions
 from healer.actions.workers import ShareWorkers
-from healer.config import Config, SourceConfig, runtime_dir
+from healer.config import Config, SourceConfig, VmmConfig, runtime_dir
 from healer.engine import Engine, Phase, RuleSet, Status
 from healer.events import Event
 from healer.holder.client import HolderClient, HolderError
@@ -70,8 +70,15 @@ def holder_dir(config: Config) -> Path:
     return runtime_dir(config)
 
 
-def share_keys(config: Config) -> ShareKeys:
-    return ShareKeys([ShareNames(s.name, s.tag, s.socket) for s in config.shares])
+def share_keys(config: Config, vm: str | None = None) -> ShareKeys:
+    """The names of the configuration's shares (of one VM's only, given ``vm``)."""
+    shares = [s for s in config.shares if vm is None or s.vm == vm]
+    return ShareKeys([ShareNames(s.name, s.tag, s.socket) for s in shares])
+
+
+def vm_keys(config: Config) -> dict[str, ShareKeys]:
+    """Per VM, the names of its shares: what its logs and its VMM's devices resolve to."""
+    return {vm: share_keys(config, vm) for vm in sorted({s.vm for s in config.shares})}
 
 
 def tailed_logs(config: Config) -> list[TailedLog]:
@@ -104,6 +111,7 @@ def _metrics(config: Config, rules: RuleSet) -> HealerMetrics:
         sources=sources,
         journal=config.journal,
         failure_kinds=failure_kinds(rules),
+        vms={s.name: s.vm for s in config.shares},
     )
 
 
@@ -162,8 +170,8 @@ class Watchdog:
             config.shares,
             self.daemons,
             self.workers,
-            vmm=config.vmm,
-            guest=config.guest,
+            vmms=config.vmms,
+            guests=config.guests,
             alert=config.alert,
             config_file=config.file,
             adopt_wait_s=config.adopt_wait,
@@ -178,6 +186,7 @@ class Watchdog:
             self.tally,
             clock=clock,
             clock_skew=config.clock_skew,
+            vm_keys=vm_keys(config),
         )
         self.feed: StderrFeed | None = None
         self.loop = Loop(
@@ -280,9 +289,11 @@ class Watchdog:
         a device id it assigned (``_fs0``) reaches its share even when the line that
         created the device was read before this start. Bounded; a VMM that is not up
         (or QEMU, or none configured) leaves the names to the logs."""
-        vmm = self.config.vmm
-        if vmm is None or vmm.kind == "qemu" or not vmm.api_socket:
-            return
+        for vmm in self.config.vmms:
+            if vmm.kind != "qemu" and vmm.api_socket:
+                self._learn_devices_of(vmm)
+
+    def _learn_devices_of(self, vmm: VmmConfig) -> None:
         try:
             if vmm.ch_remote:
                 argv = [a.replace("{api_socket}", vmm.api_socket) for a in vmm.ch_remote]
@@ -290,7 +301,7 @@ class Watchdog:
             else:
                 info = ChApiClient(vmm.api_socket).info(timeout_s=DEVICE_LIST_TIMEOUT_S)
         except (ChError, OSError, ValueError) as exc:
-            log.info("the VMM's devices were not listed (vm.info: %s)", exc)
+            log.info("VM %s: the VMM's devices were not listed (vm.info: %s)", vmm.name, exc)
             return
         config = info.get("config") if isinstance(info, dict) else None
         listed = config.get("fs") if isinstance(config, dict) else None
@@ -299,9 +310,14 @@ class Watchdog:
             for fs in (listed if isinstance(listed, list) else [])
             if isinstance(fs, dict) and fs.get("id")
         ]
-        learnt = self.keys.learn_devices(devices)
+        keys = self.logs.vm_keys.get(vmm.name)
+        learnt = keys.learn_devices(devices) if keys is not None else 0
+        self.keys.learn_devices(devices)  # (an adopted share's own log)
         log.info(
-            "the VMM lists %d fs device(s), %d of them this configuration's", len(devices), learnt
+            "VM %s: the VMM lists %d fs device(s), %d of them this configuration's",
+            vmm.name,
+            len(devices),
+            learnt,
         )
 
     def _serve_control(self) -> None:

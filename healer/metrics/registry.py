@@ -59,6 +59,7 @@ _FAILED = frozenset({"failed", "timed_out"})
 
 EXPORTED: dict[str, str] = {
     "healer_build_info": "gauge",
+    "healer_share_info": "gauge",
     "healer_start_time_seconds": "gauge",
     "healer_events_total": "counter",
     "healer_log_lines_total": "counter",
@@ -116,6 +117,7 @@ class HealerMetrics:
         sources: Iterable[str] = (),
         journal: str | None = None,
         failure_kinds: Iterable[str] = (),
+        vms: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.registry = HealerRegistry(auto_describe=True)
@@ -136,6 +138,14 @@ class HealerMetrics:
         Info("healer_build", "healer's version and the Python it runs on", registry=r).info(
             {"version": __version__, "python": sys.version.split()[0]}
         )
+        share_info = Gauge(
+            "healer_share_info",
+            "1 per configured share, naming its VM (join on share for a vm label)",
+            ["share", "vm"],
+            registry=r,
+        )
+        for share, vm in sorted((vms or {}).items()):
+            share_info.labels(share, vm).set(1)
         self.start_time = Gauge("healer_start_time_seconds", "Unix time healer started", registry=r)
         self.start_time.set(clock())
         self.events = Counter(
