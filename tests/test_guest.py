@@ -135,7 +135,7 @@ def _wait_for_adoption(rig: Rig, seen: int, what: str) -> None:
 
 
 def _watching(rig: Rig) -> int:
-    return sum(1 for _, line in rig.lines if " watching " in line)
+    return sum(1 for _, line in rig.lines if "INFO started healer " in line)
 
 
 def test_guest_io_goes_on_while_healer_is_killed_restarted_and_reloaded() -> None:
