@@ -92,7 +92,7 @@ def suggest(word: str, options: Iterable[str]) -> str:
     match = [n for n in names if word and word in n][:1] or difflib.get_close_matches(
         word, names, n=1
     )
-    return f"did you mean {match[0]!r}?" if match else "see the README's reference"
+    return f"did you mean {match[0]!r}?" if match else "see docs/configuration.md or docs/rules.md"
 
 
 def toml(value: Any) -> str:

@@ -78,9 +78,9 @@ class Count:
 
 def readme_config(root: Path) -> str:
     """The README's example configuration, its paths under ``root``."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     found = re.search(r"<!-- config-example -->\n```toml\n(.*?)```", text, re.S)
-    assert found is not None, "the README has no config-example block"
+    assert found is not None, "docs/configuration.md has no config-example block"
     guest = recording_guest(root)
     config = found.group(1)
     for old, new in (

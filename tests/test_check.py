@@ -41,7 +41,7 @@ def test_shipped_rules_pass_check() -> None:
 @pytest.mark.parametrize(
     ("text", "line", "message", "fix"),
     [
-        (GOOD + 'colour = "red"\n', 5, "unknown key 'colour'", "README"),
+        (GOOD + 'colour = "red"\n', 5, "unknown key 'colour'", "docs/rules.md"),
         (
             GOOD.replace("VirtiofsdExited", "VirtiofsdExit"),
             3,
@@ -91,7 +91,7 @@ def test_shipped_rules_pass_check() -> None:
             "a kind is both 'on' and 'then'",
             "two different kinds",
         ),
-        (GOOD + 'correlate = "sometimes"\n', 5, "unknown correlation 'sometimes'", "README"),
+        (GOOD + 'correlate = "sometimes"\n', 5, "unknown correlation 'sometimes'", "docs/rules.md"),
         (GOOD.replace('id = "ok"', 'id = "Not OK"'), 2, "bad or missing id 'Not OK'", "lower-case"),
         (
             GOOD + "[policy]\nbackoff_maximum = 3\n",

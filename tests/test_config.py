@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def readme_example() -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     m = re.search(r"<!-- config-example -->\n```toml\n(.*?)```", text, re.S)
     assert m is not None
     return m.group(1)

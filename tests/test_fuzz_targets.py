@@ -28,9 +28,9 @@ SEGMENT = (
 
 
 def _readme_config() -> bytes:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     found = re.search(r"<!-- config-example -->\n```toml\n(.*?)```", text, re.S)
-    assert found is not None, "the README has no config-example block"
+    assert found is not None, "docs/configuration.md has no config-example block"
     return found.group(1).encode()
 
 

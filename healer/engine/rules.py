@@ -107,7 +107,7 @@ class MessageMatches:
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One compiled rule; see the README's rule reference for the keys."""
+    """One compiled rule; see docs/rules.md for the keys."""
 
     id: str
     on: frozenset[str]

@@ -87,7 +87,7 @@ EXPORTED: dict[str, str] = {
     "healer_share_paused": "gauge",
     "healer_limit_hits_total": "counter",
 }
-"""Every metric family healer exports, with its type (the README table lists them)."""
+"""Every metric family healer exports, with its type (docs/metrics.md lists them)."""
 
 
 def failure_kinds(rules: RuleSet) -> list[str]:

@@ -1,6 +1,6 @@
 """cloud-hypervisor: logger lines of every era, fatal error chains, event monitor.
 
-Logger formats (see the README's format table): ``cloud-hypervisor: <uptime>: [<thread>]
+Logger formats (see the format table in docs/events.md): ``cloud-hypervisor: <uptime>: [<thread>]
 LEVEL:location -- msg`` where uptime is a Rust ``Duration`` (``81.565705ms``,
 ``10.301501007s``) up to v48 and right-aligned seconds from v49; the thread is absent
 before v0.13 and in pipelines that strip it; lines end in ``\\r\\n`` from v33.
