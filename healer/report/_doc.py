@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from healer.report.results import Incident
+
 __all__ = [
     "Block",
     "Cell",
@@ -13,6 +15,7 @@ __all__ = [
     "Inline",
     "Items",
     "Para",
+    "Picture",
     "Pre",
     "Table",
     "code_at",
@@ -62,7 +65,15 @@ class Pre:
     text: str
 
 
-Block = Heading | Para | Items | Table | Pre
+@dataclass(frozen=True, slots=True)
+class Picture:
+    """An incident's timeline picture: drawn by the HTML writer (an inline SVG); the
+    Markdown writer leaves it out (its timeline is the text one)."""
+
+    incident: Incident
+
+
+Block = Heading | Para | Items | Table | Pre | Picture
 
 
 def parts(cell: Cell) -> tuple[Inline, ...]:

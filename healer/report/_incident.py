@@ -13,6 +13,7 @@ from healer.report._doc import (
     Inline,
     Items,
     Para,
+    Picture,
     Pre,
     Table,
     code_at,
@@ -47,6 +48,7 @@ def incident_blocks(i: Incident, *, recorded: bool = False) -> list[Block]:
     blocks: list[Block] = [
         Heading(2, ("Incident ", Code(i.id), f" (share {i.share})")),
         Para(("Opened by rule ", Code(i.opened_by), f"; {outcome}.")),
+        Picture(i),
         Heading(3, ("First failure",)),
         Para(
             (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from healer.report._doc import Block, Code, Heading, Inline, Items, Para, Table, parts
+from healer.report._doc import Block, Code, Heading, Inline, Items, Para, Picture, Table, parts
 from healer.report._postmortem import DEFAULT_TITLE, postmortem_blocks
 from healer.report.results import Postmortem
 
@@ -56,6 +56,8 @@ def to_markdown(blocks: Iterable[Block]) -> str:
                 for row in block.rows
             ]
             out.append("\n".join([head, rule, *rows]))
+        elif isinstance(block, Picture):
+            continue  # the text timeline below says it in words
         else:
             fence = "`" * max(3, _longest_backticks(block.text, 3) + 1)
             out.append(f"{fence}text\n{block.text}\n{fence}")
