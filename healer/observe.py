@@ -198,8 +198,11 @@ class LoggingObserver(NullObserver):
     reason, a phase change; a daemon's death and its stderr's tail are told by the
     loop, healer/live/loop.py), never one per log line read."""
 
+    TOLD_LIMIT = 1024  # distinct suppressions told at info level, then debug only
+
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.log = logger or logging.getLogger("healer")
+        self._told: set[tuple[str, str, str, str]] = set()
 
     def decision(self, decision: Decision) -> None:
         cause = decision.cause
@@ -207,7 +210,14 @@ class LoggingObserver(NullObserver):
         wait = decision.not_before - decision.time
         later = f" in {wait:.3f} s" if wait > 0 else ""
         if decision.suppressed is not None:
-            self.log.info(
+            # A flood (a rate limit, an open circuit) suppresses many: the first of each
+            # kind is told, the rest at debug level (the journal and metrics count all).
+            told = (decision.share, decision.rule, decision.action, decision.suppressed)
+            first = told not in self._told and len(self._told) < self.TOLD_LIMIT
+            if first:
+                self._told.add(told)
+            self.log.log(
+                logging.INFO if first else logging.DEBUG,
                 "share %s: %s not run (rule %s, %s): %s",
                 decision.share,
                 decision.action,

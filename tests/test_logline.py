@@ -17,7 +17,9 @@ import pytest
 from conftest import wait_for
 from watching import everything_stopped, kill_serving_daemon, start_watch, write_setup
 
+from healer.engine.model import Action, Cause, Decision
 from healer.logline import configure, format_line, journal_is
+from healer.observe import LoggingObserver
 from healer.supervise import DaemonInfo
 
 AT = datetime(2026, 12, 4, 10, 0, 0, 123456, tzinfo=UTC)
@@ -139,3 +141,18 @@ def test_a_kill_under_healer_watch_is_logged_as_an_operator_reads_it(
     assert any(line.startswith("INFO share fs0: respawn_virtiofsd succeeded in ") for line in said)
     assert said[-1].startswith("INFO stopped;")
     assert len(lines) < 40  # one line per thing that happened, none per line read
+
+
+def test_a_flood_of_suppressed_decisions_is_told_once(caplog: pytest.LogCaptureFixture) -> None:
+    """1,000 decisions suppressed for the same reason: one info line, the rest debug."""
+    observer = LoggingObserver(logging.getLogger("healer.test"))
+    cause = Cause("GuestMountFailed", "console", 1, 0, 0.0)
+    with caplog.at_level(logging.DEBUG, logger="healer.test"):
+        for n in range(1000):
+            observer.decision(
+                Decision(f"fs0#1/remount_guest/{n}", 0.0, 0.0, "fs0", "fs0#1",
+                         Action.REMOUNT, "guest-mount", cause, suppressed="rate limit of source console")
+            )  # fmt: skip
+    levels = [r.levelno for r in caplog.records]
+    assert levels.count(logging.INFO) == 1
+    assert levels.count(logging.DEBUG) == 999
