@@ -14,7 +14,10 @@ Faults, per peer (``n/a`` where a fault does not exist for it):
 
 - ``kill -9``: SIGKILL of the manager, started again after 1.0 s;
 - ``restart``: the manager stopped the way it is meant to be stopped, then started;
-- ``reload``: the manager asked to read its configuration again.
+- ``reload``: the manager asked to read its configuration again;
+- ``virtiofsd -9``: SIGKILL of the virtiofsd serving the VMM, the manager left alone: the
+  respawn as each manager does it (its outage and refused connects; the loop's
+  ``sleep 0.5`` and systemd's ``RestartSec=0.5`` are what users write).
 
 Then *death while the manager is away*: the manager is killed -9 (or stopped), the
 virtiofsd serving the VMM is SIGKILLed, 1.0 s later the manager is started again. Printed:
@@ -65,7 +68,7 @@ Run (a few minutes; use fewer rounds on a busy machine; ``--peers loop superviso
 runs only the peers whose name contains one of the words):
 
     apt-get install -y supervisor     # for the supervisord peer only
-    .venv/bin/python bench/restart_peers.py --rounds 5
+    .venv/bin/python bench/restart_peers.py --rounds 3
 """
 
 from __future__ import annotations
@@ -108,7 +111,7 @@ AWAY_S = 1.0  # the manager gone this long
 QUIET_S = 1.0  # a round ends once the VMM was served this long after the fault
 PROBE_EVERY_S = 0.01
 FRESH_S = 0.2  # an answer this recent: the VMM is being served
-FAULTS = ("kill -9", "restart", "reload")
+FAULTS = ("kill -9", "restart", "reload", "virtiofsd -9")
 AWAY = "away"
 
 
@@ -352,8 +355,15 @@ class Peer:
         """The manager started again (returns once it is started, not served)."""
         raise NotImplementedError
 
+    def kill_daemon(self) -> None:
+        """SIGKILL of the virtiofsd serving the VMM (returns at once: the prober sees the
+        respawn)."""
+        raise NotImplementedError
+
     def inject(self, fault: str) -> None:
-        {"kill -9": self.kill9, "restart": self.restart, "reload": self.reload}[fault]()
+        faults = {"kill -9": self.kill9, "restart": self.restart, "reload": self.reload}
+        faults["virtiofsd -9"] = self.kill_daemon
+        faults[fault]()
 
 
 class OneProcess(Peer):
@@ -444,6 +454,9 @@ class HealerWatch(OneProcess):
 
     def leave(self) -> None:
         self._signal(signal.SIGKILL)
+        self.kill_daemon()
+
+    def kill_daemon(self) -> None:
         pid = daemon_pid(self.config, "bench")
         assert pid is not None, "no daemon recorded by the holder"
         os.kill(pid, signal.SIGKILL)
@@ -505,6 +518,9 @@ class Loop(Peer):
         pid = self._serving()
         self._kill_shell()
         os.kill(pid, signal.SIGKILL)
+
+    def kill_daemon(self) -> None:
+        os.kill(self._serving(), signal.SIGKILL)
 
     def back(self) -> None:
         self._start()
@@ -603,13 +619,19 @@ class Supervisord(OneProcess):
             raise RuntimeError(f"supervisorctl reload: {done.stdout}{done.stderr}")
         wait_until(lambda: self._logged(SPAWNED) > before, "virtiofsd spawned again")
 
-    def leave(self) -> None:
+    def _serving(self) -> int:
         assert self.proc is not None
         proc = self.proc
         wait_until(lambda: bool(children(proc.pid)), "supervisord's virtiofsd")
-        pid = children(proc.pid)[-1]
+        return children(proc.pid)[-1]
+
+    def leave(self) -> None:
+        pid = self._serving()
         self._signal(signal.SIGKILL)
         os.kill(pid, signal.SIGKILL)
+
+    def kill_daemon(self) -> None:
+        os.kill(self._serving(), signal.SIGKILL)
 
     def down(self) -> None:
         try:
@@ -654,6 +676,9 @@ class SystemdDirect(Peer):
 
     def reload(self) -> None:
         ctl(self.container, "reload-or-restart", DIRECT_UNIT)
+
+    def kill_daemon(self) -> None:
+        ctl(self.container, "kill", "-s", "KILL", DIRECT_UNIT)  # all of it: a daemon's death
 
     def down(self) -> None:
         ctl(self.container, "stop", DIRECT_UNIT)
@@ -706,6 +731,11 @@ class HealerUnits(Peer):
 
     def back(self) -> None:
         ctl(self.container, "start", self.unit)
+
+    def kill_daemon(self) -> None:
+        pids = unit_daemons(self.container)
+        assert pids, "no virtiofsd in healer-holder.service"
+        self.container.run("kill", "-KILL", pids[0])
 
     def down(self) -> None:
         ctl(self.container, "stop", self.holder)
