@@ -55,7 +55,10 @@ Peers, all with the real virtiofsd (``healer.supervise.find_daemon()``), in one 
    legacy one systemd in the container has no cgroup-empty events, and a stop whose
    last process is virtiofsd's sandbox child hangs until ``TimeoutStopSec`` (90 s);
    ``--legacy-cgroups`` boots it that way.
-5. ``healer (systemd units)``: the shipped deploy/healer-holder.service and
+5. ``systemd, socket unit``: the same daemon and ``Restart=``, but a socket unit
+   ``virtiofsd-held.socket`` (``ListenStream=``, ``Accept=no``) holds the listener and
+   passes it as fd 3 (``--fd=3``): a daemon's death leaves the socket listening.
+6. ``healer (systemd units)``: the shipped deploy/healer-holder.service and
    deploy/healer.service in the same container, installed as tests/test_systemd_units.py
    does. kill -9 = ``systemctl kill -s KILL healer`` (``Restart=`` brings it back);
    restart = ``systemctl restart healer``; reload = ``systemctl reload healer``; away =
@@ -684,6 +687,56 @@ class SystemdDirect(Peer):
         ctl(self.container, "stop", DIRECT_UNIT)
 
 
+HELD_SOCKET_UNIT = "virtiofsd-held.socket"
+HELD_UNIT = "virtiofsd-held.service"
+HELD_SOCKET = "/run/vfs/held.sock"
+HELD_SHARED = "/var/lib/held"
+
+
+class SystemdSocket(Peer):
+    """virtiofsd under systemd with a socket unit holding the listener (``Accept=no``:
+    the daemon gets the listening fd as fd 3, ``--fd=3``), ``Restart=always``,
+    ``RestartSec=0.5``: the fairest systemd setup, whose socket outlives the daemon."""
+
+    name = "systemd, socket unit"
+    na = frozenset({"kill -9", AWAY})
+
+    def __init__(self, container: Container, daemon: DaemonInfo) -> None:
+        self.container = container
+        (container.root / HELD_SHARED.lstrip("/")).mkdir(parents=True)
+        container.run("mkdir", "-p", "/run/vfs")
+        argv = [a.replace("{fd}", "3") for a in daemon.argv(shared_dir=HELD_SHARED)]
+        container.write_unit(
+            HELD_SOCKET_UNIT,
+            f"[Socket]\nListenStream={HELD_SOCKET}\nSocketMode=0600\nAccept=no\n",
+            reload=False,
+        )
+        container.write_unit(
+            HELD_UNIT,
+            f"[Unit]\nDescription=virtiofsd on a held socket\nRequires={HELD_SOCKET_UNIT}\n"
+            f"After={HELD_SOCKET_UNIT}\n\n"
+            f"[Service]\nExecStart={shlex.join(argv)}\nRestart=always\nRestartSec=0.5\n",
+        )
+
+    def up(self, work: Path) -> Path:
+        ctl(self.container, "reset-failed", HELD_UNIT, HELD_SOCKET_UNIT, check=False)
+        ctl(self.container, "start", HELD_SOCKET_UNIT)
+        ctl(self.container, "start", HELD_UNIT)
+        return self.container.host_path(HELD_SOCKET)
+
+    def restart(self) -> None:
+        ctl(self.container, "restart", HELD_UNIT)
+
+    def reload(self) -> None:
+        ctl(self.container, "reload-or-restart", HELD_UNIT)
+
+    def kill_daemon(self) -> None:
+        ctl(self.container, "kill", "-s", "KILL", HELD_UNIT)
+
+    def down(self) -> None:
+        ctl(self.container, "stop", HELD_UNIT, HELD_SOCKET_UNIT)
+
+
 class HealerUnits(Peer):
     name = "healer (systemd units)"
     unit = "healer.service"
@@ -875,7 +928,7 @@ def systemd_peers(
     daemon: DaemonInfo, tmp: Path, wanted: Callable[[str], bool], *, unified: bool
 ) -> Iterator[list[Peer]]:
     """The systemd peers in one booted container (none, and why, without the rig)."""
-    kinds = [kind for kind in (SystemdDirect, HealerUnits) if wanted(kind.name)]
+    kinds = [kind for kind in (SystemdDirect, SystemdSocket, HealerUnits) if wanted(kind.name)]
     lacking = systemd_rig.missing()
     if not kinds or lacking is not None:
         if kinds:
