@@ -657,6 +657,7 @@ DIRECT_SHARED = "/var/lib/direct"
 class SystemdDirect(Peer):
     name = "systemd, no fd store"
     na = frozenset({"kill -9", AWAY})
+    unit = DIRECT_UNIT
 
     def __init__(self, container: Container, daemon: DaemonInfo) -> None:
         self.container = container
@@ -670,21 +671,21 @@ class SystemdDirect(Peer):
         )
 
     def up(self, work: Path) -> Path:
-        ctl(self.container, "reset-failed", DIRECT_UNIT, check=False)  # start limits
-        ctl(self.container, "start", DIRECT_UNIT)
+        ctl(self.container, "reset-failed", self.unit, check=False)  # start limits
+        ctl(self.container, "start", self.unit)
         return self.container.host_path(DIRECT_SOCKET)
 
     def restart(self) -> None:
-        ctl(self.container, "restart", DIRECT_UNIT)
+        ctl(self.container, "restart", self.unit)
 
     def reload(self) -> None:
-        ctl(self.container, "reload-or-restart", DIRECT_UNIT)
+        ctl(self.container, "reload-or-restart", self.unit)
 
     def kill_daemon(self) -> None:
-        ctl(self.container, "kill", "-s", "KILL", DIRECT_UNIT)  # all of it: a daemon's death
+        ctl(self.container, "kill", "-s", "KILL", self.unit)  # all of it: a daemon's death
 
     def down(self) -> None:
-        ctl(self.container, "stop", DIRECT_UNIT)
+        ctl(self.container, "stop", self.unit)
 
 
 HELD_SOCKET_UNIT = "virtiofsd-held.socket"
@@ -693,13 +694,14 @@ HELD_SOCKET = "/run/vfs/held.sock"
 HELD_SHARED = "/var/lib/held"
 
 
-class SystemdSocket(Peer):
+class SystemdSocket(SystemdDirect):
     """virtiofsd under systemd with a socket unit holding the listener (``Accept=no``:
     the daemon gets the listening fd as fd 3, ``--fd=3``), ``Restart=always``,
-    ``RestartSec=0.5``: the fairest systemd setup, whose socket outlives the daemon."""
+    ``RestartSec=0.5``: the fairest systemd setup, whose socket outlives the daemon.
+    The faults are the unit's, as for :class:`SystemdDirect`."""
 
     name = "systemd, socket unit"
-    na = frozenset({"kill -9", AWAY})
+    unit = HELD_UNIT
 
     def __init__(self, container: Container, daemon: DaemonInfo) -> None:
         self.container = container
@@ -719,22 +721,14 @@ class SystemdSocket(Peer):
         )
 
     def up(self, work: Path) -> Path:
-        ctl(self.container, "reset-failed", HELD_UNIT, HELD_SOCKET_UNIT, check=False)
+        ctl(self.container, "reset-failed", HELD_SOCKET_UNIT, check=False)
         ctl(self.container, "start", HELD_SOCKET_UNIT)
-        ctl(self.container, "start", HELD_UNIT)
+        super().up(work)
         return self.container.host_path(HELD_SOCKET)
 
-    def restart(self) -> None:
-        ctl(self.container, "restart", HELD_UNIT)
-
-    def reload(self) -> None:
-        ctl(self.container, "reload-or-restart", HELD_UNIT)
-
-    def kill_daemon(self) -> None:
-        ctl(self.container, "kill", "-s", "KILL", HELD_UNIT)
-
     def down(self) -> None:
-        ctl(self.container, "stop", HELD_UNIT, HELD_SOCKET_UNIT)
+        super().down()
+        ctl(self.container, "stop", HELD_SOCKET_UNIT)
 
 
 class HealerUnits(Peer):

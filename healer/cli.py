@@ -280,17 +280,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HealerError as exc:  # the holder cannot be reached, and the like
         _say(str(exc), _check_hint(args))
         return EXIT_FAILED
-    except UnicodeDecodeError as exc:  # a configuration that is not text
-        named = getattr(args, "config", None) or getattr(args, "path", None)
-        if named is None:
-            raise
-        line = exc.object[: exc.start].count(b"\n") + 1
-        print(
-            f"healer: the configuration cannot be used:\n  {named}:{line}: not UTF-8 text "
-            f"(byte {exc.start}) (fix: save it as UTF-8 text)",
-            file=sys.stderr,
-        )
-        return EXIT_CONFIG
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:

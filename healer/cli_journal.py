@@ -19,7 +19,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -32,8 +32,9 @@ from healer.errors import InputError
 from healer.events import Event
 from healer.eventtime import parse_iso
 from healer.journal import NoteRecord, OperatorRecord, Record, StartRecord
+from healer.journal.records import encode
 from healer.journal.store import JournalTail
-from healer.output import iso_time, jsonl_line, table_header, table_line
+from healer.output import iso_time, jsonl_dict, table_header, table_line
 from healer.pipeline.recorded import AsRecorded
 from healer.timeline import Outcome, TimelineItem
 
@@ -160,15 +161,13 @@ def jsonl_row(row: Row) -> bytes:
     """One JSON object per row: ``healer replay --journal --format jsonl``'s, or the
     journal-only record's fields, with ``"seq"`` after ``"type"``."""
     item = row.item
-    data: dict[str, Any]
     if isinstance(item, JournalOnly):
-        kind = {StartRecord: "start", OperatorRecord: "operator", NoteRecord: "note"}
-        data = {"type": kind[type(item)]}
-        data.update({f.name: getattr(item, f.name) for f in fields(item)})
+        data = encode(item)  # the journal's own form, less its version
+        del data["v"]
         if isinstance(item, OperatorRecord):
             data["time"] = iso_time(item.time)
     else:
-        data = orjson.loads(jsonl_line(item, recorded=True))
+        data = jsonl_dict(item, recorded=True)
     head = {"type": data.pop("type"), "seq": row.seq}
     return orjson.dumps({**head, **data}) + b"\n"
 

@@ -13,7 +13,7 @@ from healer.events import Event, to_dict
 from healer.journal.records import output_to_dict
 from healer.timeline import Outcome, TimelineItem
 
-__all__ = ["Printable", "iso_time", "jsonl_line", "table_header", "table_line"]
+__all__ = ["Printable", "iso_time", "jsonl_dict", "jsonl_line", "table_header", "table_line"]
 
 Printable = TimelineItem
 
@@ -21,7 +21,12 @@ _SUMMARY_WIDTH = 110
 
 
 def jsonl_line(item: Printable, *, recorded: bool = False) -> bytes:
-    """One JSON object and a newline, ``"type"`` first: ``event``, ``decision``,
+    """One JSON object (:func:`jsonl_dict`) and a newline."""
+    return orjson.dumps(jsonl_dict(item, recorded=recorded)) + b"\n"
+
+
+def jsonl_dict(item: Printable, *, recorded: bool = False) -> dict[str, Any]:
+    """The JSON object of one item, ``"type"`` first: ``event``, ``decision``,
     ``transition``, ``outcome`` or ``unrecognized`` (a record no parser knew,
     ``"kind": null``).
 
@@ -33,15 +38,15 @@ def jsonl_line(item: Printable, *, recorded: bool = False) -> bytes:
     such guess: its outcomes follow as their own lines.
     """
     if isinstance(item, Event):
-        return orjson.dumps({"type": "event", **to_dict(item)}) + b"\n"
+        return {"type": "event", **to_dict(item)}
     if isinstance(item, Decision | Transition):
         data = _output_dict(item)
         if isinstance(item, Decision) and not recorded:
             data["would_run"] = item.suppressed is None
-        return orjson.dumps(data) + b"\n"
+        return data
     if isinstance(item, Outcome):
-        return orjson.dumps(_outcome_dict(item)) + b"\n"
-    record = {
+        return _outcome_dict(item)
+    return {
         "type": "unrecognized",
         "kind": None,
         "source": item.source,
@@ -49,7 +54,6 @@ def jsonl_line(item: Printable, *, recorded: bool = False) -> bytes:
         "line": item.line,
         "raw": item.text,
     }
-    return orjson.dumps(record) + b"\n"
 
 
 def _output_dict(item: Decision | Transition) -> dict[str, Any]:
@@ -115,7 +119,7 @@ def table_line(item: Printable, *, recorded: bool = False) -> str:
     return f"{time:<27} {where:<30} {item.level:<5} {item.kind:<28} {details[:_SUMMARY_WIDTH]}"
 
 
-def _outcome_dict(item: Outcome) -> dict[str, object]:
+def _outcome_dict(item: Outcome) -> dict[str, Any]:
     decision = item.decision
     return {
         "type": "outcome",

@@ -99,11 +99,7 @@ def two_vms(virtiofsd: DaemonInfo) -> Iterator[tuple[Path, dict[str, Vm]]]:
             }
             try:
                 for vm in vms.values():
-                    vm.vmm.start()
-                    wait_for(lambda vm=vm: daemon_pid(config, vm.share) is not None)  # type: ignore[misc]
-                    fs = {"tag": vm.share, "socket": str(vm.root / "fs.sock")}
-                    ChApiClient(str(vm.api)).request("PUT", "vm.add-fs", fs)  # named by CH
-                    wait_for(lambda vm=vm: vm.vmm.stats.connects >= 1)  # type: ignore[misc]
+                    connect(config, vm)
                 time.sleep(0.7)  # the sessions outlast stale_session: healthy shares
                 yield config, vms
             finally:
@@ -115,6 +111,15 @@ def two_vms(virtiofsd: DaemonInfo) -> Iterator[tuple[Path, dict[str, Vm]]]:
                 except subprocess.TimeoutExpired:
                     brain.kill()
                     brain.wait(timeout=30)
+
+
+def connect(config: Path, vm: Vm) -> None:
+    """The VM's VMM up, its share's device added without an id (CH names it), served."""
+    vm.vmm.start()
+    wait_for(lambda: daemon_pid(config, vm.share) is not None)
+    fs = {"tag": vm.share, "socket": str(vm.root / "fs.sock")}
+    ChApiClient(str(vm.api)).request("PUT", "vm.add-fs", fs)
+    wait_for(lambda: vm.vmm.stats.connects >= 1)
 
 
 def device_ids(vm: Vm) -> list[str]:

@@ -202,10 +202,10 @@ class TailedLogs:
         not have is counted and dropped: a log (or the guest console in it) must not
         make state, decisions, journal records or metric labels of names it invents."""
         kept = []
+        keys = self.vm_keys.get(tailed.config.vm or "", self.keys)
         for item in items:
             if not isinstance(item, Event):
                 continue
-            keys = self.vm_keys.get(tailed.config.vm or "", self.keys)
             event = keys.resolve(item, default=tailed.share)
             if event.share is not None and event.share not in keys.keys:
                 self.unknown[tailed.config.name] = self.unknown.get(tailed.config.name, 0) + 1

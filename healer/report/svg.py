@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from healer.engine.model import Status
+from healer.report._format import iso
 from healer.report.results import Action, Entry, Incident
 
 __all__ = ["MAX_SOURCE_LANES", "PHASE_COLOURS", "incident_svg"]
@@ -72,7 +72,7 @@ def incident_svg(incident: Incident) -> str:
         clock = "its own time" if row.time is not None else "no time of its own: the last before"
         out.append(
             f'<circle class="event" cx="{x(row.at):.1f}" cy="{cy:.1f}" r="4.5" fill="{fill}" '
-            f'stroke="#1565c0" stroke-width="1.5"><title>{_e(_iso(row.at))} '
+            f'stroke="#1565c0" stroke-width="1.5"><title>{_e(iso(row.at))} '
             f"{_e(row.where)} {_e(row.what)} ({clock})</title></circle>"
         )
     lane_y = _TOP + (len(lanes) - 1) * _LANE
@@ -80,7 +80,7 @@ def incident_svg(incident: Incident) -> str:
         out.append(_decision(action, x(action.time), lane_y))
     axis = _TOP + len(lanes) * _LANE + 14
     out.append(
-        f'<text x="{_LEFT}" y="{axis}" font-size="11" fill="#333">{_e(_iso(start))}</text>'
+        f'<text x="{_LEFT}" y="{axis}" font-size="11" fill="#333">{_e(iso(start))}</text>'
         f'<text x="{_WIDTH - _RIGHT}" y="{axis}" font-size="11" fill="#333" '
         f'text-anchor="end">+{span:.3f} s</text>'
         f'<text x="{_LEFT}" y="{axis + 14}" font-size="10" fill="#555">filled: the line\'s '
@@ -102,7 +102,7 @@ def _bands(rows: list[Entry], x: Callable[[float], float], end: float) -> list[s
         out.append(
             f'<rect class="band" data-phase="{_e(after)}" x="{left:.1f}" y="{_TOP + 4}" '
             f'width="{max(right - left, 2.0):.1f}" height="{_LANE - 8}" fill="{colour}">'
-            f"<title>{_e(_iso(row.at))} {_e(row.what)}: {_e(row.detail)}</title></rect>"
+            f"<title>{_e(iso(row.at))} {_e(row.what)}: {_e(row.detail)}</title></rect>"
         )
     return out
 
@@ -116,17 +116,13 @@ def _decision(action: Action, cx: float, lane_y: float) -> str:
     result = action.outcome.value if action.outcome else (action.suppressed or "no outcome")
     return (
         f'<path class="decision" d="M{cx:.1f},{top} L{cx + 5:.1f},{bottom} L{cx - 5:.1f},'
-        f'{bottom} Z" fill="{colour}"><title>{_e(_iso(action.time))} {_e(what)}: '
+        f'{bottom} Z" fill="{colour}"><title>{_e(iso(action.time))} {_e(what)}: '
         f"{_e(result)}</title></path>"
     )
 
 
 def _source(row: Entry) -> str:
     return row.where.rsplit(":", 1)[0]
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def _e(text: str) -> str:
