@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pytest
 from conftest import wait_for
-from watching import everything_stopped, kill_serving_daemon, start_watch, write_setup
+from watching import (
+    everything_stopped,
+    holder_directory,
+    kill_serving_daemon,
+    start_watch,
+    write_setup,
+)
 
 from healer.engine.model import Action, Cause, Decision
 from healer.logline import configure, format_line, journal_is
@@ -119,6 +125,9 @@ def test_a_kill_under_healer_watch_is_logged_as_an_operator_reads_it(
             wait_for(lambda: "started healer" in log.read_text())
             with noise.open("a") as out:
                 out.writelines(f"line {n} that no parser knows\n" for n in range(2000))
+            if virtiofsd.implementation == "rust":  # killed only once it has said it
+                spool = holder_directory(config) / "stderr" / "fs0.1.log"
+                wait_for(lambda: spool.exists() and b"Waiting for vhost-user" in spool.read_bytes())
             killed = kill_serving_daemon(config)
             wait_for(lambda: "respawn_virtiofsd succeeded" in log.read_text())
         finally:
