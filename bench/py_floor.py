@@ -42,6 +42,8 @@ KEYWORDS = (
     "Waiting for daemon failed",
     "panicked at",
     "exited: ",
+    "virtiofsd had stopped",
+    "virtiofsd quits",
     "virtio-fs: tag",
     "mount: ",
     "reboot: ",

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gen_field_shapes
 import gen_mixed_log
 import py_floor
 
@@ -45,6 +46,7 @@ class Run:
     """One finished child process."""
 
     wall_s: float
+    cpu_s: float  # user + system time of the child (healer reads ahead on a second thread)
     maxrss_kib: int
     returncode: int
     stdout: str
@@ -60,10 +62,15 @@ class Result:
     maxrss_kib: int
     counts: Counts | None
     error: str | None = None
+    cpus: tuple[float, ...] = ()
 
     @property
     def median(self) -> float:
         return statistics.median(self.walls)
+
+    @property
+    def cpu(self) -> float:
+        return statistics.median(self.cpus) if self.cpus else float("nan")
 
 
 GNU_TIME = Path("/usr/bin/time")
@@ -94,6 +101,7 @@ def run_once(cmd: Sequence[str], workdir: Path) -> Run:
                 maxrss = int(text[-1])
     return Run(
         wall_s=wall,
+        cpu_s=usage.ru_utime + usage.ru_stime,
         maxrss_kib=maxrss,
         returncode=proc.returncode,
         stdout=stdout.decode("utf-8", "replace"),
@@ -116,6 +124,7 @@ def measure(
     """
     print(f"  {tool}: {' '.join(cmd)}", file=sys.stderr, flush=True)
     walls: list[float] = []
+    cpus: list[float] = []
     rss: list[int] = []
     last: Run | None = None
     for i in range(runs + 1):
@@ -133,13 +142,14 @@ def measure(
             )
         if i > 0:
             walls.append(last.wall_s)
+            cpus.append(last.cpu_s)
             rss.append(last.maxrss_kib)
     assert last is not None
     try:
         counts = parse(last.stdout)
     except (ValueError, KeyError, TypeError) as exc:
         return Result(tool, walls, max(rss), None, f"cannot read its counts: {exc}")
-    return Result(tool, walls, int(statistics.median(rss)), counts)
+    return Result(tool, walls, int(statistics.median(rss)), counts, cpus=tuple(cpus))
 
 
 def parse_healer(stdout: str) -> Counts:
@@ -230,6 +240,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-sec-prefilter", action="store_true", help="skip the SEC variant with a Suppress guard"
     )
+    parser.add_argument(
+        "--shapes",
+        default=",".join(gen_field_shapes.SHAPES),
+        help="the other generator's shapes to run too, comma-separated ('' for none)",
+    )
+    parser.add_argument(
+        "--worst-lines",
+        type=int,
+        help="lines of the 'worst' shape (default: --lines / 10; its lines are long)",
+    )
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be >= 1")
@@ -291,6 +311,23 @@ def main(argv: list[str] | None = None) -> int:
         floor_cmd = [sys.executable, str(BENCH / "py_floor.py"), str(log)]
         results.append(measure("python re loop", floor_cmd, args.runs, parse_floor))
 
+        shapes = [name for name in args.shapes.split(",") if name]
+        unknown = sorted(set(shapes) - set(gen_field_shapes.SHAPES))
+        if unknown:
+            parser.error(f"unknown shape(s): {', '.join(unknown)}")
+        worst_lines = args.worst_lines or max(args.lines // 10, 1)
+        shaped = [
+            run_shape(
+                name,
+                worst_lines if name == "worst" else args.lines,
+                args,
+                workdir=workdir,
+                tmp=Path(tmp),
+                sec_path=sec_path,
+            )
+            for name in shapes
+        ]
+
     print()
     print(
         f"Replay of {args.lines:,} lines ({size / 1e6:.1f} MB, seed {args.seed}, "
@@ -309,19 +346,109 @@ def main(argv: list[str] | None = None) -> int:
         ratio = sec.median / healer.median
         print(f"\nhealer/SEC throughput ratio: {ratio:.2f} (healer lines/s divided by SEC lines/s)")
 
+    mixed = ShapeRun("mixed", args.lines, size, truth, results)
+    print_shapes([mixed, *shaped])
+
     print("\nCounts vs generator truth:")
     status = 0
-    for r in results:
-        if r.error is not None:
-            print(f"- {r.tool}: FAILED ({r.error})")
+    for shape in [mixed, *shaped]:
+        status = max(status, check_counts(shape))
+    return status
+
+
+@dataclass(frozen=True, slots=True)
+class ShapeRun:
+    """One generated log and the tools timed on it."""
+
+    shape: str
+    lines: int
+    size: int
+    truth: Counts
+    results: list[Result]
+
+    def result(self, tool: str) -> Result | None:
+        return next((r for r in self.results if r.tool == tool and r.error is None), None)
+
+
+def run_shape(
+    name: str,
+    lines: int,
+    args: argparse.Namespace,
+    *,
+    workdir: Path,
+    tmp: Path,
+    sec_path: str | None,
+) -> ShapeRun:
+    """Generate ``name`` of gen_field_shapes.py and time healer and the prefiltered SEC."""
+    log = workdir / f"{name}_{lines}_seed{args.seed}.log"
+    with log.open("w", encoding="utf-8", newline="") as fh:
+        truth_obj = gen_field_shapes.generate(fh, name, lines, args.seed)
+    gen_field_shapes.truth_path(log).write_text(json.dumps(truth_obj, indent=2) + "\n")
+    kinds_obj: Any = truth_obj["kinds"]
+    size = log.stat().st_size
+    print(f"Shape {name}: {lines:,} lines, {size:,} bytes", file=sys.stderr)
+    healer_cmd = [sys.executable, "-m", "healer", "replay", "--format", "counts", str(log)]
+    results = [measure("healer (default rules)", healer_cmd, args.runs, parse_healer)]
+    if sec_path is not None:
+        pre = write_prefiltered_rules(tmp)
+        results.append(
+            measure("sec + prefilter", sec_command(sec_path, pre, log), args.runs, parse_sec)
+        )
+    return ShapeRun(name, lines, size, dict(kinds_obj), results)
+
+
+def print_shapes(shapes: list[ShapeRun]) -> None:
+    """Per shape: healer against the prefiltered SEC; the headline is the lowest ratio."""
+    print("\nPer log shape (healer with the shipped rules; SEC with its prefilter rule):\n")
+    print(
+        "| shape | lines | MB | healer s | healer lines/s | healer MB/s | SEC+prefilter s "
+        "| ratio | healer CPU s | CPU ratio |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    ratios: list[tuple[float, str]] = []
+    for shape in shapes:
+        healer = shape.result("healer (default rules)")
+        sec = shape.result("sec + prefilter")
+        if healer is None:
+            print(f"| {shape.shape} | {shape.lines:,} | {shape.size / 1e6:.1f} | failed |||||||")
+            continue
+        rate = shape.lines / healer.median
+        mbs = shape.size / 1e6 / healer.median
+        sec_s = f"{sec.median:.3f}" if sec else "n/a"
+        ratio = f"{sec.median / healer.median:.2f}x" if sec else "n/a"
+        cpu_ratio = f"{sec.cpu / healer.cpu:.2f}x" if sec else "n/a"
+        if sec and shape.shape != "worst":
+            ratios.append((sec.median / healer.median, shape.shape))
+        print(
+            f"| {shape.shape} | {shape.lines:,} | {shape.size / 1e6:.1f} | {healer.median:.3f} "
+            f"| {fmt_rate(rate)} | {mbs:.0f} | {sec_s} | {ratio} | {healer.cpu:.3f} | {cpu_ratio} |"
+        )
+    if ratios:
+        low, name = min(ratios)
+        print(
+            f"\nheadline: healer reads {low:.2f}x the lines/s of a prefiltered SEC on its "
+            f"least favourable shape ({name}); 'worst' (worst-case lines) is shown beside it"
+        )
+        print(
+            "(wall time; healer reads and scans ahead on a second thread, so its CPU time is "
+            "shown too: SEC uses one core)"
+        )
+
+
+def check_counts(shape: ShapeRun) -> int:
+    """Print the count check of one shape; 1 if healer's counts are wrong, 2 if SEC's."""
+    status = 0
+    for r in shape.results:
+        label = f"{shape.shape}: {r.tool}"
+        if r.error is not None or r.counts is None:
+            print(f"- {label}: FAILED ({r.error})")
             status = 1 if r.tool.startswith("healer") else max(status, 2)
             continue
-        assert r.counts is not None
-        diffs = diff_counts(truth, r.counts)
+        diffs = diff_counts(shape.truth, r.counts)
         if not diffs:
-            print(f"- {r.tool}: all {len(truth)} kinds match ({sum(truth.values()):,} records)")
+            print(f"- {label}: all {len(shape.truth)} kinds match ({sum(shape.truth.values()):,})")
             continue
-        print(f"- {r.tool}: {len(diffs)} kind(s) differ")
+        print(f"- {label}: {len(diffs)} kind(s) differ")
         for kind, want, got in diffs:
             print(f"    {kind}: truth {want}, {r.tool} {got} ({got - want:+d})")
         status = 1 if r.tool.startswith("healer") else max(status, 2)

@@ -19,18 +19,13 @@ from pathlib import Path
 from typing import NoReturn
 
 from healer import __version__
-from healer.cli_control import CONTROL_COMMANDS, add_control_commands, run_control
-from healer.cli_journal import add_journal_command, run_journal
-from healer.cli_replay import run_replay
-from healer.config import ConfigError, check_host, is_loopback, load_config
-from healer.engine.rules import describe
-from healer.engine.ruletext import rule_warnings
+from healer.cli_control import CONTROL_COMMANDS, add_control_commands
+from healer.cli_journal import add_journal_command
 from healer.errors import HealerError, InputError
-from healer.events import KINDS
-from healer.journal import JournalBusy, JournalCorrupt
-from healer.rulefiles import default_rules_dir, load_rules
-from healer.supervise.process import hidden_readiness
 from healer.tomlspot import LocatedError
+
+# A command imports what it runs when it runs (the noqa'd imports below): a replay
+# must not pay for the live stack's modules, about a fifth of a second at start-up.
 
 __all__ = ["EXIT_CONFIG", "EXIT_INPUT", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -266,20 +261,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"{exc.path}: {exc.problem}", exc.hint)
         return EXIT_INPUT
     except LocatedError as exc:
+        from healer.config import ConfigError  # noqa: PLC0415 - loaded by whoever raised
+
         what = "configuration" if isinstance(exc, ConfigError) else "rules"
         print(f"healer: the {what} cannot be used:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_CONFIG
-    except JournalCorrupt as exc:
-        print(f"healer: {exc}", file=sys.stderr)  # file, line and fix
-        return EXIT_INPUT
-    except JournalBusy as exc:
-        print(f"healer: {exc}", file=sys.stderr)  # who holds it, and the fix
-        return EXIT_BUSY
-    except HealerError as exc:  # the holder cannot be reached, and the like
-        _say(str(exc), _check_hint(args))
-        return EXIT_FAILED
+    except HealerError as exc:
+        return _failed(exc, args)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
@@ -296,6 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "kinds":
+        from healer.events import KINDS  # noqa: PLC0415 - see the top
+
         for name, cls in KINDS.items():
             doc = (cls.__doc__ or "").strip().splitlines()[0]
             print(f"{name:<28} {doc}")
@@ -308,14 +300,34 @@ def _run(args: argparse.Namespace) -> int:
         command = {"watch": run.watch, "hold": run.hold, "stop": run.stop}[args.command]
         return command(args.config)
     if args.command in CONTROL_COMMANDS:
+        from healer.cli_control import run_control  # noqa: PLC0415 - see the top
+
         return run_control(args)
     if args.command == "journal":
+        from healer.cli_journal import run_journal  # noqa: PLC0415 - see the top
+
         return run_journal(args)
     if args.command == "demo":
         from healer.demo import run_demo  # noqa: PLC0415 - the live parts only here
 
         return run_demo(keep=Path(args.keep) if args.keep else None, bound_s=args.bound)
+    from healer.cli_replay import run_replay  # noqa: PLC0415 - see the top
+
     return run_replay(args.usage, args)
+
+
+def _failed(exc: HealerError, args: argparse.Namespace) -> int:
+    """A journal that cannot be used, or a holder that cannot be reached, and the like."""
+    from healer.journal import JournalBusy, JournalCorrupt  # noqa: PLC0415 - see the top
+
+    if isinstance(exc, JournalCorrupt):
+        print(f"healer: {exc}", file=sys.stderr)  # file, line and fix
+        return EXIT_INPUT
+    if isinstance(exc, JournalBusy):
+        print(f"healer: {exc}", file=sys.stderr)  # who holds it, and the fix
+        return EXIT_BUSY
+    _say(str(exc), _check_hint(args))
+    return EXIT_FAILED
 
 
 def _say(problem: str, hint: str) -> None:
@@ -332,6 +344,12 @@ def _check_hint(args: argparse.Namespace) -> str:
 
 def _check(path: str | None) -> int:
     """Validate a configuration or rules; print what they do, or every problem located."""
+    from healer.config import check_host, is_loopback, load_config  # noqa: PLC0415
+    from healer.engine.rules import describe  # noqa: PLC0415 - see the top
+    from healer.engine.ruletext import rule_warnings  # noqa: PLC0415
+    from healer.rulefiles import default_rules_dir, load_rules  # noqa: PLC0415
+    from healer.supervise.process import hidden_readiness  # noqa: PLC0415
+
     root = Path(path) if path else default_rules_dir()
     if root.is_file() and _is_config(root):
         config = load_config(root)  # ConfigError is reported by main()

@@ -12,18 +12,14 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from healer.config import Config, load_config
-from healer.engine import Decision, Engine
 from healer.engine.model import COMMANDS
-from healer.fold import fold
-from healer.journal import DecisionRecord, OutcomeRecord, read_records
-from healer.live.control import ControlUnavailable, ask
-from healer.live.status import iso, outcome_fields
-from healer.rulefiles import default_rules_dir, load_rules
+
+if TYPE_CHECKING:
+    from healer.config import Config
 
 __all__ = ["CONTROL_COMMANDS", "add_control_commands", "run_control"]
 
@@ -78,6 +74,10 @@ def add_control_commands(
 
 def run_control(args: argparse.Namespace) -> int:
     """Exit 0 done (or all healthy), 1 refused (or a share not healthy), 3 unreachable."""
+    # imported here, not at the top: every healer command builds this parser
+    from healer.config import load_config  # noqa: PLC0415
+    from healer.live.control import ControlUnavailable, ask  # noqa: PLC0415
+
     config = load_config(args.config)
     if args.command == "status":
         try:
@@ -112,6 +112,12 @@ def run_control(args: argparse.Namespace) -> int:
 
 def from_journal(config: Config) -> dict[str, Any]:
     """The status as the journal left it, when no healer runs (read only)."""
+    from healer.engine import Decision, Engine  # noqa: PLC0415 - see run_control
+    from healer.fold import fold  # noqa: PLC0415
+    from healer.journal import DecisionRecord, OutcomeRecord, read_records  # noqa: PLC0415
+    from healer.live.status import iso, outcome_fields  # noqa: PLC0415
+    from healer.rulefiles import default_rules_dir, load_rules  # noqa: PLC0415
+
     engine = Engine(load_rules(config.rules or default_rules_dir()))
     records = list(read_records(Path(config.journal)))
     folded = fold(engine, None, records)

@@ -26,7 +26,6 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from healer.config import load_config
 from healer.engine.model import Decision, Transition
 from healer.errors import InputError
 from healer.events import Event
@@ -226,6 +225,8 @@ def run_journal(
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
     """Print the journal's rows; with --follow, until interrupted (KeyboardInterrupt)."""
+    from healer.config import load_config  # noqa: PLC0415 - every command builds this parser
+
     directory = Path(args.journal if args.journal else load_config(args.config).journal)
     if not directory.is_dir() or not (args.follow or any(directory.glob("segment-*.jsonl"))):
         problem = "no such journal" if not directory.is_dir() else "no journal segments in it"

@@ -109,3 +109,43 @@ def test_sec_counts_equal_truth(mixed_log: Truth) -> None:
     got = dict(item.split("=", 1) for item in dump[0].split()[1:])
     assert {k: int(v) for k, v in got.items()} == kinds
     assert "HEALER_STORM" in proc.stdout  # the restart-storm rule fired on the exits
+
+
+# --- the second generator's shapes (bench/gen_field_shapes.py) ------------------------
+
+SHAPES = ("vfsd-debug", "ch-verbose", "kata-journald", "worst")
+
+
+def sec_counts(path: Path, rules: Path) -> dict[str, int]:
+    sec = shutil.which("sec")
+    if sec is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("SEC is required in CI to check the benchmark's rules: apt-get install sec")
+        pytest.skip("SEC is not installed (apt-get install sec)")
+    cmd = [sec, f"--conf={rules}", f"--input={path}", "--fromstart", "--notail"]
+    cmd += ["--intevents", "--nochildterm", "--log=/dev/null"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300)
+    dump = [line for line in proc.stdout.splitlines() if line.startswith("HEALER_KIND_COUNTS")]
+    assert len(dump) == 1, proc.stdout
+    return {k: int(v) for k, v in (item.split("=", 1) for item in dump[0].split()[1:])}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_each_shape_is_counted_alike_by_healer_and_the_prefiltered_sec(
+    shape: str, tmp_path: Path
+) -> None:
+    """The headline compares healer with SEC behind its prefilter rule on these logs: both
+    must count what the generator says it wrote (and the near misses as nothing)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import replay_throughput  # noqa: PLC0415 - a bench script, found on its own path
+    finally:
+        sys.path.remove(str(BENCH))
+    out = tmp_path / f"{shape}.log"
+    cmd = [sys.executable, str(BENCH / "gen_field_shapes.py"), shape, "4000", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    truth = nonzero(json.loads(Path(f"{out}.truth.json").read_text(encoding="utf-8"))["kinds"])
+    assert sum(truth.values()) > 10  # events were written, to be found
+    assert nonzero(healer_counts(out)["kinds"]) == truth
+    rules = replay_throughput.write_prefiltered_rules(tmp_path)
+    assert sec_counts(out, rules) == truth

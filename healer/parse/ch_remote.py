@@ -18,7 +18,13 @@ PROGRAM: str | None = "ch-remote"
 """Who prints the messages below when the line itself does not say."""
 
 # Literal needles for the prefilter (see cloud_hypervisor.KEYWORDS).
-KEYWORDS = ("Error", '{"id":"')
+KEYWORDS = (
+    "Error opening HTTP socket",
+    "Error running command",
+    "chain of errors",
+    "Error: HttpApiClient",
+    '","bdf":"',
+)
 
 _CAUSE = re.compile(r"^\s*(?:\d+|X): (.*)$")
 _STATUS = re.compile(r"Server responded with (?:an error: )?([A-Z]\w+)")

@@ -14,7 +14,7 @@ PROGRAM: str | None = "kernel"
 """Who prints the messages below when the line itself does not say."""
 
 # Literal needles for the prefilter (see cloud_hypervisor.KEYWORDS).
-KEYWORDS = ("virtio-fs: tag", "reboot: ", "mount: ")
+KEYWORDS = ("virtio-fs: tag", "reboot: ", ": wrong fs type", ": unknown filesystem type")
 
 _DMESG = re.compile(r"^\[\s*(\d+\.\d+)\] (.*)")
 

@@ -32,6 +32,7 @@ __all__ = [
     "SourceParser",
     "Unrecognized",
     "is_candidate",
+    "scan",
 ]
 
 PATTERNS: tuple[tuple[Pattern, str | None], ...] = tuple(
@@ -74,6 +75,13 @@ _MAX_WALK = 1 << 20  # bytes an indented hit may look back for its head
 # Any ISO-8601 stamp a wrapper or program writes; its fraction tells its precision.
 _ISO_STAMP = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,](\d+))?(?:Z|[+-]\d\d:?\d\d)?")
 _STAMP_REACH = 4096  # characters of a record's head searched for the stamp it was dated by
+
+
+def scan(block: bytes) -> list[tuple[int, int, int]]:
+    """Every needle in ``block`` as (needle index, start, end): the one pass over all
+    of its bytes. The automaton lets go of the GIL meanwhile, so a reader thread can
+    scan the next block while this one is parsed (``SourceParser.feed(scanned=)``)."""
+    return _AUTOMATON.find_matches_as_indexes(block)
 
 
 def is_candidate(line: bytes) -> bool:
@@ -157,12 +165,17 @@ class ParseStats:
         return self.lines - self.blank_lines - self.event_lines
 
 
+_BLANK_END = re.compile(rb"\n(?=\r?\n)")  # the newline before an empty (or lone-CR) line
+
+
 def _blank_lines(block: bytes) -> int:
-    """Empty lines (or a lone CR) in ``block``; counted in C, and runs of them too
-    (``count(b"\\n\\n")`` misses overlapping pairs: half of a run is lost)."""
-    parts = block.split(b"\n")
-    trailing = 1 if parts[-1] == b"" else 0  # what follows the last newline
-    return parts.count(b"") - trailing + parts.count(b"\r")
+    """Empty lines (or a lone CR) in ``block`` (whole lines), runs of them included.
+
+    A lookahead finds each one where it starts without splitting the block into a
+    million lines (``count(b"\\n\\n")`` would miss overlapping pairs: half a run).
+    """
+    first = 1 if block.startswith((b"\n", b"\r\n")) else 0
+    return first + len(_BLANK_END.findall(block))
 
 
 def _mode(head: bytes) -> int:
@@ -244,19 +257,25 @@ class SourceParser:
         self._open_ingest: datetime | None = None
 
     def feed(
-        self, block: bytes, offset: int, ingest: datetime | None = None
+        self,
+        block: bytes,
+        offset: int,
+        ingest: datetime | None = None,
+        *,
+        scanned: list[tuple[int, int, int]] | None = None,
     ) -> list[Event | Unrecognized]:
-        """Parse ``block`` (whole lines, each ending in a newline) found at ``offset``."""
+        """Parse ``block`` (whole lines, each ending in a newline) found at ``offset``;
+        ``scanned`` is :func:`scan` of it, when a reader thread ran it already."""
         out: list[Event | Unrecognized] = []
-        lines_in_block = block.count(b"\n")
         self.stats.blank_lines += _blank_lines(block)
         base = self._line
         if self.keep_unrecognized:
             self._feed_lines(block, offset, ingest, out)
+            last = base + block.count(b"\n")
         else:
-            self._feed_fast(block, offset, ingest, out)
-        self.stats.lines += lines_in_block
-        self._line = base + lines_in_block
+            last = self._feed_fast(block, offset, ingest, out, scanned)
+        self.stats.lines += last - base
+        self._line = last
         self._end = offset + len(block)
         return out
 
@@ -296,15 +315,23 @@ class SourceParser:
     # --- the fast path -----------------------------------------------------------
 
     def _feed_fast(
-        self, block: bytes, offset: int, ingest: datetime | None, out: list[Event | Unrecognized]
-    ) -> None:
+        self,
+        block: bytes,
+        offset: int,
+        ingest: datetime | None,
+        out: list[Event | Unrecognized],
+        scanned: list[tuple[int, int, int]] | None,
+    ) -> int:
+        """Parse the block's candidate records; returns the number of its last line (the
+        newlines are counted once, piece by piece between candidates)."""
         pos, number = 0, self._line  # ``number`` is the line number before ``pos``
         if self._open and self._open_hit:
             pos, number = self._extend(block, pos, number)
             if pos >= len(block):
-                return
+                return number
             self._close_open(ingest, out)
-        for start in self._candidates(block, pos):
+        matches = scan(block) if scanned is None else scanned
+        for start in self._candidates(block, pos, matches):
             if start < pos:
                 continue  # already part of the previous record
             number += block.count(b"\n", pos, start)
@@ -314,19 +341,19 @@ class SourceParser:
             number += 1
             pos, number = self._extend(block, pos, number)
             if pos >= len(block):
-                return  # the record may go on in the next block
+                return number  # the record may go on in the next block
             self._close_open(ingest, out)
-        self._remember_tail(block, pos, number, offset, ingest)
+        return self._remember_tail(block, pos, number, offset, ingest)
 
     @staticmethod
-    def _candidates(block: bytes, pos: int) -> list[int]:
+    def _candidates(block: bytes, pos: int, matches: list[tuple[int, int, int]]) -> list[int]:
         """Sorted starts of the lines at or after ``pos`` that hold a needle."""
         # Each needle's line start is looked for back to the previous needle only: an
         # rfind to the block's start per needle is quadratic on a line full of needles.
         rfind = block.rfind
         starts: set[int] = set()
         line_start = scanned = 0
-        for index, start, _end in sorted(_AUTOMATON.find_matches_as_indexes(block), key=_BY_START):
+        for index, start, _end in sorted(matches, key=_BY_START):
             if index >= _JSON_INDEX:
                 starts.add(start + 1)
                 continue
@@ -393,11 +420,11 @@ class SourceParser:
 
     def _remember_tail(
         self, block: bytes, pos: int, number: int, offset: int, ingest: datetime | None
-    ) -> None:
+    ) -> int:
         """Keep the block's last record: an indented line in the next block may hit.
 
         When the whole block (from ``pos`` 0) continues the tail kept from the block
-        before, the two make one record.
+        before, the two make one record. Returns the number of the block's last line.
         """
         earlier = self._open if pos == 0 and not self._open_hit else []
         earlier_at, earlier_line = self._open_at, self._open_line
@@ -406,10 +433,10 @@ class SourceParser:
         self._open = []
         self._open_ingest = None
         if pos >= len(block):
-            return
+            return number
         last = max(block.rfind(b"\n", pos, len(block) - 1) + 1, pos)
         lines = [block[last:-1]]
-        head_number = number + block.count(b"\n", pos)
+        end_number = head_number = number + block.count(b"\n", pos)
         while last > pos and lines[0][:1] in _INDENT and len(lines) < self.max_record_lines:
             previous = max(block.rfind(b"\n", pos, last - 1) + 1, pos)
             line = block[previous : last - 1]
@@ -418,7 +445,7 @@ class SourceParser:
             lines.insert(0, line)
             last, head_number = previous, head_number - 1
         if not (lines[-1].strip() and lines[0].strip()):
-            return
+            return end_number
         if last == 0 and earlier and lines[0][:1] in _INDENT:
             self._open = [*earlier, *lines]
             self._open_at, self._open_line = earlier_at, earlier_line
@@ -427,6 +454,7 @@ class SourceParser:
             self._open = lines
             self._open_at, self._open_line = offset + last, head_number
             self._open_ingest = ingest
+        return end_number
 
     # --- the line path (reference; also reports unrecognised records) ------------
 

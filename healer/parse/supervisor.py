@@ -18,7 +18,15 @@ PROGRAM: str | None = None
 """Who prints the messages below when the line itself does not say."""
 
 # Literal needles for the prefilter (see cloud_hypervisor.KEYWORDS).
-KEYWORDS = ("exited", "stopped", "quits", "restarting virtiofsd")
+KEYWORDS = (
+    "exited: ",
+    "stopped: ",
+    "Main process exited",
+    "virtiofsd exited",
+    "restarting virtiofsd",
+    "virtiofsd had stopped",
+    "virtiofsd quits",
+)
 
 
 def _supervisord(rec: Record, m: re.Match[str]) -> Built:

@@ -32,16 +32,20 @@ PROGRAM: str | None = "virtiofsd"
 # Literal needles for the prefilter (see cloud_hypervisor.KEYWORDS).
 KEYWORDS = (
     "socket connection",
-    "Client ",
-    "daemon failed",
-    "Failed ",
-    "panicked",
+    "Client connected",
+    "Client disconnected",
+    "Waiting for daemon failed",
+    "panicked at",
     "virtio_loop: Exit",
-    "fv_panic",
+    "fv_panic: ",
     "does not exist",
-    "vhost socket",
+    "vhost socket ",
     "failed to stat source",
-    "Error",
+    "Failed to start daemon",
+    "Error creating pid file",
+    "Error creating listener",
+    "Error entering sandbox",
+    "Failed to create directory",
     "Child process terminated",
 )
 
