@@ -658,22 +658,31 @@ class SystemdDirect(Peer):
     name = "systemd, no fd store"
     na = frozenset({"kill -9", AWAY})
     unit = DIRECT_UNIT
+    socket = DIRECT_SOCKET
+    shared = DIRECT_SHARED
+    restart_sec = "0.5"
 
     def __init__(self, container: Container, daemon: DaemonInfo) -> None:
         self.container = container
-        (container.root / DIRECT_SHARED.lstrip("/")).mkdir(parents=True)
+        (container.root / self.shared.lstrip("/")).mkdir(parents=True)
         container.run("mkdir", "-p", "/run/vfs")
-        argv = socket_argv(daemon, DIRECT_SOCKET, DIRECT_SHARED)
+        argv = socket_argv(daemon, self.socket, self.shared)
         container.write_unit(
-            DIRECT_UNIT,
-            "[Unit]\nDescription=virtiofsd on a socket path\n\n"
-            f"[Service]\nExecStart={shlex.join(argv)}\nRestart=always\nRestartSec=0.5\n",
+            self.unit,
+            f"[Unit]\nDescription=virtiofsd on a socket path\n{self.limits()}\n"
+            f"[Service]\nExecStart={shlex.join(argv)}\nRestart=always\n"
+            f"RestartSec={self.restart_sec}\n",
         )
+
+    def limits(self) -> str:
+        """``RestartSec=0`` needs the start limit off too, or five kills in 10 s fail the
+        unit for good (what a user who writes it learns at once)."""
+        return "StartLimitIntervalSec=0\n" if self.restart_sec == "0" else ""
 
     def up(self, work: Path) -> Path:
         ctl(self.container, "reset-failed", self.unit, check=False)  # start limits
         ctl(self.container, "start", self.unit)
-        return self.container.host_path(DIRECT_SOCKET)
+        return self.container.host_path(self.socket)
 
     def restart(self) -> None:
         ctl(self.container, "restart", self.unit)
@@ -702,33 +711,58 @@ class SystemdSocket(SystemdDirect):
 
     name = "systemd, socket unit"
     unit = HELD_UNIT
+    socket = HELD_SOCKET
+    shared = HELD_SHARED
+    socket_unit = HELD_SOCKET_UNIT
 
     def __init__(self, container: Container, daemon: DaemonInfo) -> None:
         self.container = container
-        (container.root / HELD_SHARED.lstrip("/")).mkdir(parents=True)
+        (container.root / self.shared.lstrip("/")).mkdir(parents=True)
         container.run("mkdir", "-p", "/run/vfs")
-        argv = [a.replace("{fd}", "3") for a in daemon.argv(shared_dir=HELD_SHARED)]
+        argv = [a.replace("{fd}", "3") for a in daemon.argv(shared_dir=self.shared)]
         container.write_unit(
-            HELD_SOCKET_UNIT,
-            f"[Socket]\nListenStream={HELD_SOCKET}\nSocketMode=0600\nAccept=no\n",
+            self.socket_unit,
+            f"[Socket]\nListenStream={self.socket}\nSocketMode=0600\nAccept=no\n",
             reload=False,
         )
         container.write_unit(
-            HELD_UNIT,
-            f"[Unit]\nDescription=virtiofsd on a held socket\nRequires={HELD_SOCKET_UNIT}\n"
-            f"After={HELD_SOCKET_UNIT}\n\n"
-            f"[Service]\nExecStart={shlex.join(argv)}\nRestart=always\nRestartSec=0.5\n",
+            self.unit,
+            f"[Unit]\nDescription=virtiofsd on a held socket\nRequires={self.socket_unit}\n"
+            f"After={self.socket_unit}\n{self.limits()}\n"
+            f"[Service]\nExecStart={shlex.join(argv)}\nRestart=always\n"
+            f"RestartSec={self.restart_sec}\n",
         )
 
     def up(self, work: Path) -> Path:
-        ctl(self.container, "reset-failed", HELD_SOCKET_UNIT, check=False)
-        ctl(self.container, "start", HELD_SOCKET_UNIT)
+        ctl(self.container, "reset-failed", self.socket_unit, check=False)
+        ctl(self.container, "start", self.socket_unit)
         super().up(work)
-        return self.container.host_path(HELD_SOCKET)
+        return self.container.host_path(self.socket)
 
     def down(self) -> None:
         super().down()
-        ctl(self.container, "stop", HELD_SOCKET_UNIT)
+        ctl(self.container, "stop", self.socket_unit)
+
+
+class SystemdDirectNow(SystemdDirect):
+    """:class:`SystemdDirect` with ``RestartSec=0`` (and the start limit off)."""
+
+    name = "systemd RestartSec=0, no fd store"
+    unit = "virtiofsd-now.service"
+    socket = "/run/vfs/now.sock"
+    shared = "/var/lib/now"
+    restart_sec = "0"
+
+
+class SystemdSocketNow(SystemdSocket):
+    """:class:`SystemdSocket` with ``RestartSec=0`` (and the start limit off)."""
+
+    name = "systemd RestartSec=0, socket unit"
+    unit = "virtiofsd-held-now.service"
+    socket = "/run/vfs/held-now.sock"
+    shared = "/var/lib/held-now"
+    socket_unit = "virtiofsd-held-now.socket"
+    restart_sec = "0"
 
 
 class HealerUnits(Peer):
@@ -922,7 +956,8 @@ def systemd_peers(
     daemon: DaemonInfo, tmp: Path, wanted: Callable[[str], bool], *, unified: bool
 ) -> Iterator[list[Peer]]:
     """The systemd peers in one booted container (none, and why, without the rig)."""
-    kinds = [kind for kind in (SystemdDirect, SystemdSocket, HealerUnits) if wanted(kind.name)]
+    every = (SystemdDirect, SystemdDirectNow, SystemdSocket, SystemdSocketNow, HealerUnits)
+    kinds = [kind for kind in every if wanted(kind.name)]
     lacking = systemd_rig.missing()
     if not kinds or lacking is not None:
         if kinds:

@@ -14,10 +14,12 @@ A daemon's stderr copy is private.
 from __future__ import annotations
 
 import stat
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from conftest import wait_for
 from rulepatch import shipped_rules
 
 from healer.config import ShareConfig, SourceConfig
@@ -28,6 +30,7 @@ from healer.journal import EventRecord, Journal, read_records
 from healer.live.daemons import DaemonTable
 from healer.live.logs import TailedLog, TailedLogs
 from healer.live.loop import Loop
+from healer.live.messages import Wake
 from healer.live.stderr import StderrFeed
 from healer.observe import NULL_OBSERVER, LineTally
 from healer.runner import Runner
@@ -135,3 +138,49 @@ def test_the_copy_of_a_daemons_stderr_is_private_and_follows_no_planted_link(
     assert copy.read_bytes() == spool.read_bytes()
     assert stat.S_IMODE(copy.stat().st_mode) == 0o600
     assert victim.read_text() == ""  # the link was refused (and the refusal logged)
+
+
+def test_a_flooded_stderr_file_is_read_to_its_end_without_waiting_for_ticks(
+    tmp_path: Path,
+) -> None:
+    """A daemon wrote 3 MiB to its stderr and fell silent: no watcher wakes the loop
+    again, and its clock stands still here (no safety tick ever comes). The loop reads
+    the file to its end anyway, one bounded block a turn, coming back at once while
+    the file holds more (it read 256 KiB a second before: 4 k lines/s)."""
+    share = ShareConfig("fs0", "fs0", str(tmp_path / "fs0.sock"), str(tmp_path / "shared"))
+    runner = Runner(Engine(shipped_rules()), None)
+    keys = ShareKeys([ShareNames(share.name, share.tag, share.socket)])
+    line = b"[2026-12-04T10:00:00Z DEBUG virtiofsd::server] Replying OK, unique: 7\n"
+    spool = tmp_path / "fs0.1.log"
+    spool.write_bytes(line * (3 * 1024 * 1024 // len(line)))
+    tally = LineTally()
+    feed = StderrFeed(tmp_path, runner, observer=NULL_OBSERVER, tally=tally, copies={})
+    feed.follow("fs0", 1, 4242, spool)
+    table = DaemonTable(
+        [share],
+        holder=DiesAtOnce(),  # type: ignore[arg-type]  # never asked to spawn here
+        feed=feed,
+        post=lambda _message: None,
+        generations=lambda _name: None,
+    )
+    frozen = time.time()
+    loop = Loop(
+        runner,
+        table,
+        feed,
+        TailedLogs(runner, keys, NULL_OBSERVER, LineTally()),
+        observer=NULL_OBSERVER,
+        clock=lambda: frozen,
+    )
+    stop = threading.Event()
+    runner.start()
+    loop.changed()  # the watcher's one wake-up, for the write
+    worker = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    worker.start()
+    try:
+        wait_for(lambda: feed.spools[("fs0", 1)].offset == spool.stat().st_size)
+    finally:
+        stop.set()
+        loop.post(Wake())
+        worker.join(10)
+    assert feed.read() is False  # nothing more, and a partial line would not say more

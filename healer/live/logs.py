@@ -119,7 +119,10 @@ class TailedLogs:
     def names(self) -> list[str]:
         return [t.config.name for t in self.tailed]
 
-    def read(self) -> None:
+    def read(self) -> bool:
+        """Read every tailed log, a bounded amount each; True if one has more to read
+        (the loop then comes back at once instead of a tick later)."""
+        behind = False
         for tailed in self.tailed:
             read = False
             for _ in range(READS_PER_TURN):
@@ -128,8 +131,10 @@ class TailedLogs:
                     read = True
                 if tailed.tailer.at_eof:
                     break
+            behind = behind or (read and not tailed.tailer.at_eof)
             if read and tailed.tailer.at_eof and tailed.parser is not None:
                 self._flush(tailed)
+        return behind
 
     def _flush(self, tailed: _Tailed) -> None:
         """Live, the last record is complete when the writer stopped: decide on it now.

@@ -98,12 +98,15 @@ class Loop:
                 self._handle(first)
             self.drain()  # everything that came meanwhile, in order
             ticked = self.clock() >= next_tick
+            behind = False
             if ticked or self.files_changed.is_set():
                 self.files_changed.clear()
                 if self.feed is not None:
-                    self.feed.read()
-                self.logs.read()
+                    behind = self.feed.read()
+                behind = self.logs.read() or behind
             self.turn()
+            if behind:  # a file holds more than a turn reads: again at once, messages first
+                self.changed()
             if ticked:
                 next_tick = self.clock() + TICK_S
 

@@ -134,12 +134,16 @@ class StderrFeed:
 
     # --- reading -------------------------------------------------------------------------
 
-    def read(self) -> None:
-        """Read what every followed file holds now (one block each, so no file waits)."""
+    def read(self) -> bool:
+        """Read what every followed file holds now (one block each, so no file waits).
+        True if some file holds more: the loop comes back for it at once, not a tick
+        later (a daemon that wrote a flood and fell silent wakes no watcher)."""
+        behind = False
         for spool in list(self.spools.values()):
-            self._read(spool, BLOCK)
+            behind = self._read(spool, BLOCK) or behind
             if spool.ended:
                 self._finish(spool)
+        return behind
 
     def ended(self, share: str, generation: int, *, limit: int = BLOCK) -> list[bytes]:
         """The daemon is gone: read its file (up to ``limit`` now, the rest later) before
@@ -153,14 +157,19 @@ class StderrFeed:
         self._finish(spool)  # (which lets the spool go once its file is read)
         return list(spool.last)
 
-    def _read(self, spool: _Spool, limit: int) -> None:
+    def _read(self, spool: _Spool, limit: int) -> bool:
+        """Read up to ``limit`` bytes of whole lines. True if the file may hold more: the
+        last read filled all it asked for (a partial line still being written does not)."""
         try:
             fd = os.open(spool.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            return
+            return False
+        full = False
         try:
             while limit > 0:
-                data = os.pread(fd, min(BLOCK, limit), spool.offset)
+                wanted = min(BLOCK, limit)
+                data = os.pread(fd, wanted, spool.offset)
+                full = len(data) == wanted
                 if not data:
                     break
                 end = data.rfind(b"\n") + 1
@@ -177,6 +186,7 @@ class StderrFeed:
                 limit -= end
         finally:
             os.close(fd)
+        return full
 
     def _feed(self, spool: _Spool, block: bytes) -> None:
         read_at = self.clock()
