@@ -24,12 +24,22 @@ KEYWORDS = (
     "chain of errors",
     "Error: HttpApiClient",
     '","bdf":"',
+    "  reason: ",
 )
 
 _CAUSE = re.compile(r"^\s*(?:\d+|X): (.*)$")
 _STATUS = re.compile(r"Server responded with (?:an error: )?([A-Z]\w+)")
 _RESPONSE = re.compile(r"ServerResponse\((\w+)")
 _UNREACHABLE = re.compile(r"Error opening HTTP socket|Socket\(|HTTP socket|ConnectionRefused")
+
+
+_HTTP_STATUS = {  # the old ch-remote printed numbers, the newer one these names
+    "400": "BadRequest",
+    "404": "NotFound",
+    "405": "MethodNotAllowed",
+    "500": "InternalServerError",
+    "503": "ServiceUnavailable",
+}
 
 
 def _unreachable(rec: Record, m: re.Match[str]) -> Built:
@@ -75,6 +85,14 @@ def _device_added(rec: Record, m: re.Match[str]) -> Built:
     return DeviceAdded, {"device_id": m.group(1), "bdf": m.group(2)}
 
 
+def _old_status(rec: Record, m: re.Match[str]) -> Built:
+    return ApiError, {
+        "status": _HTTP_STATUS.get(m.group(1), m.group(1)),
+        "messages": (m.group(2),),
+        **error_fields(m.group(2)),
+    }
+
+
 PATTERNS: list[Pattern] = [
     # ch-remote <= v46, and newer ones logging through env_logger ([... ERROR ch_remote] ...)
     (re.compile(r"^(?:Error running command: )?Error opening HTTP socket: (.*)"), _unreachable),
@@ -86,4 +104,6 @@ PATTERNS: list[Pattern] = [
     (re.compile(r"^Error: ch-remote exited with the following chain of errors"), _chain),
     (re.compile(r"^(?:ch-remote: )?Error: (HttpApiClient\(.*)"), _http_client),
     (re.compile(r'^\{"id":"([^"]+)","bdf":"([^"]+)"\}\s*$'), _device_added),
+    # ch-remote of 2019-2020 (v0.x): "error: 500  reason: VmBoot(...): unknown."
+    (re.compile(r"^error: ([1-5]\d\d) +reason: (.*)"), _old_status),
 ]

@@ -19,6 +19,8 @@ from healer.eventtime import parse_compact_minute, parse_iso, parse_syslog
 __all__ = ["Envelope", "peel"]
 
 _MAX_LAYERS = 6
+_ANSI = re.compile(r"\x1b\[[0-9;]{0,32}m")
+_QUOTED = re.compile(r"(?:> ?){0,8}`{0,3}")  # markdown or mail quoting, an opening backtick
 
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)) (?:# )?")
 _COMPACT = re.compile(r"(\d{8}T\d\d:\d\d) ")
@@ -28,6 +30,7 @@ _SYSLOG = re.compile(
 # journald view of a --syslog daemon, or syslog 6.x repeating its header inside the message.
 _PROGRAM_PID = re.compile(r"(?:(\S+) )?([A-Za-z][\w.@-]*)\[(\d+)\]: ")
 _KATA = re.compile(r'time="([^"]+)" level=(\w+) ')
+_ZONE = re.compile(r"(?:Z|[+-]\d\d:?\d\d)$")
 _KATA_FIELD = re.compile(r'\b(msg|vmconsole)="((?:[^"\\]|\\.)*)"?')
 _SUPERVISORD = re.compile(
     r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) (CRIT|ERRO|WARN|INFO|DEBG|TRAC|BLAT) "
@@ -56,12 +59,20 @@ class Envelope:
     level: str | None = None
     wrappers: tuple[str, ...] = ()
     guest: bool = False  # the payload is the guest's console (Kata vmconsole)
+    zoned: bool = False  # ``wall`` came from a stamp with its year and zone
 
 
 def peel(line: str, year: int) -> Envelope:
     """Strip every wrapper from ``line``; ``year`` completes syslog headers."""
-    env = Envelope(line)
     layers: list[str] = []
+    if "\x1b" in line:  # colour codes of a terminal the log was copied from
+        line = _ANSI.sub("", line)
+        layers.append("ansi")
+    env = Envelope(line)
+    quoted = _QUOTED.match(line)
+    if quoted is not None and quoted.end():  # what a reporter put in front: > or `
+        env.payload = line[quoted.end() :]
+        layers.append("quoted")
     for _ in range(_MAX_LAYERS):
         text = env.payload
         if not text:
@@ -79,29 +90,35 @@ def peel(line: str, year: int) -> Envelope:
     return env
 
 
-def _set_wall(env: Envelope, wall: datetime | None, precise: bool) -> None:
-    # The outermost precise stamp wins: it is when the line was written.
-    if wall is None or (env.wall is not None and (env.precise or not precise)):
+def _set_wall(env: Envelope, wall: datetime | None, precise: bool, *, zoned: bool) -> None:
+    """The outermost precise stamp wins: it is when the line was written. But a header
+    without zone or year (syslog, journald's short format, supervisord) is a guess at
+    both, so a stamp inside the same record that has them (kata's ``time=``, docker's)
+    is the truer clock: the reporter's local time and a missing year are gone with it,
+    and its fraction is kept."""
+    if wall is None:
         return
-    env.wall, env.precise = wall, precise
+    if env.wall is not None and not (zoned and not env.zoned) and (env.precise or not precise):
+        return
+    env.wall, env.precise, env.zoned = wall, precise, zoned
 
 
 def _peel_timestamp(env: Envelope, text: str, layers: list[str]) -> bool:
     m = _RFC3339.match(text)
     if m:
-        _set_wall(env, parse_iso(m.group(1)), True)
+        _set_wall(env, parse_iso(m.group(1)), True, zoned=True)
         env.payload = text[m.end() :]
         layers.append("rfc3339")
         return True
     m = _COMPACT.match(text)
     if m:
-        _set_wall(env, parse_compact_minute(m.group(1)), False)
+        _set_wall(env, parse_compact_minute(m.group(1)), False, zoned=False)
         env.payload = text[m.end() :]
         layers.append("vm.sh")
         return True
     m = _SUPERVISORD.match(text)
     if m:
-        _set_wall(env, parse_iso(f"{m.group(1)}.{m.group(2)}"), True)
+        _set_wall(env, parse_iso(f"{m.group(1)}.{m.group(2)}"), True, zoned=False)
         env.program = "supervisord"
         env.level = _SUPERVISORD_LEVEL[m.group(3)]
         env.payload = text[m.end() :]
@@ -114,7 +131,7 @@ def _peel_syslog(env: Envelope, text: str, year: int, layers: list[str]) -> bool
     m = _SYSLOG.match(text)
     if m:
         month, day, clock, _host, program, pid = m.groups()
-        _set_wall(env, parse_syslog(month, day.strip(), clock, year), True)
+        _set_wall(env, parse_syslog(month, day.strip(), clock, year), True, zoned=False)
         env.program = program
         env.pid = int(pid) if pid else None
         env.payload = text[m.end() :]
@@ -136,7 +153,8 @@ def _peel_kata(env: Envelope, text: str, layers: list[str]) -> bool:
         return False
     fields = dict(_KATA_FIELD.findall(text, m.end()))
     inner = fields.get("vmconsole")
-    _set_wall(env, parse_iso(m.group(1)), True)
+    stamp = m.group(1)
+    _set_wall(env, parse_iso(stamp), True, zoned=_ZONE.search(stamp) is not None)
     if inner is not None:
         env.payload = _unescape(inner)
         env.guest = True

@@ -1,4 +1,6 @@
-"""The guest side: kernel messages from fs/fuse/virtio_fs.c and mount(8) errors."""
+"""The guest side: kernel messages from fs/fuse/virtio_fs.c, mount(8) errors (also as
+a reporter pasted them, without mount's prefix), dracut's, and a macOS guest's
+``mount_virtiofs``."""
 
 from __future__ import annotations
 
@@ -14,7 +16,15 @@ PROGRAM: str | None = "kernel"
 """Who prints the messages below when the line itself does not say."""
 
 # Literal needles for the prefilter (see cloud_hypervisor.KEYWORDS).
-KEYWORDS = ("virtio-fs: tag", "reboot: ", ": wrong fs type", ": unknown filesystem type")
+KEYWORDS = (
+    "virtio-fs: tag",
+    "reboot: ",
+    "wrong fs type, bad option",
+    ": unknown filesystem type",
+    "mount_virtiofs: fs_tag ",
+    "virtiofs: failed to mount",
+    "mount: /",
+)
 
 _DMESG = re.compile(r"^\[\s*(\d+\.\d+)\] (.*)")
 
@@ -53,6 +63,30 @@ def _unknown_fs(rec: Record, m: re.Match[str]) -> Built:
     }
 
 
+def _wrong_fs_bare(rec: Record, m: re.Match[str]) -> Built:
+    """mount(8)'s text as pasted without its ``mount: <dir>:`` prefix."""
+    rec.program = rec.program or "mount"
+    return GuestMountFailed, {"mountpoint": None, "tag": m.group(1), "reason": "wrong fs type"}
+
+
+def _mount_exit(rec: Record, m: re.Match[str]) -> Built:
+    """A macOS guest's mount(8): ``mount: <dir> failed with <status>``."""
+    rec.program = rec.program or "mount"
+    return GuestMountFailed, {"mountpoint": m.group(1), "reason": f"failed with {m.group(2)}"}
+
+
+def _root_fs(rec: Record, m: re.Match[str]) -> Built:
+    """dracut gave up mounting a virtiofs root (its own words, after mount's)."""
+    rec.program = rec.program or "dracut"
+    return GuestMountFailed, {"mountpoint": None, "reason": "failed to mount root fs"}
+
+
+def _fs_tag(rec: Record, m: re.Match[str]) -> Built:
+    """A macOS guest's mount_virtiofs knows no device with this tag."""
+    rec.program = rec.program or "mount_virtiofs"
+    return GuestTagNotFound, {"tag": m.group(1), "error_kind": "NotFound"}
+
+
 def _reboot(rec: Record, m: re.Match[str]) -> Built:
     action = "power-off" if m.group(1) == "Power down" else "restart"
     return GuestReboot, {"action": action}
@@ -65,6 +99,10 @@ PATTERNS: list[Pattern] = [
         re.compile(r"mount: (\S+?): wrong fs type, bad option, bad superblock on ([^,\s]+),"),
         _wrong_fs,
     ),
+    (re.compile(r"(?<!: )wrong fs type, bad option, bad superblock on ([^,\s]+),"), _wrong_fs_bare),
     (re.compile(r"mount: (\S+?): unknown filesystem type '([^']+)'"), _unknown_fs),
+    (re.compile(r"mount_virtiofs: fs_tag (\S{1,255}) not found"), _fs_tag),
+    (re.compile(r"virtiofs: failed to mount root fs"), _root_fs),
+    (re.compile(r"mount: (/\S{0,4096}) failed with (\d+)"), _mount_exit),
     (re.compile(r"reboot: (Restarting system|machine restart|Power down)"), _reboot),
 ]

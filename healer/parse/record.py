@@ -33,6 +33,7 @@ class Record:
     raw: str = ""
     wall: datetime | None = None
     precise: bool = False
+    zoned: bool = False  # ``wall`` has its own year and zone (see envelope._set_wall)
     program: str | None = None
     pid: int | None = None
     thread: str | None = None

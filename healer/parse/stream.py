@@ -19,7 +19,16 @@ from ahocorasick_rs import BytesAhoCorasick
 
 from healer.events import Event
 from healer.eventtime import MINUTE, SKEW_TOLERANCE, WHOLE_SECONDS, SourceClock, parse_iso
-from healer.parse import ch_remote, cloud_hypervisor, guest, supervisor, virtiofsd
+from healer.parse import (
+    ch_remote,
+    cloud_hypervisor,
+    crash,
+    guest,
+    managers,
+    qemu,
+    supervisor,
+    virtiofsd,
+)
 from healer.parse.envelope import peel
 from healer.parse.patterns import Built, Pattern
 from healer.parse.record import Record, make_event
@@ -35,9 +44,10 @@ __all__ = [
     "scan",
 ]
 
+_MORE = (qemu, managers, crash)  # the field corpus' wordings (tests/field_corpus)
 PATTERNS: tuple[tuple[Pattern, str | None], ...] = tuple(
     (pattern, module.PROGRAM)
-    for module in (cloud_hypervisor, ch_remote, virtiofsd, guest, supervisor)
+    for module in (cloud_hypervisor, ch_remote, virtiofsd, guest, supervisor, *_MORE)
     for pattern in module.PATTERNS
 )
 """Every message pattern, in the order tried, with the program that prints it."""
@@ -50,6 +60,7 @@ NEEDLES: tuple[bytes, ...] = tuple(
             *virtiofsd.KEYWORDS,
             *guest.KEYWORDS,
             *supervisor.KEYWORDS,
+            *(k for module in _MORE for k in module.KEYWORDS),
         )
     )
 )
@@ -552,6 +563,7 @@ class SourceParser:
             raw="\n".join(texts),
             wall=env.wall,
             precise=env.precise,
+            zoned=env.zoned,
             program=env.program,
             pid=env.pid,
             level=env.level,

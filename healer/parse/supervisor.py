@@ -24,8 +24,10 @@ KEYWORDS = (
     "Main process exited",
     "virtiofsd exited",
     "restarting virtiofsd",
-    "virtiofsd had stopped",
-    "virtiofsd quits",
+    'msg="The virtiofsd had stopped',
+    'msg=\\"The virtiofsd had stopped',
+    'msg="virtiofsd quits',
+    'msg=\\"virtiofsd quits',
 )
 
 
@@ -84,5 +86,6 @@ PATTERNS: list[Pattern] = [
         _systemd,
     ),
     (re.compile(r"virtiofsd exited(?: with (?:status|code) (\d+))?|restarting virtiofsd"), _script),
-    (re.compile(r"The virtiofsd had stopped|virtiofsd quits"), _kata),
+    # kata's own record (its msg, or logfmt msg="..." still in the line), not prose
+    (re.compile(r'(?:^|msg=\\?")(?:The virtiofsd had stopped|virtiofsd quits)'), _kata),
 ]

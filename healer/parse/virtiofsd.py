@@ -47,6 +47,10 @@ KEYWORDS = (
     "Error entering sandbox",
     "Failed to create directory",
     "Child process terminated",
+    "setgroups() failed",
+    "seccomp_init(): ",
+    "MS_REC|MS_SLAVE): ",
+    "apply the child capabilities",
 )
 
 _ENV_LOGGER = re.compile(
@@ -64,8 +68,8 @@ def match_env_logger(rec: Record) -> bool:
     if m is None:
         return False
     stamp, level, target, msg = m.groups()
-    if not rec.precise:
-        rec.wall, rec.precise = parse_iso(stamp), True
+    if not rec.precise or not rec.zoned:  # its UTC stamp beats a zone-less header
+        rec.wall, rec.precise, rec.zoned = parse_iso(stamp), True, True
     rec.level = level
     rec.location = target
     prefix = rec.payload[: m.start()].strip(" `-[]")
@@ -82,9 +86,10 @@ def match_c_debug(rec: Record) -> bool:
     if m is None:
         return False
     stamp, zone, tid, msg, tid2, msg2 = m.groups()
-    if stamp and not rec.precise:
+    if stamp and (not rec.precise or (zone and not rec.zoned)):
         rec.wall = parse_iso(stamp + (zone or ""))
         rec.precise = rec.wall is not None
+        rec.zoned = bool(zone) and rec.precise
     rec.program = rec.program or "virtiofsd"
     rec.thread = tid or tid2
     rec.message = msg if msg is not None else msg2
@@ -184,6 +189,14 @@ PATTERNS: list[Pattern] = [
     (re.compile(r"thread '([^']*)' panicked at '(.*)"), _panicked_old),
     (re.compile(r"fv_panic: (.*)"), _fv_panic),
     (re.compile(r"Child process terminated by signal (\d+)"), _child_terminated),
+    # the sandbox could not be set up: C (setgroups, seccomp, mount namespace), Rust (caps)
+    (
+        re.compile(
+            r"setgroups\(\) failed with error|seccomp_init\(\): \w|mount\(/, MS_REC\|MS_SLAVE\): \w"
+            r"|can't apply the child capabilities"
+        ),
+        _start_failed,
+    ),
     (
         re.compile(
             r"Failed to start daemon: .*"

@@ -1,0 +1,75 @@
+"""QEMU as the VMM: its own words when the vhost-user-fs backend cannot be reached.
+
+QEMU prints these on stderr, which a management layer often wraps (libvirt's "qemu
+unexpectedly closed the monitor: ...", Kata's "error messages from qemu log: ...").
+Its vhost-user messages are the same for every vhost-user device, so a message
+counts only when the line names the fs device (``-device vhost-user-fs-pci,...``) or
+a virtio-fs socket.
+"""
+
+from __future__ import annotations
+
+import re
+
+from healer.events import BackendConnectFailed
+from healer.eventtime import parse_iso
+from healer.parse.patterns import Built, Pattern
+from healer.parse.record import Record
+
+__all__ = ["KEYWORDS", "PATTERNS", "PROGRAM"]
+
+PROGRAM: str | None = "qemu"
+"""Who prints the messages below when the line itself does not say."""
+
+# Literal needles for the prefilter (see cloud_hypervisor.KEYWORDS).
+KEYWORDS = ("vhost-user-fs-pci,", "Failed to connect to '")
+
+_STAMP_BEFORE = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z) [\w.-]{1,40}: $")
+_FS_SOCKET = re.compile(r"virtio-?fs|vhost-(?:user-)?fs|vfsd", re.IGNORECASE)
+_STRERROR = {
+    "Connection refused": ("ConnectionRefused", 111),
+    "No such file or directory": ("NotFound", 2),
+    "Permission denied": ("PermissionDenied", 13),
+    "Operation not permitted": ("PermissionDenied", 1),
+}
+
+
+def _errno(text: str) -> dict[str, object]:
+    for words, (kind, number) in _STRERROR.items():
+        if words in text:
+            return {"error_kind": kind, "errno": number}
+    return {}
+
+
+def _own_stamp(rec: Record, text: str, at: int) -> None:
+    """QEMU's own UTC stamp just before its name (``2021-03-17T23:15:49.330206Z
+    qemu-kvm: ...``) dates the record when no wrapper with a zone did."""
+    m = _STAMP_BEFORE.search(text, max(0, at - 96), at)
+    if m is not None and not rec.zoned:
+        rec.wall, rec.precise, rec.zoned = parse_iso(m.group(1)), True, True
+
+
+def _device_failed(rec: Record, m: re.Match[str]) -> Built:
+    """``-device vhost-user-fs-pci,...: <what failed>``: the device could not be set up."""
+    _own_stamp(rec, m.string, m.start())
+    return BackendConnectFailed, {"chain": [], "socket": None, **_errno(m.group(1))}
+
+
+def _connect_failed(rec: Record, m: re.Match[str]) -> Built:
+    """A chardev socket refused; only a virtio-fs one is about a share."""
+    socket, error = m.group(1), m.group(2)
+    if _FS_SOCKET.search(socket) is None:
+        return None
+    return BackendConnectFailed, {"chain": [], "socket": socket, **_errno(error)}
+
+
+PATTERNS: list[Pattern] = [
+    (
+        re.compile(
+            r"-device vhost-user-fs-pci,[^:\s]{0,512}: ((?:Failed to (?:read|write) msg"
+            r"|vhost_(?:dev|backend)_init failed|Failed to connect to)[^\\\n]{0,512})"
+        ),
+        _device_failed,
+    ),
+    (re.compile(r"Failed to connect to '([^']{1,4096})': ([A-Z][\w ]{0,64})"), _connect_failed),
+]
