@@ -1,11 +1,14 @@
-"""Log line appended -> action started, for ``healer watch`` and SEC tailing a log.
+"""Log line appended -> reaction, for ``healer watch``, SEC and mtail tailing a log.
 
-Both peers run in the same invocation on the same lines. Each sample appends one
-cloud-hypervisor connect-timeout line (a new socket path each time, so each is a new
-incident) to a tailed log with ``os.write`` on an O_APPEND fd, then waits for the
-reaction: for healer the ``started`` outcome of the decision it caused in the journal,
-for SEC the line its rule's ``write`` action appends to a file. Both are read every
-millisecond, which adds its own small delay.
+The peers run in the same invocation on the same lines. Each sample appends one
+cloud-hypervisor connect-timeout line to a tailed log with ``os.write`` on an
+O_APPEND fd, then waits for the reaction: for healer its event in the journal (the
+runner journals an event and decides on it in one step; the line names the configured
+share's socket, since a tailed log decides about configured shares only, docs/trust.md,
+so samples after the first are one incident and decide nothing new), for SEC the line
+its rule's ``write`` action appends to a file (a new socket path each time), for mtail
+its counter on ``/metrics``. Each is read every millisecond, which adds its own small
+delay.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ import os
 import random
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,9 +40,19 @@ ROOT = Path(__file__).resolve().parent.parent
 LIMIT_S = 30.0
 
 
-def started_keys(journal: Path, seen: dict[Path, int]) -> set[str]:
-    """Keys with a ``started`` outcome in the journal records added since last time."""
-    keys = set()
+def failure_line(n: int, socket: str | None = None) -> bytes:
+    """A connect-timeout line about ``socket`` (default: a socket of its own)."""
+    return (
+        "cloud-hypervisor:  70.500000s: <vmm> ERROR:virtio-devices/src/vhost_user/"
+        "vu_common_ctrl.rs:462 -- Failed connecting the backend after trying for 1 "
+        f"minute for socket {socket or f'/run/bench{n}.sock'}: VhostUserProtocol(SocketConnect("
+        'Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }))\r\n'
+    ).encode()
+
+
+def event_lines(journal: Path, seen: dict[Path, int]) -> set[int]:
+    """Lines of the connect-timeout events journaled since last time."""
+    lines = set()
     for segment in sorted(journal.glob("segment-*")):
         with segment.open("rb") as file:
             file.seek(seen.get(segment, 0))
@@ -46,23 +61,18 @@ def started_keys(journal: Path, seen: dict[Path, int]) -> set[str]:
         seen[segment] = seen.get(segment, 0) + end
         for line in data[:end].splitlines():
             record = orjson.loads(line)
-            if record.get("type") == "outcome" and record.get("status") == "started":
-                keys.add(record["key"])
-    return keys
-
-
-def failure_line(n: int) -> bytes:
-    """A connect-timeout line about its own socket, so each sample is a new incident."""
-    return (
-        "cloud-hypervisor:  70.500000s: <vmm> ERROR:virtio-devices/src/vhost_user/"
-        "vu_common_ctrl.rs:462 -- Failed connecting the backend after trying for 1 "
-        f"minute for socket /run/bench{n}.sock: VhostUserProtocol(SocketConnect(Os {{ code: 111,"
-        ' kind: ConnectionRefused, message: "Connection refused" }))\r\n'
-    ).encode()
+            event = record.get("event") if record.get("type") == "event" else None
+            if event and event.get("kind") == "BackendConnectTimeout":
+                lines.add(int(event["line"]))
+    return lines
 
 
 def measure(
-    log: Path, samples: int, rng: random.Random, reacted: Callable[[int], bool]
+    log: Path,
+    samples: int,
+    rng: random.Random,
+    reacted: Callable[[int], bool],
+    socket: str | None = None,
 ) -> list[float]:
     """Append one line per sample (random pauses), time until ``reacted(n)``."""
     latencies = []
@@ -71,7 +81,7 @@ def measure(
         for n in range(samples):
             time.sleep(rng.uniform(0.1, 0.5))
             start = time.perf_counter()
-            os.write(fd, failure_line(n))
+            os.write(fd, failure_line(n, socket))
             deadline = time.monotonic() + LIMIT_S
             while not reacted(n):
                 if time.monotonic() > deadline:
@@ -98,13 +108,13 @@ def run_healer(work: Path, samples: int, rng: random.Random, notify: str) -> lis
     with healer_watch(config, (work / "fs0.sock").exists, limit_s=LIMIT_S):
         time.sleep(2.0)
         seen: dict[Path, int] = {}
-        keys = started_keys(work / "journal", seen)
+        lines = event_lines(work / "journal", seen)
 
         def reacted(n: int) -> bool:
-            keys.update(started_keys(work / "journal", seen))
-            return f"/run/bench{n}.sock#1/ensure_virtiofsd/1" in keys
+            lines.update(event_lines(work / "journal", seen))
+            return n + 1 in lines
 
-        return measure(log, samples, rng, reacted)
+        return measure(log, samples, rng, reacted, socket=str(work / "fs0.sock"))
 
 
 def run_sec(work: Path, samples: int, rng: random.Random, poll_s: float) -> list[float]:
@@ -141,6 +151,59 @@ def run_sec(work: Path, samples: int, rng: random.Random, poll_s: float) -> list
         proc.wait(timeout=LIMIT_S)
 
 
+MTAIL_PROGRAM = """\
+counter healer_bench_timeouts
+/Failed connecting the backend .* socket (\\S+):/ {
+  healer_bench_timeouts++
+}
+"""
+
+
+def run_mtail(work: Path, samples: int, rng: random.Random, poll: str) -> list[float]:
+    """mtail counting the line; the reaction is the counter on its /metrics (mtail runs
+    no action: an alert on it would add a scrape, a rule evaluation and Alertmanager)."""
+    log, progs = work / "ch.log", work / "progs"
+    log.write_text("")
+    progs.mkdir()
+    (progs / "bench.mtail").write_text(MTAIL_PROGRAM)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            shutil.which("mtail") or "mtail",
+            "--progs", str(progs), "--logs", str(log), "--address", "127.0.0.1",
+            "--port", str(port), f"--poll_interval={poll}", "--logtostderr",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/metrics"
+
+    def counted() -> float:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith("healer_bench_timeouts"):
+                    return float(line.split()[-1])
+        return 0.0
+
+    try:
+        deadline = time.monotonic() + LIMIT_S
+        while True:  # started once it answers
+            try:
+                counted()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("mtail did not start") from None
+                time.sleep(0.05)
+        time.sleep(2.0)
+        return measure(log, samples, rng, lambda n: counted() >= n + 1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=LIMIT_S)
+
+
 def row(peer: str, setting: str, latencies: list[float]) -> str:
     ms = sorted(v * 1000 for v in latencies)
     p90 = ms[round(0.9 * (len(ms) - 1))]
@@ -156,6 +219,12 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=100)
     parser.add_argument("--seed", type=int, default=7)
     add_peer_arguments(parser, ["20", "5", "inotify"])
+    parser.add_argument(
+        "--mtail-poll",
+        nargs="*",
+        default=["250ms"],
+        help="mtail --poll_interval values to run (250ms is its default; none: skip mtail)",
+    )
     args = parser.parse_args()
     rows = []
     for notify in args.notify:
@@ -169,7 +238,16 @@ def main() -> int:
             found = run_sec(Path(tmp), args.samples, random.Random(args.seed), poll)
         default = " (default)" if poll == 0.1 else ""
         rows.append(row("SEC", f"--poll-timeout={poll}{default}", found))
-    print(f"log line appended -> reaction (healer: action started; SEC: its action wrote), "
+    if args.mtail_poll and shutil.which("mtail") is None:
+        print("mtail is not installed (apt-get install mtail), or pass --mtail-poll with no value")
+        return 2
+    for poll in args.mtail_poll:
+        with tempfile.TemporaryDirectory(prefix="mtail-append-") as tmp:
+            found = run_mtail(Path(tmp), args.samples, random.Random(args.seed), poll)
+        default = " (default)" if poll == "250ms" else ""
+        rows.append(row("mtail 3.0.0~rc50", f"--poll_interval={poll}{default}", found))
+    print(f"log line appended -> reaction (healer: its event journaled; SEC: its action wrote; "
+          f"mtail: its counter shows on /metrics), "
           f"{args.samples} samples each, same run")  # fmt: skip
     print()
     print("| peer | setting | p50 ms | p90 ms | p99 ms | max ms |")

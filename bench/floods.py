@@ -130,12 +130,13 @@ import os, sys, time
 n = int(sys.argv[1])
 line = b"[2024-12-04T08:13:20Z DEBUG virtiofsd::server] Replying OK, unique: 7\\n"
 chunk = line * 10_000
+began = time.time()
 start = time.monotonic()
 for _ in range(n // 10_000):
     os.write(2, chunk)
 took = time.monotonic() - start
 with open(sys.argv[2], "w") as out:
-    out.write(f"{took}\\n")
+    out.write(f"{began} {took}\\n")
 time.sleep(3600)
 """
 
@@ -160,15 +161,16 @@ def stderr_flood(work: Path, n: int, limit_s: float) -> str:
 
     n = n // 10_000 * 10_000
     with healer_watch(config, ready):
-        start = time.monotonic()
-        done = wait_until(lambda: lines_read(scrape(metrics), "virtiofsd") >= n, limit_s)
+        wait_until(lambda: lines_read(scrape(metrics), "virtiofsd") >= n, limit_s)
+        done = time.time()  # the wall clock: the stand-in says when it began, in it
         samples = scrape(metrics)
     read = lines_read(samples, "virtiofsd")
-    wrote_s = float(took_file.read_text())
-    took = done - start
+    began, wrote_s = (float(x) for x in took_file.read_text().split())
+    took = done - began
     return (
         f"| stderr flood | {n:,} lines written in {wrote_s:.2f} s ({n / wrote_s / 1e3:.0f} k "
-        f"lines/s) | all read {took:.2f} s after start-up | {n / took / 1e3:.0f} k lines/s "
+        f"lines/s) | all read {took:.2f} s after the first line (healer starting meanwhile) "
+        f"| {n / took / 1e3:.0f} k lines/s "
         f"| missing {n - read:,.0f} | limits hit: {limit_hits(samples) or 'none'} |"
     )
 
