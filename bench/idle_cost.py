@@ -26,6 +26,7 @@ from _healer import (
     watcher_label,
     watcher_lines,
 )
+from append_latency import MTAIL_PROGRAM
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -122,6 +123,33 @@ def run_sec(work: Path, seconds: float, poll: float) -> str:
     return f"| SEC, 1 log | --poll-timeout={poll}{default} | {cpu:.2f} | {rss:.1f} | {threads} |"
 
 
+def run_mtail(work: Path, seconds: float, poll: str) -> str:
+    """mtail following one quiet file with one counter (as bench/append_latency.py)."""
+    log, progs = work / "ch.log", work / "progs"
+    log.write_text("")
+    progs.mkdir()
+    (progs / "idle.mtail").write_text(MTAIL_PROGRAM)
+    proc = subprocess.Popen(
+        [
+            shutil.which("mtail") or "mtail",
+            "--progs", str(progs), "--logs", str(log), "--address", "127.0.0.1",
+            "--port", "0", f"--poll_interval={poll}", "--logtostderr",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        time.sleep(2.0)
+        if proc.poll() is not None:
+            raise RuntimeError("mtail did not start")
+        cpu, rss, threads = sample([proc.pid], seconds)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    default = " (default)" if poll == "250ms" else ""
+    return f"| mtail, 1 log | --poll_interval={poll}{default} | {cpu:.2f} | {rss:.1f} | {threads} |"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--shares", type=int, default=32)
@@ -135,6 +163,9 @@ def main() -> int:
         help='[healer] metrics: an address (default: a free loopback port) or "off"',
     )
     add_peer_arguments(parser, ["inotify", "20"])
+    parser.add_argument(
+        "--mtail-poll", nargs="*", default=[], help="mtail --poll_interval values (e.g. 250ms)"
+    )
     args = parser.parse_args()
     rows = []
     for notify in args.notify:
@@ -147,6 +178,9 @@ def main() -> int:
     for poll in args.sec_poll:
         with tempfile.TemporaryDirectory(prefix="sec-idle-") as tmp:
             rows.append(run_sec(Path(tmp), args.seconds, poll))
+    for interval in args.mtail_poll:
+        with tempfile.TemporaryDirectory(prefix="mtail-idle-") as tmp:
+            rows.append(run_mtail(Path(tmp), args.seconds, interval))
     print(f"idle for {args.seconds:.0f} s each, same run; healer metrics {args.metrics}")
     print()
     print("| peer | setting | idle CPU % (one core) | RSS MiB | threads |")

@@ -11,11 +11,27 @@ from healer.engine.model import HEALING, Phase, Status, Transition
 from healer.events import Event
 from healer.report._format import cause_where, cite, clip, stamp
 from healer.report._hints import hints
-from healer.report.results import Action, Circuit, Collapsed, Entry, FirstFailure, Incident
+from healer.report.results import (
+    Action,
+    Began,
+    Circuit,
+    Collapsed,
+    Entry,
+    FirstFailure,
+    Incident,
+)
 
 __all__ = ["Building", "Seen", "Tally", "event_entry", "sorted_items"]
 
 _CIRCUITS_KEPT = 20
+# Failures whose line is written long after the fault began, by how long: the onset of
+# an incident is then that much earlier than the line (it is what a reader concludes).
+REPORTED_BEFORE: dict[str, tuple[float, str]] = {
+    "BackendConnectTimeout": (
+        60.0,
+        "cloud-hypervisor's connect loop, which gave up here, had tried for 60 s",
+    ),
+}
 _V = TypeVar("_V")
 
 
@@ -215,12 +231,19 @@ class Building:
         self.kinds: Counter[str] = Counter()
         self.hints: dict[str, str] = {}
         self.outcomes = Outcomes(limit)
+        self.began: Began | None = None
 
     def note_hints(self, event: Event) -> None:
         for name, text in hints(event):
             self.hints.setdefault(name, text)
 
     def add_event(self, seen: Seen) -> None:
+        reported = REPORTED_BEFORE.get(seen.event.kind)
+        if reported is not None and seen.event.time is not None and self.clock_known:
+            seconds, why = reported
+            if seen.at - seconds < self.onset:
+                self.onset = seen.at - seconds
+                self.began = Began(self.onset, seen.where, why)
         self.entries.add(seen)
         self.kinds[seen.event.kind] += 1
         self.last_seen = max(self.last_seen, seen.at)
@@ -303,6 +326,7 @@ class Building:
             event_counts=sorted_items(self.kinds),
             hints=tuple(self.hints.values()),
             clock_known=self.clock_known,
+            began=self.began,
         )
 
 

@@ -84,8 +84,14 @@ def _key_times(i: Incident, *, recorded: bool) -> list[Block]:
         return (moment, iso(a.time), after(a.time) + suffix, (Code(a.where),), what)
 
     ff = i.first_failure
-    rows: list[tuple[Cell, ...]] = [
-        ("Onset (first failure)", iso(ff.time), "0.000 s", (Code(ff.where),), ff.kind),
+    rows: list[tuple[Cell, ...]] = []
+    if i.began is not None:  # a line says the fault began before the first failure's line
+        rows.append(("Onset (as a line reports it)", iso(i.began.time), "0.000 s",
+                     (Code(i.began.where),), i.began.why))  # fmt: skip
+        rows.append(("First failure", iso(ff.time), after(ff.time), (Code(ff.where),), ff.kind))
+    else:
+        rows.append(("Onset (first failure)", iso(ff.time), "0.000 s", (Code(ff.where),), ff.kind))
+    rows += [
         decided("Detection (first decision)", i.detected, " (TTD)", "no rule decided anything"),
         decided(
             "First healing decision",

@@ -153,7 +153,7 @@ def _summary(pm: Postmortem) -> list[Block]:
             Code(i.id),
             Code(i.share),
             code_at(i.first_failure.kind, i.first_failure.where),
-            iso(i.first_failure.time),
+            iso(i.began.time if i.began is not None else i.first_failure.time),
             dur(i.ttd),
             dur(i.time_to_heal),
             dur(i.ttr) if i.recovered else "not recovered",
@@ -236,7 +236,9 @@ def _definitions(pm: Postmortem) -> list[Block]:
     items: list[tuple[Inline, ...]] = [
         (
             "Onset: the event time of the first failure, the log line that made a rule "
-            "open the incident (cited as source:line).",
+            "open the incident (cited as source:line), or earlier when a line of the "
+            "incident says its fault began before it was written (cloud-hypervisor's "
+            "connect timeout: it had tried for 60 s).",
         ),
         (
             "Detection: the first decision the rules made in the incident (any action, "

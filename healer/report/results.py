@@ -10,6 +10,7 @@ from healer.report._format import cite
 __all__ = [
     "LEAD_UP_S",
     "Action",
+    "Began",
     "Circuit",
     "Collapsed",
     "Entry",
@@ -165,6 +166,16 @@ def since(known: bool, onset: float, then: Action | float | None) -> float | Non
 
 
 @dataclass(frozen=True, slots=True)
+class Began:
+    """An onset earlier than the first failure's line, because a line says so: a
+    connect loop that "gave up after trying for 1 minute" began a minute before."""
+
+    time: float
+    where: str
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
 class Incident:
     """One incident of one share, from its first failure to its recovery (or the log end)."""
 
@@ -198,6 +209,7 @@ class Incident:
     event_counts: tuple[tuple[str, int], ...]
     hints: tuple[str, ...]
     clock_known: bool  # False: no line up to the onset had a time; durations are unknown
+    began: Began | None = None  # the onset a line reported, when before the first failure
 
     @property
     def recovered(self) -> bool:
