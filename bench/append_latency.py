@@ -159,6 +159,19 @@ counter healer_bench_timeouts
 """
 
 
+def start_mtail(progs: Path, log: Path, port: int, poll: str) -> subprocess.Popen[bytes]:
+    """mtail on one log, its /metrics on loopback ``port`` (0: any)."""
+    return subprocess.Popen(
+        [
+            shutil.which("mtail") or "mtail",
+            "--progs", str(progs), "--logs", str(log), "--address", "127.0.0.1",
+            "--port", str(port), f"--poll_interval={poll}", "--logtostderr",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 def run_mtail(work: Path, samples: int, rng: random.Random, poll: str) -> list[float]:
     """mtail counting the line; the reaction is the counter on its /metrics (mtail runs
     no action: an alert on it would add a scrape, a rule evaluation and Alertmanager)."""
@@ -169,15 +182,7 @@ def run_mtail(work: Path, samples: int, rng: random.Random, poll: str) -> list[f
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            shutil.which("mtail") or "mtail",
-            "--progs", str(progs), "--logs", str(log), "--address", "127.0.0.1",
-            "--port", str(port), f"--poll_interval={poll}", "--logtostderr",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    proc = start_mtail(progs, log, port, poll)
     url = f"http://127.0.0.1:{port}/metrics"
 
     def counted() -> float:

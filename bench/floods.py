@@ -79,6 +79,15 @@ def config_text(work: Path, metrics: str, virtiofsd: list[str] | None) -> str:
     )
 
 
+def serving(work: Path, metrics: str) -> bool:
+    """healer answers on its metrics address and the share's socket is there."""
+    try:
+        scrape(metrics)
+    except OSError:
+        return False
+    return (work / "fs0.sock").exists()
+
+
 def wait_until(done: object, limit_s: float) -> float:
     """Poll ``done()`` every 10 ms; the time it first held (monotonic), or raise."""
     assert callable(done)
@@ -99,14 +108,7 @@ def tail_burst(work: Path, n: int, limit_s: float) -> str:
     config.write_text(config_text(work, metrics, None))
     data = "".join(CHATTER.format(n=i) for i in range(n)).encode()
 
-    def ready() -> bool:
-        try:
-            scrape(metrics)
-        except OSError:
-            return False
-        return (work / "fs0.sock").exists()
-
-    with healer_watch(config, ready):
+    with healer_watch(config, lambda: serving(work, metrics)):
         time.sleep(1.0)  # start-up settles
         base = lines_read(scrape(metrics), log.name)
         start = time.monotonic()
@@ -152,15 +154,8 @@ def stderr_flood(work: Path, n: int, limit_s: float) -> str:
     argv = [sys.executable, str(flooder), str(n), str(took_file), "--fd={fd}"]
     config.write_text(config_text(work, metrics, argv))
 
-    def ready() -> bool:
-        try:
-            scrape(metrics)
-        except OSError:
-            return False
-        return (work / "fs0.sock").exists()
-
     n = n // 10_000 * 10_000
-    with healer_watch(config, ready):
+    with healer_watch(config, lambda: serving(work, metrics)):
         wait_until(lambda: lines_read(scrape(metrics), "virtiofsd") >= n, limit_s)
         done = time.time()  # the wall clock: the stand-in says when it began, in it
         samples = scrape(metrics)

@@ -26,7 +26,7 @@ from _healer import (
     watcher_label,
     watcher_lines,
 )
-from append_latency import MTAIL_PROGRAM
+from append_latency import MTAIL_PROGRAM, start_mtail
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -129,15 +129,7 @@ def run_mtail(work: Path, seconds: float, poll: str) -> str:
     log.write_text("")
     progs.mkdir()
     (progs / "idle.mtail").write_text(MTAIL_PROGRAM)
-    proc = subprocess.Popen(
-        [
-            shutil.which("mtail") or "mtail",
-            "--progs", str(progs), "--logs", str(log), "--address", "127.0.0.1",
-            "--port", "0", f"--poll_interval={poll}", "--logtostderr",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    proc = start_mtail(progs, log, 0, poll)
     try:
         time.sleep(2.0)
         if proc.poll() is not None:

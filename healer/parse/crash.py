@@ -9,10 +9,9 @@ seccomp filter killed it), then systemd-coredump's ``dumped core``. Each is read
 from __future__ import annotations
 
 import re
-import signal
 
 from healer.events import VirtiofsdExited
-from healer.parse.patterns import Built, Pattern
+from healer.parse.patterns import Built, Pattern, signal_name
 from healer.parse.record import Record
 
 __all__ = ["KEYWORDS", "PATTERNS", "PROGRAM"]
@@ -25,13 +24,6 @@ KEYWORDS = ("]: segfault at ", "ANOM_ABEND ", "SECCOMP ", ") of user ")
 
 _COMM = re.compile(r'\bcomm="([^"]{1,64})"')
 _SIG = re.compile(r"\bsig=(\d{1,3})\b")
-
-
-def _signal_name(number: int) -> str | None:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return None
 
 
 def _segfault(rec: Record, m: re.Match[str]) -> Built:
@@ -48,7 +40,7 @@ def _audit(rec: Record, m: re.Match[str]) -> Built:
         return None
     if sig.group(1) == "0":
         return None  # a seccomp rule that only logs
-    name = _signal_name(int(sig.group(1)))
+    name = signal_name(int(sig.group(1)))
     return VirtiofsdExited, {"name": comm.group(1), "signal": name, "reporter": "kernel"}
 
 

@@ -7,6 +7,7 @@ kind-specific fields, or ``None`` to let later patterns try.
 from __future__ import annotations
 
 import re
+import signal
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
@@ -14,7 +15,7 @@ from healer.events import Event
 from healer.parse.record import Record
 from healer.rusterror import parse_error
 
-__all__ = ["Builder", "Built", "Pattern", "error_fields"]
+__all__ = ["Builder", "Built", "Pattern", "error_fields", "signal_name"]
 
 Built: TypeAlias = tuple[type[Event], dict[str, Any]] | None
 Builder: TypeAlias = Callable[[Record, "re.Match[str]"], Built]
@@ -25,3 +26,11 @@ def error_fields(text: str) -> dict[str, Any]:
     """``chain``, ``error_kind`` and ``errno`` read from a Debug error text."""
     detail = parse_error(text)
     return {"chain": detail.chain, "error_kind": detail.error_kind, "errno": detail.errno}
+
+
+def signal_name(number: int) -> str | None:
+    """``SIGSEGV`` for 11; None for a number that names no signal here."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return None

@@ -13,7 +13,7 @@ import re
 
 from healer.events import BackendConnectFailed
 from healer.eventtime import parse_iso
-from healer.parse.patterns import Built, Pattern
+from healer.parse.patterns import Built, Pattern, error_fields
 from healer.parse.record import Record
 
 __all__ = ["KEYWORDS", "PATTERNS", "PROGRAM"]
@@ -26,19 +26,6 @@ KEYWORDS = ("vhost-user-fs-pci,", "Failed to connect to '")
 
 _STAMP_BEFORE = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z) [\w.-]{1,40}: $")
 _FS_SOCKET = re.compile(r"virtio-?fs|vhost-(?:user-)?fs|vfsd", re.IGNORECASE)
-_STRERROR = {
-    "Connection refused": ("ConnectionRefused", 111),
-    "No such file or directory": ("NotFound", 2),
-    "Permission denied": ("PermissionDenied", 13),
-    "Operation not permitted": ("PermissionDenied", 1),
-}
-
-
-def _errno(text: str) -> dict[str, object]:
-    for words, (kind, number) in _STRERROR.items():
-        if words in text:
-            return {"error_kind": kind, "errno": number}
-    return {}
 
 
 def _own_stamp(rec: Record, text: str, at: int) -> None:
@@ -52,7 +39,7 @@ def _own_stamp(rec: Record, text: str, at: int) -> None:
 def _device_failed(rec: Record, m: re.Match[str]) -> Built:
     """``-device vhost-user-fs-pci,...: <what failed>``: the device could not be set up."""
     _own_stamp(rec, m.string, m.start())
-    return BackendConnectFailed, {"chain": [], "socket": None, **_errno(m.group(1))}
+    return BackendConnectFailed, {**error_fields(m.group(1)), "socket": None}
 
 
 def _connect_failed(rec: Record, m: re.Match[str]) -> Built:
@@ -60,7 +47,7 @@ def _connect_failed(rec: Record, m: re.Match[str]) -> Built:
     socket, error = m.group(1), m.group(2)
     if _FS_SOCKET.search(socket) is None:
         return None
-    return BackendConnectFailed, {"chain": [], "socket": socket, **_errno(error)}
+    return BackendConnectFailed, {**error_fields(error), "socket": socket}
 
 
 PATTERNS: list[Pattern] = [

@@ -8,7 +8,6 @@ Rust: ``[2024-12-23T04:50:24Z INFO  virtiofsd] msg`` (level padded to 5), or
 from __future__ import annotations
 
 import re
-import signal
 from collections import deque
 
 from healer.events import (
@@ -21,7 +20,7 @@ from healer.events import (
     VirtiofsdStartFailed,
 )
 from healer.eventtime import parse_iso
-from healer.parse.patterns import Built, Pattern, error_fields
+from healer.parse.patterns import Built, Pattern, error_fields, signal_name
 from healer.parse.record import Record
 
 __all__ = ["KEYWORDS", "PATTERNS", "PROGRAM", "match_c_debug", "match_env_logger"]
@@ -159,11 +158,7 @@ def _fv_panic(rec: Record, m: re.Match[str]) -> Built:
 def _child_terminated(rec: Record, m: re.Match[str]) -> Built:
     """The Rust outer process reports its sandbox child's death by number."""
     signo = int(m.group(1))
-    try:
-        name: str | None = signal.Signals(signo).name
-    except ValueError:
-        name = None
-    return VirtiofsdChildTerminated, {"signal": name, "signo": signo}
+    return VirtiofsdChildTerminated, {"signal": signal_name(signo), "signo": signo}
 
 
 def _start_failed(rec: Record, m: re.Match[str]) -> Built:
