@@ -11,6 +11,7 @@ import orjson
 from healer.engine.model import Decision, Transition
 from healer.events import Event, to_dict
 from healer.journal.records import output_to_dict
+from healer.parse import Repeat
 from healer.timeline import Outcome, TimelineItem
 
 __all__ = ["Printable", "iso_time", "jsonl_dict", "jsonl_line", "table_header", "table_line"]
@@ -27,8 +28,9 @@ def jsonl_line(item: Printable, *, recorded: bool = False) -> bytes:
 
 def jsonl_dict(item: Printable, *, recorded: bool = False) -> dict[str, Any]:
     """The JSON object of one item, ``"type"`` first: ``event``, ``decision``,
-    ``transition``, ``outcome`` or ``unrecognized`` (a record no parser knew,
-    ``"kind": null``).
+    ``transition``, ``outcome``, ``repeat`` (a record of a fault an earlier event of
+    its source gave: its ``kind``, ``of_line`` and ``why``) or ``unrecognized`` (a
+    record no parser knew, ``"kind": null``).
 
     Every time is an ISO 8601 UTC string (``...Z``) or null: an event's as parsed, a
     decision's ``time`` and ``not_before``, a transition's ``time`` and a cause's
@@ -46,6 +48,17 @@ def jsonl_dict(item: Printable, *, recorded: bool = False) -> dict[str, Any]:
         return data
     if isinstance(item, Outcome):
         return _outcome_dict(item)
+    if isinstance(item, Repeat):
+        return {
+            "type": "repeat",
+            "kind": item.kind,
+            "source": item.source,
+            "offset": item.offset,
+            "line": item.line,
+            "of_line": item.of_line,
+            "why": item.why,
+            "raw": item.text,
+        }
     return {
         "type": "unrecognized",
         "kind": None,
@@ -106,6 +119,10 @@ def table_line(item: Printable, *, recorded: bool = False) -> str:
         return f"{_epoch(item.time):<27} {where:<30} {'':<5} {what:<28} {details}"
     if isinstance(item, Outcome):
         return _outcome_line(item)
+    if isinstance(item, Repeat):
+        where = _where(item.source, item.line)
+        what = f"(repeats line {item.of_line})"
+        return f"{'':<27} {where:<30} {'':<5} {what:<28} {item.kind} ({item.why})"
     if not isinstance(item, Event):
         where = _where(item.source, item.line)
         text = item.text.splitlines()[0] if item.text else ""

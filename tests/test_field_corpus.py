@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from healer.events import Event, to_dict
-from healer.parse.stream import SourceParser
+from healer.parse.stream import Parsed, Repeat, SourceParser
 
 CORPUS = Path(__file__).resolve().parent / "field_corpus"
 CHECKED = (  # the fields compared where an expectation gives them
@@ -31,19 +31,7 @@ CHECKED = (  # the fields compared where an expectation gives them
     *("vmm_exited", "device_id", "status"),
 )
 
-MISSES = {
-    # one fault, two lines: a traceback's last line (or QEMU's second line) repeats it
-    "MG01": "one fault, two lines",
-    "MG02": "one fault, two lines",
-    "MG08": "one fault, two lines",
-    "CG14": "one fault, two lines",
-    # QEMU's generic vhost-user words name no device: not read as the share's
-    "CG17": "QEMU's vhost-user message names no device",
-    "KC04": "QEMU's vhost-user message names no device",
-    "MG10": "QEMU's vhost-user message names no device",
-    # systemd-vmspawn's socket error names no virtiofsd
-    "MG27": "a manager's error that names no virtiofsd",
-}
+MISSES: dict[str, str] = {}
 
 
 def _excerpts() -> list[tuple[str, bytes, list[dict[str, Any]]]]:
@@ -60,9 +48,12 @@ def _excerpts() -> list[tuple[str, bytes, list[dict[str, Any]]]]:
 EXCERPTS = _excerpts()
 
 
+def _parsed(name: str, body: bytes) -> list[Parsed]:
+    return SourceParser(name, default_year=2024).parse_all(body)
+
+
 def _read(name: str, body: bytes) -> list[Event]:
-    items = SourceParser(name, default_year=2024).parse_all(body)
-    return [e for e in items if isinstance(e, Event)]
+    return [e for e in _parsed(name, body) if isinstance(e, Event)]
 
 
 @pytest.mark.parametrize(
@@ -81,8 +72,12 @@ def _read(name: str, body: bytes) -> list[Event]:
 def test_each_excerpt_gives_the_events_a_reader_expects(
     name: str, body: bytes, expected: list[dict[str, Any]]
 ) -> None:
-    events = _read(name, body)
+    items = _parsed(name, body)
+    events = [e for e in items if isinstance(e, Event)]
     assert [(e.line, e.kind) for e in events] == [(x["line"], x["kind"]) for x in expected]
+    repeats = sorted((r.of_line, r.line, r.kind) for r in items if isinstance(r, Repeat))
+    cited = [(x["line"], at, x["kind"]) for x in expected for at in x.get("repeated_at", ())]
+    assert repeats == sorted(cited)  # one fault told twice: one event, the other line cited
     for event, want in zip(events, expected, strict=True):
         fields = to_dict(event)["fields"]
         for key in CHECKED:

@@ -12,7 +12,7 @@ from healer.config import SourceConfig
 from healer.events import Event
 from healer.live.logs import TailedLog, TailedLogs
 from healer.observe import NULL_OBSERVER, LineTally
-from healer.parse import Checkpoint, SourceParser, Unrecognized
+from healer.parse import Checkpoint, Parsed, SourceParser
 from healer.runner import Runner
 from healer.shares import ShareKeys, ShareNames
 
@@ -38,13 +38,13 @@ def _s(seconds: float) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def _times(items: list[Event | Unrecognized]) -> list[datetime | None]:
+def _times(items: list[Parsed]) -> list[datetime | None]:
     return [i.time for i in items if isinstance(i, Event)]
 
 
 def live(parser: SourceParser, lines: list[tuple[bytes, datetime]], offset: int = 0) -> list[Event]:
     """Feed each line as its own block at its read time, then end the input."""
-    items: list[Event | Unrecognized] = []
+    items: list[Parsed] = []
     for line, read in lines:
         items += parser.feed(line, offset, ingest=read)
         offset += len(line)
@@ -247,7 +247,7 @@ def test_a_record_spread_over_blocks_is_dated_by_its_first_line() -> None:
     ]
     for every in (False, True):
         parser = SourceParser("vfs", default_year=2024, keep_unrecognized=every)
-        items: list[Event | Unrecognized] = []
+        items: list[Parsed] = []
         offset = 0
         for n, block in enumerate(blocks):
             items += parser.feed(block, offset, ingest=T0 + _s(n))

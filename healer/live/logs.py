@@ -20,7 +20,7 @@ from healer.config import SourceConfig
 from healer.events import Event
 from healer.eventtime import SKEW_TOLERANCE
 from healer.observe import LineTally, Observer
-from healer.parse import Checkpoint, SourceParser, Unrecognized
+from healer.parse import Checkpoint, Parsed, SourceParser
 from healer.runner import Runner
 from healer.shares import ShareKeys
 from healer.sources.tail import FileTailer
@@ -200,7 +200,7 @@ class TailedLogs:
             skew_tolerance=self.clock_skew,
         )
 
-    def _events(self, tailed: _Tailed, items: Sequence[Event | Unrecognized]) -> list[Event]:
+    def _events(self, tailed: _Tailed, items: Sequence[Parsed]) -> list[Event]:
         """The events about this configuration's shares (or none in particular), each
         with its share's key: a share's own daemon log is about that share even where
         its lines name none. An event naming a share or device the configuration does

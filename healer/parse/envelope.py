@@ -4,8 +4,9 @@ Seen in the wild, in any nesting: a CI runner timestamp (``...Z # ``), docker/RF
 prefixes, the user's vm.sh ``YYYYMMDDTHH:MM `` prefix, journald/syslog headers
 (including the doubled header of syslog 6.x under journald, and a header whose first
 letter was lost), kata logfmt records that carry a console line in ``vmconsole="..."``,
-and supervisord's own ``YYYY-MM-DD HH:MM:SS,mmm LEVEL`` lines. What is left is the
-payload a program wrote.
+supervisord's own ``YYYY-MM-DD HH:MM:SS,mmm LEVEL`` lines, and a structured logger's
+one-line JSON record (kubevirt's virt-launcher, Kata's runtime-rs: ``{"msg": ...,
+"timestamp": ...}``). What is left is the payload a program wrote.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+
+import orjson
 
 from healer.eventtime import parse_compact_minute, parse_iso, parse_syslog
 
@@ -45,6 +48,9 @@ _SUPERVISORD_LEVEL = {
     "BLAT": "TRACE",
 }
 _KATA_LEVEL = {"error": "ERROR", "warning": "WARN", "info": "INFO", "debug": "DEBUG"}
+_JSON_MESSAGE = ("msg", "message")
+_JSON_TIME = ("timestamp", "time", "ts")
+_ISO_ZONED = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d)")
 
 
 @dataclass(slots=True)
@@ -79,6 +85,8 @@ def peel(line: str, year: int) -> Envelope:
             break
         first = text[0]
         if first.isdigit() and _peel_timestamp(env, text, layers):
+            continue
+        if first == "{" and text.startswith('{"') and _peel_json(env, text, layers):
             continue
         if first.isalpha() or first == "<":
             if text.startswith('time="') and _peel_kata(env, text, layers):
@@ -163,6 +171,33 @@ def _peel_kata(env: Envelope, text: str, layers: list[str]) -> bool:
         env.program = "kata"
         env.level = _KATA_LEVEL.get(m.group(2).lower())
     layers.append("kata")
+    return True
+
+
+def _peel_json(env: Envelope, text: str, layers: list[str]) -> bool:
+    """A one-line JSON record with a string message: its message is the payload, its
+    zoned stamp the time (QEMU's own stamp inside it is the relayed text's)."""
+    if not text.rstrip().endswith("}"):
+        return False
+    try:
+        record = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(record, dict):
+        return False
+    message = next((record[k] for k in _JSON_MESSAGE if isinstance(record.get(k), str)), None)
+    if message is None:
+        return False
+    for key in _JSON_TIME:
+        stamp = record.get(key)
+        if isinstance(stamp, str) and _ISO_ZONED.fullmatch(stamp):
+            _set_wall(env, parse_iso(stamp), True, zoned=True)
+            break
+    level = record.get("level")
+    if isinstance(level, str):
+        env.level = _KATA_LEVEL.get(level.lower(), env.level)
+    env.payload = message
+    layers.append("json")
     return True
 
 

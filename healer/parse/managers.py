@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from healer.events import AddFsFailed, VirtiofsdExited, VirtiofsdStartFailed, VmmExited
-from healer.parse.patterns import Built, Pattern
+from healer.parse.patterns import Built, Pattern, error_fields
 from healer.parse.record import Record
 
 __all__ = ["KEYWORDS", "PATTERNS", "PROGRAM"]
@@ -29,6 +29,7 @@ KEYWORDS = (
     "failed to find virtiofsd",
     "'virtiofs' requires shared memory",
     "exited unexpectedly with exit code",
+    "Failed to prepare unix socket '",
 )
 
 
@@ -42,6 +43,11 @@ def _not_found(rec: Record, m: re.Match[str]) -> Built:
 
 def _set_up(rec: Record, m: re.Match[str]) -> Built:
     return VirtiofsdStartFailed, {"chain": [], "error_kind": None, "errno": None}
+
+
+def _socket(rec: Record, m: re.Match[str]) -> Built:
+    """systemd-vmspawn could not make the socket of a ``--bind`` share's virtiofsd."""
+    return VirtiofsdStartFailed, {**error_fields(m.group(2)), "path": m.group(1)}
 
 
 def _shared_memory(rec: Record, m: re.Match[str]) -> Built:
@@ -63,6 +69,14 @@ PATTERNS: list[Pattern] = [
             r"Failed to setup virtiofsd|[Ff]ailed to [a-z]{1,12} [^:\n]{1,60}? for virtiofsd: "
         ),
         _set_up,
+    ),
+    # vmspawn makes one socket per --bind share in its runtime directory, sock-<random>
+    (
+        re.compile(
+            r"Failed to prepare unix socket '(/[^'\n]{0,4000}/vmspawn/[^'\n]{1,255}/sock-\w{1,64})'"
+            r": ([A-Z][\w ]{0,64})"
+        ),
+        _socket,
     ),
     (re.compile(r"'virtiofs' requires shared memory"), _shared_memory),  # libvirt, attach
     (

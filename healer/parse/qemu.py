@@ -2,16 +2,21 @@
 
 QEMU prints these on stderr, which a management layer often wraps (libvirt's "qemu
 unexpectedly closed the monitor: ...", Kata's "error messages from qemu log: ...").
-Its vhost-user messages are the same for every vhost-user device, so a message
-counts only when the line names the fs device (``-device vhost-user-fs-pci,...``) or
-a virtio-fs socket.
+Its vhost-user messages are the same for every vhost-user device. A failure to set
+the device up counts only when the line names the fs device (``-device
+vhost-user-fs-pci,...``) or a virtio-fs socket. Three words of a running session's
+loss (a write or header read that failed with -1, an end of file mid-message) are
+read as the backend gone even when the line names no device: in a QEMU log of a VM
+with a virtio-fs share they are what a reader takes them for, and a burst of them is
+one loss (healer/parse/repeats.py). A VM that also has vhost-user-blk devices cannot
+be told apart this way (docs/events.md).
 """
 
 from __future__ import annotations
 
 import re
 
-from healer.events import BackendConnectFailed
+from healer.events import BackendConnectFailed, BackendDisconnected
 from healer.eventtime import parse_iso
 from healer.parse.patterns import Built, Pattern, error_fields
 from healer.parse.record import Record
@@ -22,7 +27,13 @@ PROGRAM: str | None = "qemu"
 """Who prints the messages below when the line itself does not say."""
 
 # Literal needles for the prefilter (see cloud_hypervisor.KEYWORDS).
-KEYWORDS = ("vhost-user-fs-pci,", "Failed to connect to '")
+KEYWORDS = (
+    "vhost-user-fs-pci,",
+    "Failed to connect to '",
+    "Unexpected end-of-file before all data were read",
+    "Failed to write msg. Wrote -1",
+    "Failed to read msg header. Read -1",
+)
 
 _STAMP_BEFORE = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z) [\w.-]{1,40}: $")
 _FS_SOCKET = re.compile(r"virtio-?fs|vhost-(?:user-)?fs|vfsd", re.IGNORECASE)
@@ -50,6 +61,12 @@ def _connect_failed(rec: Record, m: re.Match[str]) -> Built:
     return BackendConnectFailed, {**error_fields(error), "socket": socket}
 
 
+def _session_lost(rec: Record, m: re.Match[str]) -> Built:
+    """QEMU's own line (``qemu-system-x86_64: ...``) that the session's socket broke."""
+    _own_stamp(rec, m.string, m.start())
+    return BackendDisconnected, {"socket": None}
+
+
 PATTERNS: list[Pattern] = [
     (
         re.compile(
@@ -59,4 +76,12 @@ PATTERNS: list[Pattern] = [
         _device_failed,
     ),
     (re.compile(r"Failed to connect to '([^']{1,4096})': ([A-Z][\w ]{0,64})"), _connect_failed),
+    (
+        re.compile(
+            r"\bqemu[\w.-]{0,40}: (?:Unexpected end-of-file before all data were read"
+            r"|Failed to write msg\. Wrote -1 instead of \d{1,6}"
+            r"|Failed to read msg header\. Read -1 instead of \d{1,6})"
+        ),
+        _session_lost,
+    ),
 ]

@@ -32,12 +32,15 @@ from healer.parse import (
 from healer.parse.envelope import peel
 from healer.parse.patterns import Built, Pattern
 from healer.parse.record import Record, make_event
+from healer.parse.repeats import RecentEvents, Repeat, repeat
 
 __all__ = [
     "NEEDLES",
     "PATTERNS",
     "Checkpoint",
     "ParseStats",
+    "Parsed",
+    "Repeat",
     "SourceParser",
     "Unrecognized",
     "is_candidate",
@@ -151,6 +154,11 @@ class Unrecognized:
     text: str
 
 
+Parsed = Event | Unrecognized | Repeat
+"""What a source's parser yields: events, the records it knew as repeats, and (on the
+line path) the records it did not know."""
+
+
 @dataclass(slots=True)
 class ParseStats:
     """Counts for one source; ``unparsed_lines`` excludes empty lines.
@@ -170,6 +178,7 @@ class ParseStats:
     long_records: int = 0
     future_times: int = 0
     failed_records: int = 0  # a parser raised on the record: counted, read as no event
+    repeats: int = 0  # records of a fault an event of the source already gave
 
     @property
     def unparsed_lines(self) -> int:
@@ -266,6 +275,7 @@ class SourceParser:
         # When the open record's first line was read (live), which is what dates it:
         # the record may be closed only by a later block, or by ``close``.
         self._open_ingest: datetime | None = None
+        self._recent = RecentEvents()  # to read one fault told twice as one event
 
     def feed(
         self,
@@ -274,10 +284,10 @@ class SourceParser:
         ingest: datetime | None = None,
         *,
         scanned: list[tuple[int, int, int]] | None = None,
-    ) -> list[Event | Unrecognized]:
+    ) -> list[Parsed]:
         """Parse ``block`` (whole lines, each ending in a newline) found at ``offset``;
         ``scanned`` is :func:`scan` of it, when a reader thread ran it already."""
-        out: list[Event | Unrecognized] = []
+        out: list[Parsed] = []
         self.stats.blank_lines += _blank_lines(block)
         base = self._line
         if self.keep_unrecognized:
@@ -307,17 +317,17 @@ class SourceParser:
         exact = tuple(sorted(clock.exact))
         return Checkpoint(offset, line, boot, last, exact, dict(clock.uptime))
 
-    def close(self, ingest: datetime | None = None) -> list[Event | Unrecognized]:
+    def close(self, ingest: datetime | None = None) -> list[Parsed]:
         """End of input: finish the open record.
 
         A record fed live keeps the ingest time of the block that brought it;
         ``ingest`` dates only a record that had none.
         """
-        out: list[Event | Unrecognized] = []
+        out: list[Parsed] = []
         self._close_open(ingest, out)
         return out
 
-    def parse_all(self, data: bytes) -> list[Event | Unrecognized]:
+    def parse_all(self, data: bytes) -> list[Parsed]:
         """Convenience for tests and small inputs: a whole log from offset 0."""
         if data and not data.endswith(b"\n"):
             data += b"\n"
@@ -330,7 +340,7 @@ class SourceParser:
         block: bytes,
         offset: int,
         ingest: datetime | None,
-        out: list[Event | Unrecognized],
+        out: list[Parsed],
         scanned: list[tuple[int, int, int]] | None,
     ) -> int:
         """Parse the block's candidate records; returns the number of its last line (the
@@ -470,7 +480,7 @@ class SourceParser:
     # --- the line path (reference; also reports unrecognised records) ------------
 
     def _feed_lines(
-        self, block: bytes, offset: int, ingest: datetime | None, out: list[Event | Unrecognized]
+        self, block: bytes, offset: int, ingest: datetime | None, out: list[Parsed]
     ) -> None:
         number = self._line
         at = offset
@@ -498,7 +508,7 @@ class SourceParser:
             return self._continues(self._open_mode, self._open, line)
         return _indented(line) and len(self._open) < self.max_record_lines
 
-    def _close_open(self, ingest: datetime | None, out: list[Event | Unrecognized]) -> None:
+    def _close_open(self, ingest: datetime | None, out: list[Parsed]) -> None:
         if self._open and (self._open_hit or self.keep_unrecognized):
             read = self._open_ingest if self._open_ingest is not None else ingest
             self._finish(self._open, self._open_at, self._open_line, read, out, hit=self._open_hit)
@@ -526,7 +536,7 @@ class SourceParser:
         offset: int,
         number: int,
         ingest: datetime | None,
-        out: list[Event | Unrecognized],
+        out: list[Parsed],
         *,
         hit: bool,
     ) -> None:
@@ -544,8 +554,13 @@ class SourceParser:
             if self.keep_unrecognized:
                 out.append(Unrecognized(self.source, offset, number, "\n".join(texts)))
             return
-        self.stats.events += 1
         self.stats.event_lines += len(lines)
+        again = self._recent.repeat_of(event)
+        if again is not None:
+            self.stats.repeats += 1
+            out.append(repeat(event, *again))
+            return
+        self.stats.events += 1
         out.append(event)
 
     def _parse(

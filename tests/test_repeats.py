@@ -1,0 +1,155 @@
+"""One fault told twice is one event, and two faults told alike stay two.
+
+Each case is a short log written from a real wording (tests/field_corpus,
+../shared/corpus); what a reader makes of it is stated by hand: which lines are
+events, which line repeats which, and why.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from healer.events import Event
+from healer.parse import Repeat, SourceParser
+
+
+def _read(text: str) -> tuple[list[tuple[int, str]], list[tuple[int, int, str]]]:
+    parser = SourceParser("t", default_year=2024)
+    items = parser.parse_all(text.encode())
+    events = [(i.line, i.kind) for i in items if isinstance(i, Event)]
+    repeats = [(i.line, i.of_line, i.why) for i in items if isinstance(i, Repeat)]
+    assert parser.stats.events == len(events)  # what metrics count: each fault once
+    assert parser.stats.repeats == len(repeats)
+    return events, repeats
+
+
+KATA = (
+    "Jul 18 01:43:14 host {prog}[{pid}]: "
+    'time="2019-07-18T01:43:14.{frac}Z" level=info msg="virtiofsd quits" '
+    "source=virtcontainers subsystem=qemu\n"
+)
+
+
+def test_a_journald_copy_under_containerd_is_one_exit() -> None:
+    text = KATA.format(prog="kata", pid=41442, frac="335059887") + KATA.format(
+        prog="containerd", pid=25310, frac="335059887"
+    )
+    assert _read(text) == ([(1, "VirtiofsdExited")], [(2, 1, "copy")])
+
+
+def test_a_daemon_that_quits_again_a_moment_later_quit_twice() -> None:
+    text = KATA.format(prog="kata", pid=41442, frac="335059887") + KATA.format(
+        prog="kata", pid=41442, frac="935059887"
+    )
+    assert _read(text) == ([(1, "VirtiofsdExited"), (2, "VirtiofsdExited")], [])
+
+
+def test_three_daemons_that_log_alike_in_one_second_are_three() -> None:
+    line = (
+        "Jul 02 01:22:06 ward microvm-virtiofsd@loki[{pid}]: "
+        "[2023-07-01T23:22:06Z INFO  virtiofsd] Waiting for vhost-user socket connection...\n"
+    )
+    text = "".join(line.format(pid=pid) for pid in (2714343, 2714341, 2714344))
+    assert _read(text) == ([(n, "VirtiofsdListening") for n in (1, 2, 3)], [])
+
+
+def test_a_traceback_ending_in_the_dialogs_error_is_that_error() -> None:
+    text = (
+        "Error starting domain: internal error: virtiofsd died unexpectedly\n"
+        "\n"
+        "Traceback (most recent call last):\n"
+        '  File "/usr/lib/python3.12/site-packages/libvirt.py", line 1401, in create\n'
+        "    raise libvirtError('virDomainCreate() failed')\n"
+        "libvirt.libvirtError: internal error: virtiofsd died unexpectedly\n"
+    )
+    assert _read(text) == ([(1, "VirtiofsdExited")], [(6, 1, "traceback")])
+
+
+QEMU_DEVICE = "qemu-kvm: -device vhost-user-fs-pci,chardev=chr-vu-fs0,tag={tag}: {what}\n"
+
+
+def test_qemus_second_line_for_one_device_continues_its_failure() -> None:
+    text = QEMU_DEVICE.format(
+        tag="sharedfs", what="Failed to read msg header. Read 0 instead of 12."
+    ) + QEMU_DEVICE.format(tag="sharedfs", what="vhost_dev_init failed: Operation not permitted")
+    assert _read(text) == ([(1, "BackendConnectFailed")], [(2, 1, "continuation")])
+
+
+def test_two_devices_failing_are_two_failures() -> None:
+    text = QEMU_DEVICE.format(
+        tag="one", what="vhost_dev_init failed: Operation not permitted"
+    ) + QEMU_DEVICE.format(tag="two", what="vhost_dev_init failed: Operation not permitted")
+    events, repeats = _read(text)
+    assert events == [(1, "BackendConnectFailed"), (2, "BackendConnectFailed")]
+    assert repeats == []
+
+
+def test_a_burst_of_qemus_vhost_user_words_is_one_lost_session() -> None:
+    text = (
+        "qemu-kvm: Failed to write msg. Wrote -1 instead of 20.\n"
+        "qemu-kvm: Failed to set msg fds.\n"
+        "qemu-kvm: vhost_set_vring_call failed: Invalid argument (22)\n"
+        "qemu-kvm: Unexpected end-of-file before all data were read\n"
+    )
+    assert _read(text) == ([(1, "BackendDisconnected")], [(4, 1, "burst")])
+
+
+def test_qemu_losing_the_session_again_later_is_a_second_loss() -> None:
+    text = (
+        "2024-03-01T10:00:00.100000Z qemu-kvm: Unexpected end-of-file before all data were read\n"
+        "2024-03-01T10:00:30.100000Z qemu-kvm: Unexpected end-of-file before all data were read\n"
+    )
+    assert _read(text) == ([(1, "BackendDisconnected"), (2, "BackendDisconnected")], [])
+
+
+RESET = "cloud-hypervisor: {up}s: INFO:devices/src/{where} -- {what}\n"
+
+
+def test_acpi_and_i8042_reporting_one_reset_are_one_reset() -> None:
+    text = RESET.format(
+        up="12.50117339", where="acpi.rs:39", what="ACPI Reboot signalled"
+    ) + RESET.format(up="12.501351602", where="legacy/i8042.rs:37", what="i8042 reset signalled")
+    assert _read(text) == ([(1, "VmReset")], [(2, 1, "reset")])
+
+
+def test_two_resets_seconds_apart_are_two() -> None:
+    text = RESET.format(
+        up="12.50117339", where="acpi.rs:39", what="ACPI Reboot signalled"
+    ) + RESET.format(up="14.2", where="acpi.rs:39", what="ACPI Reboot signalled")
+    assert _read(text) == ([(1, "VmReset"), (2, "VmReset")], [])
+
+
+FATAL = (
+    "cloud-hypervisor: {up}s: <vmm> ERROR:cloud-hypervisor/src/lib.rs:900 -- Fatal error: "
+    'VmBoot(VmBoot(FirmwareFile(Os {{ code: 2, kind: NotFound, message: "No such file" }})))\n'
+    "Error: Cloud Hypervisor exited with the following chain of errors:\n"
+    " 0: Error booting VM\n"
+    " 1: The VM could not boot\n"
+    " 2: Error manipulating firmware file\n"
+    " 3: No such file or directory (os error 2)\n"
+)
+
+
+def test_the_fatal_log_line_and_the_stderr_chain_are_one_exit() -> None:
+    assert _read(FATAL.format(up="0.052311")) == ([(1, "VmmExited")], [(2, 1, "exit")])
+
+
+def test_a_vmm_restarted_by_a_loop_that_fails_again_exits_again() -> None:
+    """vm.sh's loop: the second run's logger line is a second exit, with its own chain."""
+    text = FATAL.format(up="0.052311") + FATAL.format(up="0.049002")
+    assert _read(text) == ([(1, "VmmExited"), (7, "VmmExited")], [(2, 1, "exit"), (8, 7, "exit")])
+
+
+@pytest.mark.parametrize("cut", [1, 2])
+def test_a_repeat_is_found_across_block_boundaries(cut: int) -> None:
+    """The live tailer feeds whatever whole lines arrived: a copy in the next block is
+    still a copy."""
+    lines = [
+        KATA.format(prog="kata", pid=41442, frac="335059887").encode(),
+        KATA.format(prog="containerd", pid=25310, frac="335059887").encode(),
+    ]
+    parser = SourceParser("t", default_year=2024)
+    head = b"".join(lines[:cut])
+    tail = b"".join(lines[cut:])
+    items = parser.feed(head, 0) + parser.feed(tail, len(head)) + parser.close()
+    assert [type(i).__name__ for i in items] == ["VirtiofsdExited", "Repeat"]
