@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,7 +12,7 @@ import orjson
 from healer.engine.model import Decision, Transition
 from healer.events import Event, to_dict
 from healer.journal.records import output_to_dict
-from healer.parse import Repeat
+from healer.parse import ClockNote, Repeat
 from healer.timeline import Outcome, TimelineItem
 
 __all__ = ["Printable", "iso_time", "jsonl_dict", "jsonl_line", "table_header", "table_line"]
@@ -28,7 +29,8 @@ def jsonl_line(item: Printable, *, recorded: bool = False) -> bytes:
 
 def jsonl_dict(item: Printable, *, recorded: bool = False) -> dict[str, Any]:
     """The JSON object of one item, ``"type"`` first: ``event``, ``decision``,
-    ``transition``, ``outcome``, ``repeat`` (a record of a fault an earlier event of
+    ``transition``, ``outcome``, ``clock`` (what a source's clocks said of each
+    other: a zone learned, a disagreement), ``repeat`` (a record of a fault an earlier event of
     its source gave: its ``kind``, ``of_line`` and ``why``) or ``unrecognized`` (a
     record no parser knew, ``"kind": null``).
 
@@ -48,6 +50,8 @@ def jsonl_dict(item: Printable, *, recorded: bool = False) -> dict[str, Any]:
         return data
     if isinstance(item, Outcome):
         return _outcome_dict(item)
+    if isinstance(item, ClockNote):
+        return {"type": "clock", **asdict(item)}
     if isinstance(item, Repeat):
         return {
             "type": "repeat",
@@ -119,6 +123,9 @@ def table_line(item: Printable, *, recorded: bool = False) -> str:
         return f"{_epoch(item.time):<27} {where:<30} {'':<5} {what:<28} {details}"
     if isinstance(item, Outcome):
         return _outcome_line(item)
+    if isinstance(item, ClockNote):
+        where = _where(item.source, item.line)
+        return f"{'':<27} {where:<30} {'':<5} {'(clock)':<28} {item.text[:_SUMMARY_WIDTH]}"
     if isinstance(item, Repeat):
         where = _where(item.source, item.line)
         what = f"(repeats line {item.of_line})"

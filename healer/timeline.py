@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from healer.engine.model import Decision, Status, Transition
 from healer.events import Event
-from healer.parse import Repeat, Unrecognized
+from healer.parse import ClockNote, Repeat, Unrecognized
 
 __all__ = ["Item", "Outcome", "TimelineItem"]
 
@@ -31,8 +31,8 @@ class Outcome:
     decision: Decision | None = None
 
 
-Item = Event | Unrecognized | Repeat
-"""What the parsers yield."""
+Item = Event | Unrecognized | Repeat | ClockNote
+"""What the parsers yield (``healer.parse.Parsed``)."""
 
-TimelineItem = Event | Unrecognized | Repeat | Decision | Transition | Outcome
+TimelineItem = Event | Unrecognized | Repeat | ClockNote | Decision | Transition | Outcome
 """Everything a replay's timeline can hold."""

@@ -152,4 +152,50 @@ def test_a_repeat_is_found_across_block_boundaries(cut: int) -> None:
     head = b"".join(lines[:cut])
     tail = b"".join(lines[cut:])
     items = parser.feed(head, 0) + parser.feed(tail, len(head)) + parser.close()
-    assert [type(i).__name__ for i in items] == ["VirtiofsdExited", "Repeat"]
+    kinds = [type(i).__name__ for i in items if isinstance(i, Event | Repeat)]
+    assert kinds == ["VirtiofsdExited", "Repeat"]
+
+
+SEGFAULT = (
+    "Jul 18 01:43:09 host kernel: virtiofsd-x86_6[41629]: segfault at 7f931fc123c8"
+    " ip 00007f93b9a38948 sp 00007f9328e81988 error 6 in libc-2.27.so[7f93b98c9000+1c6000]\n"
+)
+COREDUMP = (
+    "Jul 18 01:43:{sec} host systemd-coredump[41918]: Process 41462 ({name}) of user 0"
+    " dumped core.\n"
+)
+
+
+def test_the_kernels_segfault_and_the_core_dump_are_one_crash() -> None:
+    """CG01: the kernel reports the thread's segfault, systemd-coredump the dump five
+    seconds later: one virtiofsd died once."""
+    text = SEGFAULT + COREDUMP.format(sec="14", name="virtiofsd-x86_6")
+    assert _read(text) == ([(1, "VirtiofsdExited")], [(2, 1, "crash")])
+
+
+def test_audits_seccomp_and_abend_records_and_the_dump_are_one_crash() -> None:
+    """CG02: audit's SECCOMP kill and ANOM_ABEND for one pid, then systemd-coredump."""
+    audit = (
+        "audit[346709]: {what} auid=4294967295 uid=0 gid=0 ses=4294967295 pid=346709"
+        ' comm="virtiofsd" exe="/usr/libexec/virtiofsd" sig=31 {tail}\n'
+    )
+    text = (
+        audit.format(what="SECCOMP", tail="arch=c0000015 syscall=334 code=0x80000000")
+        + audit.format(what="ANOM_ABEND", tail="res=1")
+        + "systemd-coredump[346716]: Process 346709 (virtiofsd) of user 0 dumped core.\n"
+    )
+    assert _read(text) == ([(1, "VirtiofsdExited")], [(2, 1, "crash"), (3, 1, "crash")])
+
+
+def test_two_programs_crashing_are_two_crashes() -> None:
+    """The dump is of another program's process: not the segfaulted virtiofsd."""
+    text = SEGFAULT + COREDUMP.format(sec="14", name="virtiofsd")
+    assert _read(text) == ([(1, "VirtiofsdExited"), (2, "VirtiofsdExited")], [])
+
+
+def test_a_dump_a_minute_after_the_segfault_is_another_crash() -> None:
+    """Past the reach of one crash's reports (a restarted daemon crashing again)."""
+    text = SEGFAULT.replace("01:43:09", "01:42:09") + COREDUMP.format(
+        sec="14", name="virtiofsd-x86_6"
+    )
+    assert _read(text) == ([(1, "VirtiofsdExited"), (2, "VirtiofsdExited")], [])

@@ -11,7 +11,7 @@ import pytest
 import healer
 from healer.engine import Decision, Engine, Transition
 from healer.events import Event
-from healer.parse import Repeat, Unrecognized
+from healer.parse import ClockNote, Repeat, Unrecognized
 from healer.pipeline import Input, decide, replay
 from healer.report import Collector, Postmortem, render_html, render_markdown, what_if, what_if_html
 from healer.rulefiles import load_rules
@@ -20,7 +20,7 @@ from healer.runner import Runner
 RULES = Path(__file__).resolve().parents[1] / "rules"
 EXAMPLE = Path(healer.__file__).parent / "examples" / "incident-docker.log"
 
-Item = Event | Unrecognized | Repeat | Decision | Transition
+Item = Event | Unrecognized | Repeat | ClockNote | Decision | Transition
 
 
 def stream(path: Path, rules: Path = RULES, *, keep: bool = False) -> list[Item]:

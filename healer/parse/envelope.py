@@ -66,6 +66,8 @@ class Envelope:
     wrappers: tuple[str, ...] = ()
     guest: bool = False  # the payload is the guest's console (Kata vmconsole)
     zoned: bool = False  # ``wall`` came from a stamp with its year and zone
+    header: datetime | None = None  # the zone-less header's stamp, read as UTC
+    header_kind: str | None = None  # its wrapper: ``syslog``, ``vm.sh``, ``supervisord``
 
 
 def peel(line: str, year: int) -> Envelope:
@@ -98,7 +100,9 @@ def peel(line: str, year: int) -> Envelope:
     return env
 
 
-def _set_wall(env: Envelope, wall: datetime | None, precise: bool, *, zoned: bool) -> None:
+def _set_wall(
+    env: Envelope, wall: datetime | None, precise: bool, *, zoned: bool, header: str = ""
+) -> None:
     """The outermost precise stamp wins: it is when the line was written. But a header
     without zone or year (syslog, journald's short format, supervisord) is a guess at
     both, so a stamp inside the same record that has them (kata's ``time=``, docker's)
@@ -106,6 +110,8 @@ def _set_wall(env: Envelope, wall: datetime | None, precise: bool, *, zoned: boo
     and its fraction is kept."""
     if wall is None:
         return
+    if header and env.header is None:  # kept to learn its zone (healer/parse/zone.py)
+        env.header, env.header_kind = wall, header
     if env.wall is not None and not (zoned and not env.zoned) and (env.precise or not precise):
         return
     env.wall, env.precise, env.zoned = wall, precise, zoned
@@ -120,13 +126,14 @@ def _peel_timestamp(env: Envelope, text: str, layers: list[str]) -> bool:
         return True
     m = _COMPACT.match(text)
     if m:
-        _set_wall(env, parse_compact_minute(m.group(1)), False, zoned=False)
+        _set_wall(env, parse_compact_minute(m.group(1)), False, zoned=False, header="vm.sh")
         env.payload = text[m.end() :]
         layers.append("vm.sh")
         return True
     m = _SUPERVISORD.match(text)
     if m:
-        _set_wall(env, parse_iso(f"{m.group(1)}.{m.group(2)}"), True, zoned=False)
+        wall = parse_iso(f"{m.group(1)}.{m.group(2)}")
+        _set_wall(env, wall, True, zoned=False, header="supervisord")
         env.program = "supervisord"
         env.level = _SUPERVISORD_LEVEL[m.group(3)]
         env.payload = text[m.end() :]
@@ -139,7 +146,8 @@ def _peel_syslog(env: Envelope, text: str, year: int, layers: list[str]) -> bool
     m = _SYSLOG.match(text)
     if m:
         month, day, clock, _host, program, pid = m.groups()
-        _set_wall(env, parse_syslog(month, day.strip(), clock, year), True, zoned=False)
+        wall = parse_syslog(month, day.strip(), clock, year)
+        _set_wall(env, wall, True, zoned=False, header="syslog")
         env.program = program
         env.pid = int(pid) if pid else None
         env.payload = text[m.end() :]

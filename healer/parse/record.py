@@ -34,6 +34,8 @@ class Record:
     wall: datetime | None = None
     precise: bool = False
     zoned: bool = False  # ``wall`` has its own year and zone (see envelope._set_wall)
+    header: datetime | None = None  # a zone-less header's stamp (see parse/zone.py)
+    header_kind: str | None = None
     program: str | None = None
     pid: int | None = None
     thread: str | None = None

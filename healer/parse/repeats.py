@@ -4,7 +4,8 @@ Real logs tell one fault twice: journald holds a Kata record under the shim's na
 and again under containerd's; a Python traceback ends with the error its dialog
 line already gave; QEMU prints a failed device's prefix on a second line with the
 errno; a burst of QEMU's vhost-user words is one lost session; cloud-hypervisor's
-ACPI and i8042 handlers report one reset microseconds apart. Counted twice, such a
+ACPI and i8042 handlers report one reset microseconds apart; the kernel, audit and
+systemd-coredump each report one crash. Counted twice, such a
 fault would be healed, counted and alerted on twice. The second record becomes a
 :class:`Repeat` that cites the event it repeats; rules, metrics and the journal see
 the event once, and a replay shows both lines.
@@ -21,7 +22,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from healer.events import BackendDisconnected, Event, VmmExited, VmReset
+from healer.events import BackendDisconnected, Event, VirtiofsdExited, VmmExited, VmReset
 
 __all__ = ["RECENT", "RecentEvents", "Repeat", "repeat"]
 
@@ -33,6 +34,9 @@ TIME_REACH = 2.0
 """Seconds of event time apart two records of one fault may be."""
 RESET_REACH = 0.01
 """Seconds apart two subsystems report the one reset they both saw."""
+CRASH_REACH = 30.0
+"""Seconds after the kernel's report of a crash that systemd-coredump may report it."""
+CRASH_REPORTERS = frozenset({"kernel", "audit", "systemd-coredump"})
 
 _EXCEPTION = re.compile(r"^\W*[A-Za-z_][\w.]{0,80}(?:Error|Exception): (.{12,}?)\W*$")
 _QEMU_DEVICE = re.compile(r"-device (\S{1,512}?): ")
@@ -44,7 +48,8 @@ class Repeat:
     """A record read as the same fault as an earlier event of its source.
 
     ``of_line`` is where that event's record starts, ``why`` the evidence
-    (``copy``, ``traceback``, ``continuation``, ``burst``, ``reset``, ``exit``).
+    (``copy``, ``traceback``, ``continuation``, ``burst``, ``reset``, ``exit``,
+    ``crash``).
     """
 
     source: str
@@ -77,12 +82,26 @@ def _compatible(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(a[k] == b[k] or a[k] in _EMPTY or b[k] in _EMPTY for k in a.keys() & b.keys())
 
 
-def _close(old: Event, new: Event) -> bool:
+def _close(old: Event, new: Event, reach: float = TIME_REACH) -> bool:
     if new.line - old.line > LINE_REACH:
         return False
     if old.time is None or new.time is None:
         return True
-    return abs((new.time - old.time).total_seconds()) <= TIME_REACH
+    return abs((new.time - old.time).total_seconds()) <= reach
+
+
+def _crash(old: Event, new: Event) -> bool:
+    """The kernel's segfault line, audit's SECCOMP and ANOM_ABEND records and
+    systemd-coredump's "dumped core" for one process: one death."""
+    return (
+        isinstance(old, VirtiofsdExited)
+        and isinstance(new, VirtiofsdExited)
+        and old.reporter in CRASH_REPORTERS
+        and new.reporter in CRASH_REPORTERS
+        and old.name == new.name
+        and old.status is None is new.status
+        and (None in (old.signal, new.signal) or old.signal == new.signal)
+    )
 
 
 def _evidence(old: Event, new: Event) -> str | None:
@@ -148,7 +167,11 @@ class RecentEvents:
         fields = _own_fields(event)
         for seen in reversed(self._seen):
             old = seen.event
-            if old.kind != event.kind or not _close(old, event):
+            if old.kind != event.kind or not _close(old, event, CRASH_REACH):
+                continue
+            if _crash(old, event):
+                return old, "crash"
+            if not _close(old, event):
                 continue
             if old.share not in (None, event.share) and event.share is not None:
                 continue

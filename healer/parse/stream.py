@@ -33,11 +33,13 @@ from healer.parse.envelope import peel
 from healer.parse.patterns import Built, Pattern
 from healer.parse.record import Record, make_event
 from healer.parse.repeats import RecentEvents, Repeat, repeat
+from healer.parse.zone import ClockNote, HeaderZones
 
 __all__ = [
     "NEEDLES",
     "PATTERNS",
     "Checkpoint",
+    "ClockNote",
     "ParseStats",
     "Parsed",
     "Repeat",
@@ -121,6 +123,7 @@ class Checkpoint:
     last: str | None
     exact: tuple[str, ...] = ()
     uptime: dict[str, float] = field(default_factory=dict)
+    zones: dict[str, float] = field(default_factory=dict)  # seconds east of UTC, per wrapper
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -130,6 +133,7 @@ class Checkpoint:
             "last": self.last,
             "exact": list(self.exact),
             "uptime": self.uptime,
+            "zones": self.zones,
         }
 
     @classmethod
@@ -141,6 +145,7 @@ class Checkpoint:
             data["last"],
             tuple(data.get("exact", ())),
             {k: float(v) for k, v in data.get("uptime", {}).items()},
+            {str(k): float(v) for k, v in data.get("zones", {}).items()},
         )
 
 
@@ -154,9 +159,9 @@ class Unrecognized:
     text: str
 
 
-Parsed = Event | Unrecognized | Repeat
-"""What a source's parser yields: events, the records it knew as repeats, and (on the
-line path) the records it did not know."""
+Parsed = Event | Unrecognized | Repeat | ClockNote
+"""What a source's parser yields: events, the records it knew as repeats, what its
+clocks said about each other, and (on the line path) the records it did not know."""
 
 
 @dataclass(slots=True)
@@ -196,6 +201,19 @@ def _blank_lines(block: bytes) -> int:
     """
     first = 1 if block.startswith((b"\n", b"\r\n")) else 0
     return first + len(_BLANK_END.findall(block))
+
+
+ZONE_SAMPLE = 1 << 16
+"""Bytes of a source's start read for its header's zone before parsing it."""
+_PAYLOAD_STAMP = re.compile(
+    r"\[?(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d))[\] ]"
+)
+
+
+def _payload_stamp(payload: str) -> datetime | None:
+    """A zoned stamp a program put first in its message (env_logger's ``[...Z ``)."""
+    m = _PAYLOAD_STAMP.match(payload)
+    return parse_iso(m.group(1)) if m is not None else None
 
 
 def _mode(head: bytes) -> int:
@@ -276,6 +294,8 @@ class SourceParser:
         # the record may be closed only by a later block, or by ``close``.
         self._open_ingest: datetime | None = None
         self._recent = RecentEvents()  # to read one fault told twice as one event
+        self.zones = HeaderZones.from_dict(resume.zones) if resume else HeaderZones()
+        self._notes: list[ClockNote] = []  # what the clocks said, yielded before the record
 
     def feed(
         self,
@@ -315,7 +335,7 @@ class SourceParser:
         boot = {k: v.isoformat() for k, v in clock.boot.items()}
         last = clock.last.isoformat() if clock.last else None
         exact = tuple(sorted(clock.exact))
-        return Checkpoint(offset, line, boot, last, exact, dict(clock.uptime))
+        return Checkpoint(offset, line, boot, last, exact, dict(clock.uptime), self.zones.to_dict())
 
     def close(self, ingest: datetime | None = None) -> list[Parsed]:
         """End of input: finish the open record.
@@ -331,7 +351,34 @@ class SourceParser:
         """Convenience for tests and small inputs: a whole log from offset 0."""
         if data and not data.endswith(b"\n"):
             data += b"\n"
-        return self.feed(data, 0) + self.close()
+        return self.learn_zones(data) + self.feed(data, 0) + self.close()
+
+    def learn_zones(self, sample: bytes) -> list[Parsed]:
+        """Before reading a source from its start: learn its header's zone (and year)
+        from the first records that carry a zoned stamp too, so the records before
+        them are dated by it as well. Reads at most :data:`ZONE_SAMPLE` bytes."""
+        notes: list[Parsed] = []
+        number = self._line
+        for raw in sample[:ZONE_SAMPLE].split(b"\n")[:-1]:
+            number += 1
+            if not raw[:1].isalpha() and raw[:1] not in (b"<", b"2", b">", b"`"):
+                continue  # no header: syslog's month, <pri>, a year, a quote
+            env = peel(raw.decode("utf-8", "replace").rstrip("\r"), self.clock.year)
+            if (
+                env.header is None
+                or env.header_kind is None
+                or env.header_kind in self.zones.offsets
+            ):
+                continue  # the zone the source starts in; later changes are read in turn
+            stamp = env.wall if env.zoned else _payload_stamp(env.payload)
+            if stamp is None:
+                continue
+            if self.clock.last is None:
+                self.clock.default_year = stamp.year  # the header's missing year
+            note = self.zones.learn(self.source, number, env.header_kind, env.header, stamp)
+            if note is not None:
+                notes.append(note)
+        return notes
 
     # --- the fast path -----------------------------------------------------------
 
@@ -550,6 +597,9 @@ class SourceParser:
                 event = self._parse(texts, offset, number, ingest)
             except Exception:  # one hostile record must not end the stream
                 self.stats.failed_records += 1
+            if self._notes:
+                out.extend(self._notes)
+                self._notes.clear()
         if event is None:
             if self.keep_unrecognized:
                 out.append(Unrecognized(self.source, offset, number, "\n".join(texts)))
@@ -579,6 +629,8 @@ class SourceParser:
             wall=env.wall,
             precise=env.precise,
             zoned=env.zoned,
+            header=env.header,
+            header_kind=env.header_kind,
             program=env.program,
             pid=env.pid,
             level=env.level,
@@ -586,6 +638,7 @@ class SourceParser:
         )
         rec.continuation = [peel(t.strip(), year).payload.strip() for t in texts[1:]]
         built = self._classify(rec, texts)
+        self._zone(rec)
         if built is None:
             return None
         cls, fields = built
@@ -598,6 +651,19 @@ class SourceParser:
         )
         self.stats.future_times = self.clock.future_times
         return make_event(cls, rec, time, fields)
+
+    def _zone(self, rec: Record) -> None:
+        """Learn the zone of the record's zone-less header from its zoned stamp, or
+        date a record that has only the header by the zone learned."""
+        header, kind = rec.header, rec.header_kind
+        if header is None or kind is None:
+            return
+        if rec.zoned and rec.wall is not None:
+            note = self.zones.learn(self.source, rec.line, kind, header, rec.wall)
+            if note is not None:
+                self._notes.append(note)
+        elif rec.wall == header:
+            rec.wall = self.zones.correct(kind, header, self.clock.last)
 
     @staticmethod
     def _classify(rec: Record, texts: list[str]) -> Built:

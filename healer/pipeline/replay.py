@@ -116,13 +116,22 @@ def _keyed(
             seq += 1
             yield key, index, seq, item
 
+    first = True
+
+    def zones(block: bytes, offset: int) -> list[Item]:
+        """The header's zone, from the start of the source, before its first record."""
+        nonlocal first
+        learned = parser.learn_zones(block) if first and offset == 0 else []
+        first = False
+        return learned
+
     try:
         if parser.keep_unrecognized:  # the line path walks every line; no scan to share
             for block, offset in batches:
-                yield from keyed(parser.feed(block, offset))
+                yield from keyed(zones(block, offset) + parser.feed(block, offset))
         else:
             for block, offset, scanned in read_ahead(batches, scan):
-                yield from keyed(parser.feed(block, offset, scanned=scanned))
+                yield from keyed(zones(block, offset) + parser.feed(block, offset, scanned=scanned))
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(parser.source, f"unreadable: {exc}", _READ_HINT) from exc
     yield from keyed(parser.close())
