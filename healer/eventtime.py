@@ -26,9 +26,21 @@ order:
    ``boot + uptime`` is never later than the record was read and is within the
    smallest read delay of the truth. An uptime lower than the last one on the same
    clock is a new boot (the VMM restarted): the anchor is dropped and estimated
-   afresh. In replay only an exact anchor exists, and anchors never change.
+   afresh. In replay only an exact anchor exists, and anchors never change but in a
+   batch dump (5).
 4. Otherwise, live, the ingest time; in replay, the time of the previous record of
    the same source is carried forward, and before any the time is unknown (``None``).
+5. In replay, a wrapper that stamps a batch dump (docker printing a boot.log written
+   a minute earlier, in one go) is told by the uptime on its records: within one run
+   of a program, ``wall - uptime`` is its start, the same on every record give or take
+   read delays. A later record that puts the start more than :data:`DUMP_GAP` earlier
+   than the anchor was stamped long after it was written; a record is never stamped
+   before it is written, so the earliest start any record gives is the credible one.
+   From there on that clock's records are timed ``boot + uptime`` (the earliest start
+   so far), and the change is reported (``redated``). A prescan of the source's start
+   (:meth:`SourceClock.anchor_dump`) lets the records before that one be timed so too.
+   In a dump, an uptime lower than the last one on the clock is a new run, anchored
+   afresh.
 
 Records are never reordered, even when their times go backwards.
 """
@@ -40,6 +52,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 __all__ = [
+    "DUMP_GAP",
     "MINUTE",
     "SKEW_TOLERANCE",
     "WHOLE_SECONDS",
@@ -56,6 +69,9 @@ WHOLE_SECONDS = 1.0
 """The precision of env_logger and syslog stamps; anything finer is precise."""
 MINUTE = 60.0
 """The precision of the vm.sh ``YYYYMMDDTHH:MM`` prefix."""
+DUMP_GAP = 5.0
+"""Seconds earlier than its anchor a record of one run may put the run's start before
+its wrapper's stamps are read as a batch dump (read delays are far shorter)."""
 
 _UNIT_SECONDS = {"ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 _ISO = re.compile(
@@ -128,7 +144,17 @@ class SourceClock:
     count as read at once.
     """
 
-    __slots__ = ("boot", "default_year", "exact", "future_times", "last", "tolerance", "uptime")
+    __slots__ = (
+        "boot",
+        "default_year",
+        "dumped",
+        "exact",
+        "future_times",
+        "last",
+        "redated",
+        "tolerance",
+        "uptime",
+    )
 
     def __init__(
         self,
@@ -146,6 +172,8 @@ class SourceClock:
         self.tolerance = tolerance
         self.last: datetime | None = None
         self.future_times = 0
+        self.dumped: set[str] = set()  # clocks whose wrapper stamps are a batch dump (5)
+        self.redated: list[tuple[str, float, datetime]] = []  # (clock, uptime, boot), to say
 
     @property
     def year(self) -> int:
@@ -177,8 +205,14 @@ class SourceClock:
     def _replayed(
         self, wall: datetime | None, precision: float, uptime: float | None, domain: str | None
     ) -> datetime | None:
-        """Replay has no read time: whole seconds count as precise, anchors are fixed."""
+        """Replay has no read time: whole seconds count as precise, anchors are fixed
+        but for a new run and a batch dump (5)."""
         time: datetime | None = None
+        if uptime is not None and domain is not None:
+            if wall is not None and precision <= WHOLE_SECONDS:
+                self._check_dump(wall, uptime, domain)
+            if domain in self.dumped and domain in self.boot:
+                return self.boot[domain] + timedelta(seconds=uptime)
         if wall is not None and precision <= WHOLE_SECONDS:
             time = wall
             if uptime is not None and domain is not None and domain not in self.boot:
@@ -191,6 +225,50 @@ class SourceClock:
         if time is None:
             time = wall if wall is not None else self.last
         return time
+
+    def anchor_dump(self, pairs: Iterable[tuple[datetime, float, str]]) -> list[tuple[str, int]]:
+        """Before replaying a source: its first records' (wall, uptime, clock) pairs,
+        in order. Each clock whose first run shows a batch dump (5) is anchored at the
+        earliest start its records give; returns (clock, index of that pair)."""
+        firsts: dict[str, datetime] = {}  # clock -> the start its first record gives
+        last: dict[str, float] = {}
+        best: dict[str, tuple[datetime, int]] = {}
+        dumped: set[str] = set()
+        for index, (wall, uptime, domain) in enumerate(pairs):
+            if uptime < last.get(domain, uptime):
+                last[domain] = float("inf")  # a new run: only the first one is read
+                continue
+            last[domain] = uptime
+            start = wall - timedelta(seconds=uptime)
+            if start < firsts.setdefault(domain, start) - timedelta(seconds=DUMP_GAP):
+                dumped.add(domain)
+            if domain not in best or start < best[domain][0]:
+                best[domain] = (start, index)
+        found: list[tuple[str, int]] = []
+        for domain in sorted(dumped):
+            self.boot[domain] = best[domain][0]
+            self.exact.add(domain)
+            self.dumped.add(domain)
+            found.append((domain, best[domain][1]))
+        return found
+
+    def _check_dump(self, wall: datetime, uptime: float, domain: str) -> None:
+        """Rule 5, on one record with a precise wall clock and an uptime."""
+        start = wall - timedelta(seconds=uptime)
+        before = self.uptime.get(domain)
+        self.uptime[domain] = uptime
+        boot = self.boot.get(domain)
+        if boot is None:
+            return
+        if before is not None and uptime < before:  # a new run of the program
+            if domain in self.dumped:
+                self.boot[domain] = start
+            return
+        if start < boot - timedelta(seconds=DUMP_GAP) and domain not in self.dumped:
+            self.dumped.add(domain)
+            self.redated.append((domain, uptime, start))
+        if domain in self.dumped and start < boot:
+            self.boot[domain] = start  # never stamped before written: the earliest holds
 
     def _live(
         self,

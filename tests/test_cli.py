@@ -77,9 +77,20 @@ def test_every_jsonl_record_has_a_type_and_iso_times() -> None:
 
     The expected times are the embedded incident's own (its line 5 and line 11)."""
     items = jsonl(healer("replay", "--format", "jsonl").stdout)
-    assert {i["type"] for i in items} == {"event", "decision", "transition"}
+    assert {i["type"] for i in items} == {"clock", "event", "decision", "transition"}
     assert all(next(iter(i)) == "type" for i in items)
-    first_event, first_phase, first_decision = items[0], items[1], items[2]
+    assert items[0] == {
+        "type": "clock",
+        "source": "incident-docker.log",
+        "line": 11,
+        "wrapper": "ch",
+        "what": "dump",
+        "zone": None,
+        "apart": 0.0,
+        "text": "wrapper timestamps are a batch dump; times from cloud-hypervisor's uptime,"
+        " anchored at line 11 (70.509 s = 2022-12-26T06:48:09.082Z)",
+    }
+    first_event, first_phase, first_decision = items[1], items[2], items[3]
     assert (first_event["type"], first_event["time"]) == ("event", "2022-12-26T06:48:09.043679Z")
     assert first_phase == {
         "type": "transition",

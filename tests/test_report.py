@@ -145,7 +145,25 @@ def test_embedded_incident_first_failure_actions_and_detection_times() -> None:
     assert "not recovered before the end of the log" in block
     assert "| Rule set | `abc123` |" in text
     assert "`incident-docker.log`: 4 events" in text
-    assert "2022-12-26T06:48:09.043Z to 2022-12-26T06:48:09.083Z" in text
+
+
+def test_embedded_incident_header_gives_the_span_a_reader_sees_and_says_why() -> None:
+    """The events' own stamps lie within 40 ms (06:48:09.043 to .083), a batch dump;
+    cloud-hypervisor's uptime runs from 10.3 s (line 10) to 70.5 s (line 11), and the
+    onset line 11 reports is 06:47:09.082698: the log tells of 60.000914 s."""
+    pm = collect(stream(EXAMPLE))
+    text = render_markdown(pm, rules_digest="abc123", inputs=["incident-docker.log"])
+    header = text.split("## Summary")[0]
+    assert (
+        "| Time span | 2022-12-26T06:47:09.082Z to 2022-12-26T06:48:09.083Z (60.001 s of log"
+        " time: from the onset `incident-docker.log:11` reports; the first event is at"
+        " 2022-12-26T06:48:09.043Z) |"
+    ) in header
+    assert (
+        "| Clocks | `incident-docker.log:11` wrapper timestamps are a batch dump; times from"
+        " cloud-hypervisor's uptime, anchored at line 11 (70.509 s = 2022-12-26T06:48:09.082Z) |"
+    ) in header
+    assert [(n.line, n.what, n.wrapper) for n in pm.clocks] == [(11, "dump", "ch")]
 
 
 def test_reconnect_three_seconds_after_the_exit_is_the_ttr(storm_log: Path) -> None:

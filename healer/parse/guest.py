@@ -10,7 +10,7 @@ from healer.events import GuestMountFailed, GuestReboot, GuestTagNotFound
 from healer.parse.patterns import Built, Pattern
 from healer.parse.record import Record
 
-__all__ = ["KEYWORDS", "PATTERNS", "PROGRAM", "match_dmesg"]
+__all__ = ["DMESG", "KEYWORDS", "PATTERNS", "PROGRAM", "match_dmesg"]
 
 PROGRAM: str | None = "kernel"
 """Who prints the messages below when the line itself does not say."""
@@ -26,12 +26,12 @@ KEYWORDS = (
     "mount: /",
 )
 
-_DMESG = re.compile(r"^\[\s*(\d+\.\d+)\] (.*)")
+DMESG = re.compile(r"^\[\s*(\d+\.\d+)\] (.*)")
 
 
 def match_dmesg(rec: Record) -> bool:
     """Read a ``[   27.772246] `` kernel timestamp (seconds since guest boot)."""
-    m = _DMESG.match(rec.payload)
+    m = DMESG.match(rec.payload)
     if m is None:
         return False
     rec.program = rec.program or "kernel"

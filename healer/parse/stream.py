@@ -18,7 +18,14 @@ from typing import Any
 from ahocorasick_rs import BytesAhoCorasick
 
 from healer.events import Event
-from healer.eventtime import MINUTE, SKEW_TOLERANCE, WHOLE_SECONDS, SourceClock, parse_iso
+from healer.eventtime import (
+    MINUTE,
+    SKEW_TOLERANCE,
+    WHOLE_SECONDS,
+    SourceClock,
+    duration_seconds,
+    parse_iso,
+)
 from healer.parse import (
     ch_remote,
     cloud_hypervisor,
@@ -29,11 +36,11 @@ from healer.parse import (
     supervisor,
     virtiofsd,
 )
-from healer.parse.envelope import peel
+from healer.parse.envelope import Envelope, peel
 from healer.parse.patterns import Built, Pattern
 from healer.parse.record import Record, make_event
 from healer.parse.repeats import RecentEvents, Repeat, repeat
-from healer.parse.zone import ClockNote, HeaderZones
+from healer.parse.zone import ClockNote, HeaderZones, dump_note
 
 __all__ = [
     "NEEDLES",
@@ -203,11 +210,20 @@ def _blank_lines(block: bytes) -> int:
     return first + len(_BLANK_END.findall(block))
 
 
-ZONE_SAMPLE = 1 << 16
-"""Bytes of a source's start read for its header's zone before parsing it."""
+CLOCK_SAMPLE = 1 << 16
+"""Bytes of a source's start read for what its clocks say before parsing it."""
 _PAYLOAD_STAMP = re.compile(
     r"\[?(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d))[\] ]"
 )
+
+
+def _uptime(payload: str) -> tuple[float, str] | None:
+    """The uptime a record carries and its clock: cloud-hypervisor's, the guest's."""
+    if "cloud-hypervisor:" in payload:
+        m = cloud_hypervisor.LOGGER.search(payload)
+        return (duration_seconds(m.group(1), m.group(2)), "ch") if m is not None else None
+    m = guest.DMESG.match(payload) if payload[:1] == "[" else None
+    return (float(m.group(1)), "guest") if m is not None else None
 
 
 def _payload_stamp(payload: str) -> datetime | None:
@@ -351,34 +367,51 @@ class SourceParser:
         """Convenience for tests and small inputs: a whole log from offset 0."""
         if data and not data.endswith(b"\n"):
             data += b"\n"
-        return self.learn_zones(data) + self.feed(data, 0) + self.close()
+        return self.learn_clocks(data) + self.feed(data, 0) + self.close()
 
-    def learn_zones(self, sample: bytes) -> list[Parsed]:
-        """Before reading a source from its start: learn its header's zone (and year)
-        from the first records that carry a zoned stamp too, so the records before
-        them are dated by it as well. Reads at most :data:`ZONE_SAMPLE` bytes."""
+    def learn_clocks(self, sample: bytes) -> list[Parsed]:
+        """Before reading a source from its start, read at most :data:`CLOCK_SAMPLE`
+        bytes of it for what its clocks say, so the records before the first that
+        says it are dated by it too: its header's zone (and year), from the first
+        records that carry a zoned stamp as well (healer/parse/zone.py); and whether
+        its wrapper stamps a batch dump, told by the uptimes (healer/eventtime.py,
+        rule 5)."""
         notes: list[Parsed] = []
+        pairs: list[tuple[datetime, float, str]] = []  # (wall, uptime, clock)
+        lines: list[int] = []
         number = self._line
-        for raw in sample[:ZONE_SAMPLE].split(b"\n")[:-1]:
+        for raw in sample[:CLOCK_SAMPLE].split(b"\n")[:-1]:
             number += 1
             if not raw[:1].isalpha() and raw[:1] not in (b"<", b"2", b">", b"`"):
-                continue  # no header: syslog's month, <pri>, a year, a quote
+                continue  # no stamp first: syslog's month, <pri>, a year, a quote
             env = peel(raw.decode("utf-8", "replace").rstrip("\r"), self.clock.year)
-            if (
-                env.header is None
-                or env.header_kind is None
-                or env.header_kind in self.zones.offsets
-            ):
-                continue  # the zone the source starts in; later changes are read in turn
-            stamp = env.wall if env.zoned else _payload_stamp(env.payload)
-            if stamp is None:
-                continue
-            if self.clock.last is None:
-                self.clock.default_year = stamp.year  # the header's missing year
-            note = self.zones.learn(self.source, number, env.header_kind, env.header, stamp)
-            if note is not None:
-                notes.append(note)
+            kind = env.header_kind
+            if env.header is not None and kind is not None and kind not in self.zones.offsets:
+                self._learn_zone(env.header, kind, env, number, notes)
+            up = _uptime(env.payload)
+            if up is not None and env.wall is not None and env.precise:
+                wall = env.wall
+                if not env.zoned and kind is not None:
+                    wall = self.zones.correct(kind, wall, None)
+                pairs.append((wall, *up))
+                lines.append(number)
+        for domain, index in self.clock.anchor_dump(pairs):
+            boot = self.clock.boot[domain]
+            notes.append(dump_note(self.source, lines[index], domain, pairs[index][1], boot))
         return notes
+
+    def _learn_zone(
+        self, header: datetime, kind: str, env: Envelope, number: int, notes: list[Parsed]
+    ) -> None:
+        """The zone the source starts in; later changes are read in turn."""
+        stamp = env.wall if env.zoned else _payload_stamp(env.payload)
+        if stamp is None:
+            return
+        if self.clock.last is None:
+            self.clock.default_year = stamp.year  # the header's missing year
+        note = self.zones.learn(self.source, number, kind, header, stamp)
+        if note is not None:
+            notes.append(note)
 
     # --- the fast path -----------------------------------------------------------
 
@@ -650,6 +683,9 @@ class SourceParser:
             ingest=ingest,
         )
         self.stats.future_times = self.clock.future_times
+        for domain, uptime, boot in self.clock.redated:
+            self._notes.append(dump_note(self.source, rec.line, domain, uptime, boot))
+        self.clock.redated.clear()
         return make_event(cls, rec, time, fields)
 
     def _zone(self, rec: Record) -> None:

@@ -21,7 +21,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-__all__ = ["AGREE", "MAX_NOTES", "ClockNote", "HeaderZones", "zone_name"]
+__all__ = ["AGREE", "MAX_NOTES", "ClockNote", "HeaderZones", "dump_note", "zone_name"]
 
 ZONE_STEP = timedelta(minutes=15)
 MAX_ZONE = timedelta(hours=14)
@@ -38,8 +38,10 @@ class ClockNote:
     """What a source's clocks said about each other, at the record that said it.
 
     ``what`` is ``zone`` (the header's zone learned, or changed: ``zone`` holds it,
-    as ``+02:00``) or ``disagree`` (the first record whose two clocks differ by more
-    than any zone; ``apart`` is by how much, in seconds).
+    as ``+02:00``), ``disagree`` (the first record whose two clocks differ by more
+    than any zone; ``apart`` is by how much, in seconds) or ``dump`` (the wrapper's
+    stamps are a batch dump; ``wrapper`` names the uptime clock the times come from,
+    and ``line`` the record it is anchored at; healer/eventtime.py, rule 5).
     """
 
     source: str
@@ -49,6 +51,19 @@ class ClockNote:
     zone: str | None
     apart: float
     text: str
+
+
+_UPTIME_OF = {"ch": "cloud-hypervisor's uptime", "guest": "the guest kernel's uptime"}
+
+
+def dump_note(source: str, line: int, clock: str, uptime: float, boot: datetime) -> ClockNote:
+    """The note for a wrapper found stamping a batch dump, in the words a reader uses."""
+    at = (boot + timedelta(seconds=uptime)).isoformat(timespec="milliseconds")
+    text = (
+        f"wrapper timestamps are a batch dump; times from {_UPTIME_OF.get(clock, clock)},"
+        f" anchored at line {line} ({uptime:.3f} s = {at.replace('+00:00', 'Z')})"
+    )
+    return ClockNote(source, line, clock, "dump", None, 0.0, text)
 
 
 def zone_name(offset: timedelta) -> str:

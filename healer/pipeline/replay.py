@@ -119,9 +119,9 @@ def _keyed(
     first = True
 
     def zones(block: bytes, offset: int) -> list[Item]:
-        """The header's zone, from the start of the source, before its first record."""
+        """What the source's clocks say, from its start, before its first record."""
         nonlocal first
-        learned = parser.learn_zones(block) if first and offset == 0 else []
+        learned = parser.learn_clocks(block) if first and offset == 0 else []
         first = False
         return learned
 

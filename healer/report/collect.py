@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from healer.engine.model import DEFAULT_SHARE, Cause, Decision, Phase, Status, Transition
 from healer.events import Event
+from healer.parse import ClockNote
 from healer.report._building import Building, Outcomes, Seen, Tally, event_entry, sorted_items
 from healer.report._format import TIMER, cause_where, stamp
 from healer.report.results import (
@@ -25,16 +26,17 @@ _LEAD_UP_MAX = 5
 _RECENT = 32  # events remembered per share, to find the one that opened an incident
 _RECENT_PER_KIND = 4  # and per (share, kind), for causes older than that (pair rules)
 _OUTSIDE_KEPT = 20
+_CLOCKS_KEPT = 16
 
 
 class Collector:
     """Folds the stream of :func:`healer.pipeline.decide` into a :class:`Postmortem`.
 
     Feed every item with :meth:`add`, in stream order (each event before what it
-    caused); unknown records are ignored. ``max_entries`` bounds each incident's
-    timeline and action list (the first three quarters and the last quarter are kept,
-    the middle is counted); ``max_incidents`` bounds how many incidents are detailed
-    (all are counted).
+    caused); unknown records are ignored, what the clocks said is kept for the header.
+    ``max_entries`` bounds each incident's timeline and action list (the first three
+    quarters and the last quarter are kept, the middle is counted); ``max_incidents``
+    bounds how many incidents are detailed (all are counted).
 
     ``recorded``: the stream is a journal as it was written, whose decisions ran; each
     action shows the outcome its journal records (an :class:`Outcome` item, which may
@@ -76,6 +78,8 @@ class Collector:
         self._outside_total = 0
         self._results = Outcomes(_OUTSIDE_KEPT)  # every outcome counted; outside rows kept
         self._awaiting: dict[str, Building | None] = {}  # key -> where its row is
+        self._clocks: list[ClockNote] = []
+        self._clocks_total = 0
 
     def add(self, item: TimelineItem) -> None:
         """Take the next item of the stream."""
@@ -87,6 +91,10 @@ class Collector:
             self._transition(item)
         elif isinstance(item, Outcome):
             self._outcome(item)
+        elif isinstance(item, ClockNote):
+            self._clocks_total += 1
+            if len(self._clocks) < _CLOCKS_KEPT:
+                self._clocks.append(item)
 
     # --- events ------------------------------------------------------------------
 
@@ -271,6 +279,8 @@ class Collector:
             outside_total=self._outside_total,
             max_incidents=self.max_incidents,
             max_entries=self.max_entries,
+            clocks=tuple(self._clocks),
+            clocks_total=self._clocks_total,
         )
 
 

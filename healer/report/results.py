@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from healer.engine.model import Status
+from healer.parse import ClockNote
 from healer.report._format import cite
 
 __all__ = [
@@ -262,6 +263,8 @@ class Postmortem:
     outside_total: int
     max_incidents: int
     max_entries: int
+    clocks: tuple[ClockNote, ...] = ()  # what the sources' clocks said (first few)
+    clocks_total: int = 0
 
     @property
     def not_recovered(self) -> int:
