@@ -7,10 +7,13 @@ events, which line repeats which, and why.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
-from healer.events import Event
+from healer.events import Event, Origin, VirtiofsdClientDisconnected
 from healer.parse import Repeat, SourceParser
+from healer.parse.repeats import RecentEvents
 
 
 def _read(text: str) -> tuple[list[tuple[int, str]], list[tuple[int, int, str]]]:
@@ -51,6 +54,25 @@ def test_three_daemons_that_log_alike_in_one_second_are_three() -> None:
     )
     text = "".join(line.format(pid=pid) for pid in (2714343, 2714341, 2714344))
     assert _read(text) == ([(n, "VirtiofsdListening") for n in (1, 2, 3)], [])
+
+
+def test_two_daemons_timed_by_a_neighbours_stamp_are_two() -> None:
+    # Bare lines take their time from the source's clock, fraction and all: a fraction
+    # that is not in the record says nothing about one record told twice.
+    when = datetime(2024, 7, 18, 12, 54, 10, 503921, tzinfo=UTC)
+    said = "Client disconnected, shutting down"
+    recent = RecentEvents()
+    for line, pid in ((896902, 3388719), (896938, 371947)):
+        event = VirtiofsdClientDisconnected(
+            time=when,
+            source="t",
+            offset=line * 100,
+            line=line,
+            origin=Origin(program="virtiofsd", pid=pid),
+            message=said,
+            raw=f"virtiofsd[{pid}]: {said}",
+        )
+        assert recent.repeat_of(event) is None
 
 
 def test_a_traceback_ending_in_the_dialogs_error_is_that_error() -> None:

@@ -104,6 +104,14 @@ def _crash(old: Event, new: Event) -> bool:
     )
 
 
+def _stamped(event: Event) -> bool:
+    """The record's own stamp gives its time to the fraction of a second: a bare line
+    timed by its neighbour's stamp is no evidence of a copy."""
+    assert event.time is not None
+    fraction = f"{event.time.microsecond:06d}".rstrip("0")
+    return bool(fraction) and any(f"{sep}{fraction}" in event.raw for sep in ".,")
+
+
 def _evidence(old: Event, new: Event) -> str | None:
     """Why ``new`` is ``old`` again, or None."""
     o, n = old.origin, new.origin
@@ -111,8 +119,9 @@ def _evidence(old: Event, new: Event) -> str | None:
         new.message == old.message
         and new.time is not None
         and new.time == old.time
-        and new.time.microsecond != 0
         and (o.program, o.pid) != (n.program, n.pid)
+        and _stamped(old)
+        and _stamped(new)
     ):
         # One record under two names (journald: the shim and containerd), down to the
         # stamp's fraction; two daemons that log alike in one second are two events.
