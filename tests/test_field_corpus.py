@@ -104,22 +104,37 @@ def test_no_excerpt_line_is_lost_or_merged_across_records() -> None:
             assert 1 <= x["line"] <= len(lines), (name, x["line"])
 
 
+def _rewrap(line: bytes, width: int = 60) -> bytes:
+    """A long line cut at its first blank past ``width``, the rest on an indented line
+    after `` \\``, the way a reporter fits a log into a terminal or a mail."""
+    cut = line.find(b" ", width)
+    if cut < 0:
+        return line
+    return line[:cut] + b" \\\n    " + line[cut + 1 :]
+
+
 EDITS: dict[str, Callable[[bytes], bytes]] = {  # what people do to a log before pasting
     "markdown quote": lambda line: b"> " + line,
     "mail quote twice": lambda line: b"> > " + line,
     "opening backtick": lambda line: b"`" + line,
     "CRLF": lambda line: line + b"\r",
     "ANSI colour": lambda line: b"\x1b[1;32m" + line + b"\x1b[0m",
+    "indented four spaces (a mail)": lambda line: b"    " + line,
+    "indented a tab": lambda line: b"\t" + line,
+    "shell prompt": lambda line: b"$ " + line,
+    "re-wrapped with shell continuations": _rewrap,
 }
 
 
 @pytest.mark.parametrize("edit", sorted(EDITS))
 def test_an_edited_excerpt_gives_the_same_kinds(edit: str) -> None:
-    """Every excerpt read correctly is read as the same kinds once quoted, given an
-    opening backtick, CRLF endings or colour codes (not yet: a whole log indented)."""
+    """Every excerpt read correctly is read as the same kinds at the same times once
+    quoted, given an opening backtick or a prompt, CRLF endings or colour codes,
+    indented as a whole, or re-wrapped."""
     change = EDITS[edit]
     for name, body, _expected in EXCERPTS:
         if name in MISSES:
             continue
         edited = b"\n".join(change(line) if line else line for line in body.split(b"\n"))
-        assert [e.kind for e in _read(name, edited)] == [e.kind for e in _read(name, body)], name
+        got = [(e.kind, e.time) for e in _read(name, edited)]
+        assert got == [(e.kind, e.time) for e in _read(name, body)], name

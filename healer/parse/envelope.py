@@ -23,7 +23,8 @@ __all__ = ["Envelope", "peel"]
 
 _MAX_LAYERS = 6
 _ANSI = re.compile(r"\x1b\[[0-9;]{0,32}m")
-_QUOTED = re.compile(r"(?:> ?){0,8}`{0,3}")  # markdown or mail quoting, an opening backtick
+# markdown or mail quoting, a shell prompt, an opening backtick
+_QUOTED = re.compile(r"(?:> ?){0,8}(?:\$ )?`{0,3}")
 
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)) (?:# )?")
 _COMPACT = re.compile(r"(\d{8}T\d\d:\d\d) ")
@@ -78,7 +79,7 @@ def peel(line: str, year: int) -> Envelope:
         layers.append("ansi")
     env = Envelope(line)
     quoted = _QUOTED.match(line)
-    if quoted is not None and quoted.end():  # what a reporter put in front: > or `
+    if quoted is not None and quoted.end():  # what a reporter put in front: >, $ or `
         env.payload = line[quoted.end() :]
         layers.append("quoted")
     for _ in range(_MAX_LAYERS):

@@ -20,6 +20,7 @@ import dataclasses
 import re
 from collections import deque
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from healer.events import BackendDisconnected, Event, VirtiofsdExited, VmmExited, VmReset
@@ -104,11 +105,10 @@ def _crash(old: Event, new: Event) -> bool:
     )
 
 
-def _stamped(event: Event) -> bool:
-    """The record's own stamp gives its time to the fraction of a second: a bare line
-    timed by its neighbour's stamp is no evidence of a copy."""
-    assert event.time is not None
-    fraction = f"{event.time.microsecond:06d}".rstrip("0")
+def _stamped(event: Event, time: datetime) -> bool:
+    """The record's own stamp gives its ``time`` to the fraction of a second: a bare
+    line timed by its neighbour's stamp is no evidence of a copy."""
+    fraction = f"{time.microsecond:06d}".rstrip("0")
     return bool(fraction) and any(f"{sep}{fraction}" in event.raw for sep in ".,")
 
 
@@ -120,8 +120,8 @@ def _evidence(old: Event, new: Event) -> str | None:
         and new.time is not None
         and new.time == old.time
         and (o.program, o.pid) != (n.program, n.pid)
-        and _stamped(old)
-        and _stamped(new)
+        and _stamped(old, new.time)
+        and _stamped(new, new.time)
     ):
         # One record under two names (journald: the shim and containerd), down to the
         # stamp's fraction; two daemons that log alike in one second are two events.

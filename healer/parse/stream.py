@@ -10,6 +10,7 @@ starting byte offset and, when live, the ingest time.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import itemgetter
@@ -37,6 +38,7 @@ from healer.parse import (
     virtiofsd,
 )
 from healer.parse.envelope import Envelope, peel
+from healer.parse.margin import Margin, learn_margin
 from healer.parse.patterns import Built, Pattern
 from healer.parse.record import Record, make_event
 from healer.parse.repeats import RecentEvents, Repeat, repeat
@@ -80,12 +82,16 @@ NEEDLES: tuple[bytes, ...] = tuple(
 (or is a lone ``{``, the start of an event-monitor object)."""
 
 _INDENT = (b" ", b"\t")
+# A line re-wrapped with shell continuations (``... \``) goes on on the next line; the
+# prefilter keeps such a record whole, as a keyword may have been cut in two.
+_WRAPS = (b"\\\n", b"\\\r\n")
+_WRAPPED = (b"\\", b"\\\r")
 _JSON_HEADS = (b"\n{\n", b"\n{\r\n")
 _JSON_LINES = (b"{", b"{\r")  # an event-monitor object opens with a lone brace
 # One pass of a multi-pattern automaton (SIMD-accelerated) finds every needle;
 # 32 separate bytes.find passes cost eight times as much on a 100 MB log.
-_AUTOMATON = BytesAhoCorasick([*NEEDLES, *_JSON_HEADS])
-_JSON_INDEX = len(NEEDLES)
+_AUTOMATON = BytesAhoCorasick([*NEEDLES, *_WRAPS, *_JSON_HEADS])
+_JSON_INDEX = len(NEEDLES) + len(_WRAPS)
 _BY_START = itemgetter(1)
 
 _CHAIN_LINE = re.compile(
@@ -109,7 +115,7 @@ def scan(block: bytes) -> list[tuple[int, int, int]]:
 
 def is_candidate(line: bytes) -> bool:
     """Whether the prefilter keeps a line (the reference the fast path must equal)."""
-    return any(n in line for n in NEEDLES) or line in _JSON_LINES
+    return any(n in line for n in NEEDLES) or line in _JSON_LINES or line.endswith(_WRAPPED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +216,9 @@ def _blank_lines(block: bytes) -> int:
     return first + len(_BLANK_END.findall(block))
 
 
+_STAMP_FIRST = (b"<", b"2", b">", b"`", b"$", b"\x1b")
+"""How a line with a wrapper's stamp may start, but for syslog's month: <pri>, a year,
+a quote, a prompt, a colour code."""
 CLOCK_SAMPLE = 1 << 16
 """Bytes of a source's start read for what its clocks say before parsing it."""
 _PAYLOAD_STAMP = re.compile(
@@ -244,6 +253,33 @@ def _mode(head: bytes) -> int:
 
 def _indented(line: bytes) -> bool:
     return line[:1] in _INDENT and not line.isspace()
+
+
+def _records(sample: bytes, number: int) -> Iterator[tuple[bytes, int]]:
+    """The sample's lines with their numbers, a re-wrapped line joined back first."""
+    lines = sample.split(b"\n")[:-1]
+    i = 0
+    while i < len(lines):
+        head, first = lines[i], number + i + 1
+        while head.endswith(_WRAPPED) and i + 1 < len(lines) and lines[i + 1].strip():
+            i += 1
+            head = head.rstrip(b"\r")[:-1].rstrip() + b" " + lines[i].strip()
+        yield head, first
+        i += 1
+
+
+def _unwrap(texts: list[str]) -> list[str]:
+    """Join the lines a reporter re-wrapped with shell ``\\`` continuations back into
+    the line the program wrote (a blank on either side of the cut was one blank)."""
+    out: list[str] = []
+    for text in texts:
+        if out and out[-1].endswith("\\"):
+            before = out[-1][:-1]
+            blank = before[-1:].isspace() or text[:1].isspace()
+            out[-1] = before.rstrip() + (" " if blank else "") + text.strip()
+        else:
+            out.append(text)
+    return out
 
 
 def _precision(rec: Record) -> float:
@@ -312,6 +348,7 @@ class SourceParser:
         self._recent = RecentEvents()  # to read one fault told twice as one event
         self.zones = HeaderZones.from_dict(resume.zones) if resume else HeaderZones()
         self._notes: list[ClockNote] = []  # what the clocks said, yielded before the record
+        self._margin: Margin | None = None  # a reporter's indent of the whole log
 
     def feed(
         self,
@@ -324,6 +361,9 @@ class SourceParser:
         """Parse ``block`` (whole lines, each ending in a newline) found at ``offset``;
         ``scanned`` is :func:`scan` of it, when a reader thread ran it already."""
         out: list[Parsed] = []
+        end = offset + len(block)
+        if self._margin is not None:
+            block, scanned = self._margin.strip(block), None
         self.stats.blank_lines += _blank_lines(block)
         base = self._line
         if self.keep_unrecognized:
@@ -333,8 +373,12 @@ class SourceParser:
             last = self._feed_fast(block, offset, ingest, out, scanned)
         self.stats.lines += last - base
         self._line = last
-        self._end = offset + len(block)
+        self._end = end
         return out
+
+    def _at(self, offset: int, pos: int) -> int:
+        """The file offset of the line that starts at ``pos`` of the block fed."""
+        return offset + (pos if self._margin is None else self._margin.position(pos))
 
     @property
     def open_lines(self) -> int:
@@ -379,11 +423,13 @@ class SourceParser:
         notes: list[Parsed] = []
         pairs: list[tuple[datetime, float, str]] = []  # (wall, uptime, clock)
         lines: list[int] = []
-        number = self._line
-        for raw in sample[:CLOCK_SAMPLE].split(b"\n")[:-1]:
-            number += 1
-            if not raw[:1].isalpha() and raw[:1] not in (b"<", b"2", b">", b"`"):
-                continue  # no stamp first: syslog's month, <pri>, a year, a quote
+        sample = sample[:CLOCK_SAMPLE]
+        if self._line == 0 and (margin := learn_margin(sample)):
+            self._margin = Margin(margin)
+            sample = self._margin.strip(sample[: sample.rfind(b"\n") + 1])
+        for raw, number in _records(sample, self._line):
+            if not raw[:1].isalpha() and raw[:1] not in _STAMP_FIRST:
+                continue  # no stamp first
             env = peel(raw.decode("utf-8", "replace").rstrip("\r"), self.clock.year)
             kind = env.header_kind
             if env.header is not None and kind is not None and kind not in self.zones.offsets:
@@ -475,7 +521,9 @@ class SourceParser:
         Returns -1 as the head when it lies in the tail kept from the last block.
         """
         head, head_number = start, number + 1
-        while block[head : head + 1] in _INDENT and start - head < _MAX_WALK:
+        while (
+            block[head : head + 1] in _INDENT or self._wrapped_above(block, head)
+        ) and start - head < _MAX_WALK:
             if head <= floor:
                 if head == 0 and self._open:
                     return -1, self._open_line
@@ -485,6 +533,12 @@ class SourceParser:
                 break  # the line above ends an earlier record, or is blank
             head, head_number = previous, head_number - 1
         return head, head_number
+
+    def _wrapped_above(self, block: bytes, head: int) -> bool:
+        """The line above ``head`` ends in a shell continuation: ``head`` goes on with it."""
+        if head == 0:
+            return bool(self._open) and self._open[-1].endswith(_WRAPPED)
+        return block.endswith(_WRAPPED, 0, head - 1)
 
     def _begin_hit(
         self,
@@ -501,7 +555,7 @@ class SourceParser:
             lines = [*self._open, *block[:end].split(b"\n")]
         else:
             lines = block[head:end].split(b"\n")
-            self._open_at, self._open_line = offset + head, head_number
+            self._open_at, self._open_line = self._at(offset, head), head_number
             self._open_ingest = ingest
         self._open = lines
         self._open_mode = _mode(lines[0])
@@ -538,22 +592,22 @@ class SourceParser:
         last = max(block.rfind(b"\n", pos, len(block) - 1) + 1, pos)
         lines = [block[last:-1]]
         end_number = head_number = number + block.count(b"\n", pos)
-        while last > pos and lines[0][:1] in _INDENT and len(lines) < self.max_record_lines:
+        while last > pos and len(lines) < self.max_record_lines:
             previous = max(block.rfind(b"\n", pos, last - 1) + 1, pos)
             line = block[previous : last - 1]
-            if not line.strip():
+            if not line.strip() or not (lines[0][:1] in _INDENT or line.endswith(_WRAPPED)):
                 break
             lines.insert(0, line)
             last, head_number = previous, head_number - 1
         if not (lines[-1].strip() and lines[0].strip()):
             return end_number
-        if last == 0 and earlier and lines[0][:1] in _INDENT:
+        if last == 0 and earlier and (lines[0][:1] in _INDENT or earlier[-1].endswith(_WRAPPED)):
             self._open = [*earlier, *lines]
             self._open_at, self._open_line = earlier_at, earlier_line
             self._open_ingest = earlier_ingest
         else:
             self._open = lines
-            self._open_at, self._open_line = offset + last, head_number
+            self._open_at, self._open_line = self._at(offset, last), head_number
             self._open_ingest = ingest
         return end_number
 
@@ -563,10 +617,10 @@ class SourceParser:
         self, block: bytes, offset: int, ingest: datetime | None, out: list[Parsed]
     ) -> None:
         number = self._line
-        at = offset
+        at = 0
         for line in block.split(b"\n")[:-1]:
             number += 1
-            here = at
+            here = self._at(offset, at)
             at += len(line) + 1
             if self._open and self._continues_any(line):
                 self._open.append(line)
@@ -586,7 +640,9 @@ class SourceParser:
     def _continues_any(self, line: bytes) -> bool:
         if self._open_hit:
             return self._continues(self._open_mode, self._open, line)
-        return _indented(line) and len(self._open) < self.max_record_lines
+        if len(self._open) >= self.max_record_lines:
+            return False
+        return _indented(line) or (self._open[-1].endswith(_WRAPPED) and not line.isspace())
 
     def _close_open(self, ingest: datetime | None, out: list[Parsed]) -> None:
         if self._open and (self._open_hit or self.keep_unrecognized):
@@ -603,6 +659,8 @@ class SourceParser:
         if mode == _MODE_JSON:
             return pending[-1].rstrip() != b"}"
         if line[:1] in _INDENT and not line.isspace():
+            return True
+        if pending[-1].endswith(_WRAPPED) and line.strip():
             return True
         if mode == _MODE_CHAIN:
             return _CHAIN_LINE.search(line) is not None
@@ -649,7 +707,8 @@ class SourceParser:
     def _parse(
         self, texts: list[str], offset: int, number: int, ingest: datetime | None
     ) -> Event | None:
-        head = texts[0]
+        lines = _unwrap(texts) if any(t.endswith("\\") for t in texts) else texts
+        head = lines[0]
         year = self.clock.year
         env = peel(head, year)
         rec = Record(
@@ -669,8 +728,8 @@ class SourceParser:
             level=env.level,
             guest=self.guest or env.guest,
         )
-        rec.continuation = [peel(t.strip(), year).payload.strip() for t in texts[1:]]
-        built = self._classify(rec, texts)
+        rec.continuation = [peel(t.strip(), year).payload.strip() for t in lines[1:]]
+        built = self._classify(rec, lines)
         self._zone(rec)
         if built is None:
             return None
