@@ -153,9 +153,11 @@ class BackendConnectFailed(ErrorEvent):
 @_kind
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BackendDisconnected(Event):
-    """v52+: the backend went away under an active device; CH reconnects for 60 s."""
+    """v52+: the backend went away under an active device; CH reconnects for 60 s.
+    ``device_id`` is the device whose worker thread said it (its thread's name)."""
 
     socket: str | None = None
+    device_id: str | None = None
 
 
 @_kind

@@ -53,6 +53,7 @@ STRERROR_KINDS: dict[str, tuple[str, int]] = {
     "invalid argument": ("InvalidInput", 22),
     "address already in use": ("AddrInUse", 98),
     "operation not permitted": ("PermissionDenied", 1),
+    "protocol error": ("Uncategorized", 71),  # EPROTO: Rust gives it no kind of its own
 }
 
 # io::Error representations: they carry kind/errno, they are not causes of their own.

@@ -28,7 +28,7 @@ from healer.parse.stream import Parsed, Repeat, SourceParser
 CORPUS = Path(__file__).resolve().parent / "field_corpus"
 CHECKED = (  # the fields compared where an expectation gives them
     *("tag", "mountpoint", "socket", "reporter", "signal", "thread", "location", "name"),
-    *("vmm_exited", "device_id", "status"),
+    *("vmm_exited", "device_id", "status", "chain", "error_kind", "errno"),
 )
 
 MISSES: dict[str, str] = {}

@@ -133,3 +133,30 @@ def test_a_prompt_before_a_line_is_not_its_text() -> None:
     assert event.kind == "BackendConnectTimeout"
     assert event.time is not None
     assert event.time.isoformat() == "2022-12-26T06:48:09.082698+00:00"
+
+
+def test_a_trimmed_cloud_hypervisor_line_names_its_device_and_no_socket() -> None:
+    # tests/field_corpus KC19: the reporter cut the logger's prefix and the socket path
+    (event,) = _events(
+        "1305.737s <volume/boot>        vhost-user backend for socket ... disconnected, "
+        "attempting reconnection\n"
+    )
+    assert event.kind == "BackendDisconnected"
+    assert _fields(event, "device_id", "socket", "share") == {
+        "device_id": "volume/boot",
+        "socket": None,
+        "share": None,
+    }
+    assert event.origin.uptime == 1305.737
+
+
+def test_a_v52_disconnect_names_the_device_of_its_worker_thread() -> None:
+    (event,) = _events(
+        "cloud-hypervisor: 40.371799s: <_fs2> INFO:virtio-devices/src/vhost_user/mod.rs:405 "
+        "-- vhost-user backend for socket /run/vfs.sock disconnected, attempting reconnection\n"
+    )
+    assert _fields(event, "device_id", "socket", "share") == {
+        "device_id": "_fs2",
+        "socket": "/run/vfs.sock",
+        "share": "/run/vfs.sock",
+    }

@@ -35,12 +35,21 @@ from healer.eventtime import duration_seconds
 from healer.parse.patterns import Built, Pattern, error_fields
 from healer.parse.record import Record
 
-__all__ = ["KEYWORDS", "PATTERNS", "PROGRAM", "match_logger", "parse_event_monitor"]
+__all__ = [
+    "KEYWORDS",
+    "PATTERNS",
+    "PROGRAM",
+    "match_logger",
+    "match_trimmed",
+    "parse_event_monitor",
+]
 
 LOGGER = re.compile(
     r"cloud-hypervisor:\s+(\d+(?:\.\d+)?)(ns|µs|us|ms|s):\s+(?:<([^>]*)>\s+)?"
     r"(ERROR|WARN|INFO|DEBUG|TRACE):(\S+?)(?::(\d+))?(?: --(?: (.*))?|\s*$)"
 )
+
+_TRIMMED = re.compile(r"(\d+\.\d+)(ns|µs|us|ms|s) <([^<>\s]{1,128})>\s+(\S.*)")
 
 PROGRAM: str | None = "cloud-hypervisor"
 """Who prints the messages below when the line itself does not say."""
@@ -98,14 +107,35 @@ def match_logger(rec: Record) -> bool:
     return True
 
 
+def match_trimmed(rec: Record) -> bool:
+    """The logger's line with its ``cloud-hypervisor:`` and ``LEVEL:location --`` cut
+    by a reporter: ``1305.733s <volume/boot> message``; the thread still names the
+    device."""
+    m = _TRIMMED.match(rec.payload)
+    if m is None:
+        return False
+    value, unit, thread, message = m.groups()
+    rec.program = "cloud-hypervisor"
+    rec.uptime = duration_seconds(value, unit)
+    rec.domain = "ch"
+    rec.thread = thread
+    rec.message = message.rstrip()
+    return True
+
+
 def strip_logger(text: str) -> str:
     """A continuation that is itself a logger line (v47 chains) keeps only its message."""
     m = LOGGER.search(text)
     return (m.group(7) or "").strip() if m else text
 
 
+def _path(text: str | None) -> str | None:
+    """A socket path as the line gives it; a reporter's ``...`` in its place is none."""
+    return None if text is None or not text.strip(".…") else text
+
+
 def _socket_error(cls: type, rec: Record, m: re.Match[str]) -> Built:
-    return cls, {"socket": m.group("socket"), **error_fields(m.group("err") or "")}
+    return cls, {"socket": _path(m.group("socket")), **error_fields(m.group("err") or "")}
 
 
 def _timeout(rec: Record, m: re.Match[str]) -> Built:
@@ -117,7 +147,7 @@ def _connect_failed(rec: Record, m: re.Match[str]) -> Built:
 
 
 def _disconnected(rec: Record, m: re.Match[str]) -> Built:
-    return BackendDisconnected, {"socket": m.group(1)}
+    return BackendDisconnected, {"socket": _path(m.group(1)), "device_id": _device(rec)}
 
 
 def _reconnect_failed(rec: Record, m: re.Match[str]) -> Built:

@@ -771,6 +771,7 @@ class SourceParser:
             return built
         if not (
             ("cloud-hypervisor:" in payload and cloud_hypervisor.match_logger(rec))
+            or (payload[:1].isdigit() and cloud_hypervisor.match_trimmed(rec))
             or virtiofsd.match_env_logger(rec)
             or virtiofsd.match_c_debug(rec)
             or guest.match_dmesg(rec)

@@ -118,8 +118,9 @@ def _daemon_failed(rec: Record, m: re.Match[str]) -> Built:
 
 
 def _panicked(rec: Record, m: re.Match[str]) -> Built:
-    thread, location, inline = m.group(1), m.group(2), m.group(3) or ""
-    text = " ".join([inline, *rec.continuation]).strip()
+    # the pattern reads the whole message, the panic's next line included: its text
+    # is the rest of the match, once
+    thread, location, text = m.group(1), m.group(2), m.group(3) or ""
     return VirtiofsdPanicked, {
         "thread": thread,
         "location": location,
@@ -163,7 +164,8 @@ def _child_terminated(rec: Record, m: re.Match[str]) -> Built:
 
 def _start_failed(rec: Record, m: re.Match[str]) -> Built:
     path = m.groupdict().get("path") or m.groupdict().get("source")
-    return VirtiofsdStartFailed, {"path": path, **error_fields(m.group(0))}
+    # the error is what follows the words matched (``...error=1:Operation not permitted``)
+    return VirtiofsdStartFailed, {"path": path, **error_fields(m.string[m.start() :])}
 
 
 PATTERNS: list[Pattern] = [
