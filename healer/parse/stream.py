@@ -24,7 +24,6 @@ from healer.eventtime import (
     SKEW_TOLERANCE,
     WHOLE_SECONDS,
     SourceClock,
-    duration_seconds,
     parse_iso,
 )
 from healer.parse import (
@@ -216,7 +215,7 @@ def _blank_lines(block: bytes) -> int:
     return first + len(_BLANK_END.findall(block))
 
 
-_STAMP_FIRST = (b"<", b"2", b">", b"`", b"$", b"\x1b")
+_STAMP_FIRST = ("<", "2", ">", "`", "$", "\x1b")
 """How a line with a wrapper's stamp may start, but for syslog's month: <pri>, a year,
 a quote, a prompt, a colour code."""
 CLOCK_SAMPLE = 1 << 16
@@ -227,12 +226,15 @@ _PAYLOAD_STAMP = re.compile(
 
 
 def _uptime(payload: str) -> tuple[float, str] | None:
-    """The uptime a record carries and its clock: cloud-hypervisor's, the guest's."""
-    if "cloud-hypervisor:" in payload:
-        m = cloud_hypervisor.LOGGER.search(payload)
-        return (duration_seconds(m.group(1), m.group(2)), "ch") if m is not None else None
-    m = guest.DMESG.match(payload) if payload[:1] == "[" else None
-    return (float(m.group(1)), "guest") if m is not None else None
+    """The uptime a record carries and its clock (cloud-hypervisor's, the guest's), as
+    the parsers that date records read them."""
+    rec = Record(source="", offset=0, line=0, head=payload, payload=payload)
+    read = ("cloud-hypervisor:" in payload and cloud_hypervisor.match_logger(rec)) or (
+        guest.match_dmesg(rec)
+    )
+    if not read or rec.uptime is None or rec.domain is None:
+        return None
+    return rec.uptime, rec.domain
 
 
 def _payload_stamp(payload: str) -> datetime | None:
@@ -255,16 +257,15 @@ def _indented(line: bytes) -> bool:
     return line[:1] in _INDENT and not line.isspace()
 
 
-def _records(sample: bytes, number: int) -> Iterator[tuple[bytes, int]]:
+def _records(sample: bytes, number: int) -> Iterator[tuple[str, int]]:
     """The sample's lines with their numbers, a re-wrapped line joined back first."""
-    lines = sample.split(b"\n")[:-1]
+    lines = [raw.decode("utf-8", "replace").rstrip("\r") for raw in sample.split(b"\n")[:-1]]
     i = 0
     while i < len(lines):
-        head, first = lines[i], number + i + 1
-        while head.endswith(_WRAPPED) and i + 1 < len(lines) and lines[i + 1].strip():
+        first = i
+        while lines[i].endswith("\\") and i + 1 < len(lines) and lines[i + 1].strip():
             i += 1
-            head = head.rstrip(b"\r")[:-1].rstrip() + b" " + lines[i].strip()
-        yield head, first
+        yield _unwrap(lines[first : i + 1])[0], number + first + 1
         i += 1
 
 
@@ -427,10 +428,10 @@ class SourceParser:
         if self._line == 0 and (margin := learn_margin(sample)):
             self._margin = Margin(margin)
             sample = self._margin.strip(sample[: sample.rfind(b"\n") + 1])
-        for raw, number in _records(sample, self._line):
-            if not raw[:1].isalpha() and raw[:1] not in _STAMP_FIRST:
+        for text, number in _records(sample, self._line):
+            if not text[:1].isalpha() and text[:1] not in _STAMP_FIRST:
                 continue  # no stamp first
-            env = peel(raw.decode("utf-8", "replace").rstrip("\r"), self.clock.year)
+            env = peel(text, self.clock.year)
             kind = env.header_kind
             if env.header is not None and kind is not None and kind not in self.zones.offsets:
                 self._learn_zone(env.header, kind, env, number, notes)
